@@ -1,0 +1,89 @@
+"""actorloop: asyncio-native actors on one machine, with Ray's actor API.
+
+Each actor lives in its own process with its own uvloop event loop::
+
+    import actorloop
+
+    @actorloop.remote
+    class Counter:
+        def __init__(self):
+            self.count = 0
+        def increment(self):
+            self.count += 1
+            return self.count
+
+    c = Counter.remote()
+    print(actorloop.get(c.increment.remote()))    # 1
+
+The package's map: this module is the public API; ``exceptions`` holds the
+errors, ``http`` the route decorators, ``util`` the ActorPool.  The engine is
+private: ``_protocol`` (wire format), ``_client`` (the caller's side:
+connections and refs), ``_worker`` (the actor process), ``_node`` (names,
+spawning, supervision), ``_http`` (the in-actor server), ``_cli``.
+"""
+
+from __future__ import annotations
+
+from . import exceptions as exceptions
+from . import http as http
+from . import util as util
+from ._actor import ActorClass as ActorClass
+from ._actor import ActorHandle as ActorHandle
+from ._actor import ActorInfo as ActorInfo
+from ._actor import method as method
+from ._actor import remote as remote
+from ._api import cancel as cancel
+from ._api import get as get
+from ._api import get_actor as get_actor
+from ._api import init as init
+from ._api import is_initialized as is_initialized
+from ._api import kill as kill
+from ._api import list_actors as list_actors
+from ._api import shutdown as shutdown
+from ._api import wait as wait
+from ._ref import ObjectRef as ObjectRef
+from ._worker import exit_actor as exit_actor
+from .exceptions import ActorDiedError as ActorDiedError
+from .exceptions import ActorloopError as ActorloopError
+from .exceptions import GetTimeoutError as GetTimeoutError
+from .exceptions import PendingCallsLimitExceeded as PendingCallsLimitExceeded
+from .exceptions import SerializationError as SerializationError
+from .exceptions import TaskCancelledError as TaskCancelledError
+from .exceptions import TaskError as TaskError
+from .util import ActorPool as ActorPool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorClass",
+    "ActorDiedError",
+    "ActorHandle",
+    "ActorInfo",
+    "ActorPool",
+    "ActorloopError",
+    "GetTimeoutError",
+    "ObjectRef",
+    "PendingCallsLimitExceeded",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "cancel",
+    "exceptions",
+    "exit_actor",
+    "get",
+    "get_actor",
+    "http",
+    "init",
+    "is_initialized",
+    "kill",
+    "list_actors",
+    "method",
+    "remote",
+    "shutdown",
+    "util",
+    "wait",
+]
+
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef"):
+    globals()[_name].__module__ = "actorloop"
+del _name

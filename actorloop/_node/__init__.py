@@ -1,0 +1,109 @@
+"""The node process: where it lives, how it starts, how it is found."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+__all__ = ["default_daemon_dir", "prepare_dir", "node_running", "start_node_process", "EmbeddedNode"]
+
+
+def default_daemon_dir() -> str:
+    """The directory of the node ``actorloop start`` runs for this user."""
+    path = os.environ.get("ACTORLOOP_DIR")
+    if path:
+        return os.path.abspath(path)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "actorloop")
+    return f"/tmp/actorloop-{os.getuid()}"
+
+
+def prepare_dir(path: str) -> None:
+    """Create ``path`` as 0700, or check that an existing one is ours and closed to others."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to another user; refusing to run a node in it")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def node_running(path: str) -> bool:
+    """Whether a node answers on ``path``'s socket."""
+    sock_path = os.path.join(path, "node.sock")
+    if not os.path.exists(sock_path):
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2)
+        sock.connect(sock_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def start_node_process(node_dir: str, *, embedded: bool, log_path: str | None = None) -> subprocess.Popen[bytes]:
+    """Start a node serving ``node_dir`` and return once it listens."""
+    ready_r, ready_w = os.pipe()
+    cmd = [sys.executable, "-m", "actorloop._node", "--dir", node_dir, "--ready-fd", str(ready_w)]
+    if embedded:
+        cmd += ["--parent", str(os.getpid())]
+    out = None
+    if log_path is not None:
+        out = open(log_path, "ab")
+    env = dict(os.environ)
+    env.pop("ACTORLOOP_ADDRESS", None)
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            pass_fds=[ready_w],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    finally:
+        os.close(ready_w)
+        if out is not None:
+            out.close()
+    with os.fdopen(ready_r, "rb") as ready:
+        line = ready.readline()
+    if not line.startswith(b"READY"):
+        code = proc.wait(timeout=10)
+        hint = f" (see {log_path})" if log_path else ""
+        raise RuntimeError(f"the actorloop node failed to start (exit code {code}){hint}")
+    return proc
+
+
+class EmbeddedNode:
+    """A node owned by this process: a private directory, ended with the process."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="actorloop-")
+        os.chmod(self.dir, 0o700)
+        self.proc = start_node_process(self.dir, embedded=True)
+
+    def stop(self) -> None:
+        """Wait for the node to end (it does once our connections closed), then clean up."""
+        proc = self.proc
+        deadline = time.monotonic() + 5
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""``python -m actorloop._node``: the node process (started by init() or ``actorloop start``)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+
+# Everything an actor needs is imported here, before the zygote forks, so
+# that forking an actor costs no imports.
+import aiohttp.web  # noqa: F401
+import cloudpickle  # noqa: F401
+import uvloop
+
+import actorloop  # noqa: F401
+from actorloop import _http, _worker  # noqa: F401
+from actorloop._node import prepare_dir
+from actorloop._node._server import Node
+from actorloop._node._zygote import zygote_main
+from actorloop._protocol import SECRET_BYTES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m actorloop._node")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, default=None)
+    args = parser.parse_args()
+    node_dir = os.path.abspath(args.dir)
+    prepare_dir(node_dir)
+    secret = secrets.token_bytes(SECRET_BYTES)
+    secret_path = os.path.join(node_dir, "secret")
+    tmp = secret_path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    os.replace(tmp, secret_path)
+
+    node_side, zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    gc.collect()
+    gc.freeze()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        node_side.close()
+        os.close(args.ready_fd)
+        zygote_main(zygote_side, node_dir, secret)
+    zygote_side.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    loop = uvloop.new_event_loop()
+    node = Node(loop, node_dir, secret, node_side, embedded_parent=args.parent)
+    loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
+
+    def announce() -> None:
+        with open(os.path.join(node_dir, "node.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        os.write(args.ready_fd, f"READY {os.getpid()}\n".encode())
+        os.close(args.ready_fd)
+
+    loop.call_soon(lambda: loop.create_task(_announce_when_listening(node, announce)))
+    try:
+        loop.run_until_complete(node.serve())
+    finally:
+        for name in ("node.sock", "node.pid"):
+            try:
+                os.unlink(os.path.join(node_dir, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if args.parent is not None:
+            shutil.rmtree(node_dir, ignore_errors=True)
+
+
+async def _announce_when_listening(node: Node, announce: object) -> None:
+    import asyncio
+
+    while node._server is None:
+        await asyncio.sleep(0.001)
+    announce()  # type: ignore[operator]
+
+
+if __name__ == "__main__":
+    main()

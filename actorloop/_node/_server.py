@@ -1,0 +1,572 @@
+"""The node: names, spawning, supervision, owners, log fan-out, status.
+
+One node serves one directory.  It never sits on the call path: callers
+talk to actors directly.  Every way an actor ends (return from
+``exit_actor``, kill, crash, owner exit, node stop) goes through one place,
+``_actor_exited``, driven by the zygote's report of the exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import secrets
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import _protocol as proto
+from .._actor import ActorInfo
+
+#: How many actors (alive, starting or restarting) one node runs at most.
+MAX_ACTORS = 10_000
+#: Dead actors remembered for list_actors() and error messages.
+MAX_DEAD_REMEMBERED = 1_000
+
+
+@dataclass
+class _Client:
+    client_id: str
+    pid: int
+    namespace: str
+    conns: set[NodeServerConnection] = field(default_factory=set)
+    primary: NodeServerConnection | None = None
+    log_to_driver: bool = True
+
+
+@dataclass
+class _Actor:
+    actor_id: str
+    spec: dict[str, Any]
+    owner: str
+    class_name: str
+    name: str | None
+    namespace: str
+    detached: bool
+    max_restarts: int
+    http_sock: socket.socket | None = None
+    http_url: str | None = None
+    state: str = "STARTING"
+    pid: int | None = None
+    epoch: int = 0
+    restarts: int = 0
+    waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
+    death_reason: str | None = None
+    last_reason: str = ""
+    init_error: str | None = None
+    exit_reason: str | None = None
+    kill_reason: str | None = None
+    no_restart: bool = False
+    ended: asyncio.Future[None] | None = None
+    pipes_open: int = 0
+    pipes_closed: asyncio.Future[None] | None = None
+
+
+class Node:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        node_dir: str,
+        secret: bytes,
+        zygote_sock: socket.socket,
+        *,
+        embedded_parent: int | None,
+    ) -> None:
+        self.loop = loop
+        self.dir = node_dir
+        self.secret = secret
+        self.zygote = zygote_sock
+        self.embedded_parent = embedded_parent
+        self.started = time.time()
+        self.clients: dict[str, _Client] = {}
+        self.actors: dict[str, _Actor] = {}
+        self.names: dict[tuple[str, str], str] = {}
+        self.by_pid: dict[int, _Actor] = {}
+        self.dead_order: list[str] = []
+        self.stopping = False
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        self._server: asyncio.AbstractServer | None = None
+        self._parent_seen = False
+
+    # -- life ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        path = os.path.join(self.dir, "node.sock")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
+        os.chmod(path, 0o600)
+        self.zygote.setblocking(False)
+        self.loop.add_reader(self.zygote.fileno(), self._zygote_readable)
+        if self.embedded_parent is not None:
+            self.loop.call_later(1.0, self._check_parent)
+        await self.stopped
+
+    def _check_parent(self) -> None:
+        if self.stopping:
+            return
+        if os.getppid() != self.embedded_parent:
+            self.loop.create_task(self.stop("the driver that started this embedded node exited"))
+            return
+        self.loop.call_later(1.0, self._check_parent)
+
+    async def stop(self, why: str = "") -> None:
+        if self.stopping:
+            await self.stopped
+            return
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for actor in list(self.actors.values()):
+            if actor.state != "DEAD":
+                self._kill(actor, "the node stopped", no_restart=True)
+        waits = [a.ended for a in self.actors.values() if a.ended is not None and not a.ended.done()]
+        if waits:
+            await asyncio.wait(waits, timeout=3)
+        try:
+            self.loop.remove_reader(self.zygote.fileno())
+            self.zygote.close()
+        except Exception:
+            pass
+        for client in list(self.clients.values()):
+            for conn in list(client.conns):
+                conn.close()
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    # -- zygote ----------------------------------------------------------------
+
+    def _spawn(self, actor: _Actor) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        fds = [out_w, err_w]
+        if actor.http_sock is not None:
+            fds.append(actor.http_sock.fileno())
+        actor.pipes_open = 2
+        actor.pipes_closed = self.loop.create_future()
+        for fd, stream_no in ((out_r, 1), (err_r, 2)):
+            self.loop.create_task(self._read_logs(actor, fd, stream_no, actor.epoch))
+        msg = pickle.dumps((actor.actor_id, actor.epoch, actor.http_sock is not None))
+        try:
+            self.zygote.setblocking(True)
+            socket.send_fds(self.zygote, [msg], fds)
+        finally:
+            self.zygote.setblocking(False)
+            os.close(out_w)
+            os.close(err_w)
+
+    def _zygote_readable(self) -> None:
+        while True:
+            try:
+                data = self.zygote.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.loop.remove_reader(self.zygote.fileno())
+                if not self.stopping:
+                    print("actorloop node: the zygote ended; stopping", file=sys.stderr)
+                    for actor in self.actors.values():
+                        if actor.pid:
+                            _signal(actor.pid, signal.SIGKILL)
+                    self.loop.create_task(self.stop("zygote ended"))
+                return
+            msg = pickle.loads(data)
+            if msg[0] == "spawned":
+                _, actor_id, epoch, pid = msg
+                actor = self.actors.get(actor_id)
+                if actor is None or actor.epoch != epoch:
+                    _signal(pid, signal.SIGKILL)
+                    continue
+                actor.pid = pid
+                self.by_pid[pid] = actor
+                if actor.kill_reason is not None:
+                    _signal(pid, signal.SIGKILL)
+            elif msg[0] == "exited":
+                _, pid, status = msg
+                actor = self.by_pid.pop(pid, None)
+                if actor is not None:
+                    self._actor_exited(actor, status)
+
+    # -- the one place where actors end ------------------------------------------
+
+    def _actor_exited(self, actor: _Actor, status: int) -> None:
+        actor.pid = None
+        restartable = False
+        if actor.init_error is not None:
+            reason = actor.init_error
+        elif actor.exit_reason is not None:
+            reason = actor.exit_reason
+        elif actor.kill_reason is not None:
+            reason = actor.kill_reason
+            restartable = not actor.no_restart
+        elif os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            reason = f"its process was killed by signal {name}"
+            restartable = True
+        else:
+            reason = f"its process exited with exit code {os.WEXITSTATUS(status)}"
+            restartable = True
+        can_restart = actor.max_restarts == -1 or actor.restarts < actor.max_restarts
+        if restartable and can_restart and not self.stopping:
+            actor.restarts += 1
+            actor.epoch += 1
+            actor.state = "RESTARTING"
+            actor.last_reason = reason
+            actor.kill_reason = None
+            actor.no_restart = False
+            self._resolve_ended(actor)
+            self._spawn(actor)
+            return
+        actor.state = "DEAD"
+        actor.death_reason = f"the actor {actor.class_name} ({actor.actor_id}) died: {reason}"
+        if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
+            del self.names[(actor.namespace, actor.name)]
+        if actor.http_sock is not None:
+            actor.http_sock.close()
+            actor.http_sock = None
+        for _, fut in actor.waiters:
+            if not fut.done():
+                fut.set_result(("DEAD", actor.death_reason))
+        actor.waiters.clear()
+        actor.spec = {}
+        self._resolve_ended(actor)
+        self.dead_order.append(actor.actor_id)
+        while len(self.dead_order) > MAX_DEAD_REMEMBERED:
+            self.actors.pop(self.dead_order.pop(0), None)
+
+    def _resolve_ended(self, actor: _Actor) -> None:
+        if actor.ended is not None and not actor.ended.done():
+            actor.ended.set_result(None)
+        actor.ended = None
+
+    def _kill(self, actor: _Actor, reason: str, *, no_restart: bool) -> asyncio.Future[None]:
+        if actor.ended is None:
+            actor.ended = self.loop.create_future()
+        ended = actor.ended
+        if actor.state == "DEAD":
+            self._resolve_ended(actor)
+            return ended
+        actor.kill_reason = reason
+        actor.no_restart = no_restart
+        if actor.pid is not None:
+            _signal(actor.pid, signal.SIGKILL)
+        return ended
+
+    # -- logs -----------------------------------------------------------------------
+
+    async def _read_logs(self, actor: _Actor, fd: int, stream_no: int, epoch: int) -> None:
+        pending = b""
+        prefix_pid: int | None = None
+        try:
+            while True:
+                try:
+                    chunk = await self._read_fd(fd)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                if prefix_pid is None:
+                    prefix_pid = actor.pid
+                data = pending + chunk
+                lines = data.split(b"\n")
+                pending = lines.pop()
+                if lines:
+                    self._forward_lines(actor, stream_no, lines, prefix_pid)
+            if pending:
+                self._forward_lines(actor, stream_no, [pending], prefix_pid)
+        finally:
+            os.close(fd)
+            if actor.epoch == epoch:
+                actor.pipes_open -= 1
+                if actor.pipes_open <= 0 and actor.pipes_closed is not None and not actor.pipes_closed.done():
+                    actor.pipes_closed.set_result(None)
+
+    def _read_fd(self, fd: int) -> asyncio.Future[bytes]:
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+
+        def readable() -> None:
+            self.loop.remove_reader(fd)
+            try:
+                fut.set_result(os.read(fd, 1 << 16))
+            except OSError as exc:
+                fut.set_exception(exc)
+
+        self.loop.add_reader(fd, readable)
+        return fut
+
+    def _forward_lines(self, actor: _Actor, stream_no: int, lines: list[bytes], pid: int | None) -> None:
+        prefix = f"({actor.class_name} pid={pid if pid is not None else '?'}) "
+        text = "".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines)
+        client = self.clients.get(actor.owner)
+        if client is not None and client.primary is not None and client.log_to_driver and not client.primary.closed:
+            client.primary.push("log", stream_no, text)
+        elif client is None or not client.log_to_driver:
+            # Detached actors outlive their creators: their lines go to the node's own log.
+            stream = sys.stdout if stream_no == 1 else sys.stderr
+            try:
+                stream.write(text)
+                stream.flush()
+            except Exception:
+                pass
+
+    # -- clients ----------------------------------------------------------------------
+
+    def client_gone(self, conn: NodeServerConnection) -> None:
+        client = self.clients.get(conn.client_id or "")
+        if client is None:
+            return
+        client.conns.discard(conn)
+        if client.primary is conn:
+            client.primary = None
+        if client.conns:
+            return
+        del self.clients[client.client_id]
+        for actor in list(self.actors.values()):
+            if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
+                self._kill(actor, "its owner exited", no_restart=True)
+        if self.embedded_parent is not None and client.pid == self.embedded_parent and conn.role != "sync":
+            self.loop.create_task(self.stop("the driver that started this embedded node exited"))
+
+    # -- requests ----------------------------------------------------------------------
+
+    def op_hello(
+        self, conn: NodeServerConnection, client_id: str, role: str, pid: int, log_to_driver: bool, *rest: Any
+    ) -> Any:
+        conn.client_id = client_id
+        conn.role = role
+        if role == "actor":
+            actor_id, epoch = rest
+            actor = self.actors.get(actor_id)
+            if actor is None or actor.epoch != epoch or actor.state == "DEAD":
+                raise RuntimeError("no such actor to start")
+            conn.actor_id = actor_id
+            client = self.clients.setdefault(client_id, _Client(client_id, pid, actor.spec["owner_namespace"]))
+            client.conns.add(conn)
+            client.primary = conn
+            client.log_to_driver = True
+            return actor.spec
+        namespace = rest[0] if rest else ""
+        client = self.clients.get(client_id)
+        if client is None:
+            client = self.clients[client_id] = _Client(client_id, pid, namespace)
+        client.conns.add(conn)
+        if role == "driver":
+            client.primary = conn
+            client.log_to_driver = log_to_driver
+        return {"pid": os.getpid(), "dir": self.dir}
+
+    def op_create(self, conn: NodeServerConnection, spec: dict[str, Any]) -> Any:
+        if self.stopping:
+            raise RuntimeError("the node is stopping")
+        name = spec["name"]
+        namespace = spec["namespace"]
+        if name is not None:
+            existing_id = self.names.get((namespace, name))
+            if existing_id is not None:
+                existing = self.actors[existing_id]
+                if spec["get_if_exists"]:
+                    return (
+                        existing.actor_id,
+                        existing.spec["meta"],
+                        existing.http_url,
+                        existing.spec["caller_options"],
+                        True,
+                    )
+                raise ValueError(f"the actor name {name!r} is already taken in namespace {namespace!r}")
+        alive = sum(1 for a in self.actors.values() if a.state != "DEAD")
+        if alive >= MAX_ACTORS:
+            raise RuntimeError(f"this node already runs {alive} actors, its limit (MAX_ACTORS={MAX_ACTORS})")
+        actor_id = secrets.token_hex(6)
+        actor = _Actor(
+            actor_id=actor_id,
+            spec=spec,
+            owner=conn.client_id or "",
+            class_name=spec["class_name"],
+            name=name,
+            namespace=namespace,
+            detached=spec["detached"],
+            max_restarts=spec["max_restarts"],
+        )
+        if spec["http"] is not None:
+            from .. import _http
+
+            host, port = spec["http"]
+            actor.http_sock = _http.bind_http_socket(host, port)
+            actor.http_url = _http.http_url(actor.http_sock)
+        self.actors[actor_id] = actor
+        if name is not None:
+            self.names[(namespace, name)] = actor_id
+        self._spawn(actor)
+        return actor_id, spec["meta"], actor.http_url, spec["caller_options"], False
+
+    def op_wait_actor(self, conn: NodeServerConnection, actor_id: str, min_epoch: int) -> Any:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return ("DEAD", f"the actor {actor_id} is unknown to this node (it ended long ago, or the node restarted)")
+        if actor.state == "DEAD":
+            return ("DEAD", actor.death_reason)
+        if actor.state == "ALIVE" and actor.epoch >= min_epoch:
+            return ("ALIVE", actor.epoch, self._actor_path(actor), actor.last_reason)
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        actor.waiters.append((min_epoch, fut))
+        return fut
+
+    def _actor_path(self, actor: _Actor) -> str:
+        return os.path.join(self.dir, f"a-{actor.actor_id}.sock")
+
+    def op_get_actor(self, conn: NodeServerConnection, name: str, namespace: str) -> Any:
+        actor_id = self.names.get((namespace, name))
+        actor = self.actors.get(actor_id) if actor_id else None
+        if actor is None or actor.state == "DEAD":
+            raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
+        return actor.actor_id, actor.spec["meta"], actor.http_url, actor.spec["caller_options"]
+
+    async def op_kill(self, conn: NodeServerConnection, actor_id: str, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        await self._kill(actor, "it was killed with actorloop.kill()", no_restart=no_restart)
+
+    def op_release(self, conn: NodeServerConnection, actor_id: str) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD" or actor.detached or actor.name is not None:
+            return
+        if actor.owner != conn.client_id:
+            return
+        self._kill(actor, "its creator dropped every handle to it", no_restart=True)
+
+    def op_list(self, conn: NodeServerConnection) -> list[ActorInfo]:
+        return [
+            ActorInfo(a.actor_id, a.class_name, a.name, a.namespace, a.state, a.pid, a.detached, a.restarts)
+            for a in self.actors.values()
+        ]
+
+    def op_status(self, conn: NodeServerConnection) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for a in self.actors.values():
+            states[a.state] = states.get(a.state, 0) + 1
+        return {
+            "address": self.dir,
+            "pid": os.getpid(),
+            "uptime": time.time() - self.started,
+            "actors": states,
+            "embedded": self.embedded_parent is not None,
+        }
+
+    async def op_bye(self, conn: NodeServerConnection) -> None:
+        """A client leaves: end its non-detached actors and deliver their last log lines first."""
+        client = self.clients.get(conn.client_id or "")
+        if client is None:
+            return
+        ended = []
+        for actor in list(self.actors.values()):
+            if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
+                pipes = actor.pipes_closed
+                ended.append(self._kill(actor, "its owner exited", no_restart=True))
+                if pipes is not None:
+                    ended.append(pipes)
+        if ended:
+            await asyncio.wait(ended, timeout=5)
+
+    async def op_stop(self, conn: NodeServerConnection) -> None:
+        self.loop.call_later(0.05, lambda: self.loop.create_task(self.stop("actorloop stop")))
+
+    # actor-only requests
+    def op_ready(self, conn: NodeServerConnection, pid: int) -> None:
+        actor = self.actors.get(conn.actor_id or "")
+        if actor is None or actor.state == "DEAD":
+            return
+        actor.state = "ALIVE"
+        path = self._actor_path(actor)
+        keep = []
+        for min_epoch, fut in actor.waiters:
+            if fut.done():
+                continue
+            if actor.epoch >= min_epoch:
+                fut.set_result(("ALIVE", actor.epoch, path, actor.last_reason))
+            else:
+                keep.append((min_epoch, fut))
+        actor.waiters = keep
+
+    def op_init_failed(self, conn: NodeServerConnection, reason: str) -> None:
+        actor = self.actors.get(conn.actor_id or "")
+        if actor is not None:
+            actor.init_error = reason
+
+    def op_exiting(self, conn: NodeServerConnection, reason: str) -> None:
+        actor = self.actors.get(conn.actor_id or "")
+        if actor is not None:
+            actor.exit_reason = reason
+
+
+class NodeServerConnection(proto.FrameProtocol):
+    def __init__(self, node: Node) -> None:
+        super().__init__(node.loop, expect_secret=node.secret)
+        self.node = node
+        self.client_id: str | None = None
+        self.role = ""
+        self.actor_id: str | None = None
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        for data in frames:
+            try:
+                req_id, op, args = proto.loads(data)
+                handler: Callable[..., Any] = getattr(self.node, "op_" + op)
+            except Exception as exc:
+                self.protocol_error(f"bad request: {exc}")
+                return
+            if self.client_id is None and op != "hello":
+                self.protocol_error("a request before hello")
+                return
+            try:
+                result = handler(self, *args)
+            except Exception as exc:
+                self._reply_error(req_id, exc)
+                continue
+            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                self.node.loop.create_task(self._reply_later(req_id, result))
+            elif req_id:
+                self.send(proto.dumps((req_id, True, result)))
+
+    async def _reply_later(self, req_id: int, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._reply_error(req_id, exc)
+            return
+        if req_id and not self.closed:
+            self.send(proto.dumps((req_id, True, result)))
+
+    def _reply_error(self, req_id: int, exc: Exception) -> None:
+        if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)):
+            traceback.print_exc()
+        if req_id and not self.closed:
+            self.send(proto.dumps((req_id, False, (type(exc).__name__, str(exc)))))
+
+    def push(self, *msg: Any) -> None:
+        self.send(proto.dumps((0, *msg)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.client_id is not None:
+            self.node.client_gone(self)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,111 @@
+"""The zygote: a single-threaded child of the node that forks actor processes.
+
+It is forked by the node before the node starts its event loop, after every
+heavy module (actorloop, uvloop, aiohttp, cloudpickle) was imported and the
+heap frozen (``gc.freeze()``), so a new actor costs one ``fork`` and shares
+those pages.  It never runs an event loop or a thread, which keeps forking
+it safe.  It reaps its children and reports each exit status to the node.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import selectors
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+_MAX_MSG = 1 << 16
+
+
+def zygote_main(sock: socket.socket, node_dir: str, secret: bytes) -> NoReturn:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    gc.freeze()
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, "node")
+    selector.register(wake_r, selectors.EVENT_READ, "child")
+    while True:
+        for key, _ in selector.select():
+            if key.data == "node":
+                try:
+                    data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 8)
+                except OSError:
+                    data, fds = b"", []
+                if not data:
+                    os._exit(0)
+                actor_id, epoch, has_http = pickle.loads(data)
+                pid = _spawn(sock, selector, wake_r, wake_w, node_dir, secret, actor_id, epoch, fds, has_http)
+                sock.send(pickle.dumps(("spawned", actor_id, epoch, pid)))
+            else:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(sock)
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        sock.send(pickle.dumps(("exited", pid, status)))
+
+
+def _spawn(
+    sock: socket.socket,
+    selector: selectors.BaseSelector,
+    wake_r: int,
+    wake_w: int,
+    node_dir: str,
+    secret: bytes,
+    actor_id: str,
+    epoch: int,
+    fds: list[int],
+    has_http: bool,
+) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return pid
+    # The actor.
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        selector.close()
+        sock.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        out_fd, err_fd = fds[0], fds[1]
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        http_fd = fds[2] if has_http else None
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+        from .._worker import run_actor
+
+        run_actor(actor_id, epoch, node_dir, secret, http_fd)
+    finally:
+        os._exit(1)

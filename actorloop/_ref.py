@@ -1,0 +1,194 @@
+"""ObjectRef: the result of one remote call.
+
+An ``ObjectRef`` *is* an asyncio future of the event loop that sent the
+call, so ``asyncio.gather`` and ``asyncio.wait`` take it without wrapping
+it in a task.  Awaited from another loop (a ref made in sync code and
+awaited under ``asyncio.run``, or handed to a thread's own loop), it stops
+claiming to be a future of that loop, so asyncio wraps it, and its
+``__await__`` bridges the result across loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from asyncio import events
+from typing import TYPE_CHECKING, Any, Generator, Generic, TypeVar
+
+from .exceptions import TaskCancelledError
+
+if TYPE_CHECKING:
+    from ._client import ActorConnection
+
+T = TypeVar("T")
+
+_FutureBase: Any = asyncio.Future
+_blocking = _FutureBase.__dict__["_asyncio_future_blocking"]
+_future_await = _FutureBase.__await__
+_future_cancel = _FutureBase.cancel
+_get_running_loop = events._get_running_loop
+
+
+class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
+    """A handle on the result of ``handle.method.remote(...)``.
+
+    Await it in any event loop (``await ref``), pass it to
+    ``asyncio.gather``/``asyncio.wait_for``, fetch it from sync code with
+    ``actorloop.get(ref)``, or pass it as an argument to another call.
+
+    Example::
+
+        ref = counter.increment.remote()
+        value = actorloop.get(ref)          # sync code
+        value = await ref                   # async code, any loop
+    """
+
+    __slots__ = ("_conn", "_call_id", "_actor", "_user_cancelled")
+
+    _conn: ActorConnection | None
+    _call_id: int
+    _actor: Any
+    _user_cancelled: bool
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: ActorConnection | None, call_id: int, actor: Any) -> None:
+        super().__init__(loop=loop)
+        self._conn = conn
+        self._call_id = call_id
+        self._actor = actor
+        self._user_cancelled = False
+
+    # asyncio treats an object as a future of the running loop when this is
+    # not None; from another loop we answer None so asyncio wraps us instead.
+    @property  # type: ignore[misc]
+    def _asyncio_future_blocking(self) -> bool | None:
+        if _get_running_loop() is self.get_loop():
+            return _blocking.__get__(self)  # type: ignore[no-any-return]
+        return None
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value: bool) -> None:
+        _blocking.__set__(self, value)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        loop = _get_running_loop()
+        owner = self.get_loop()
+        if loop is owner or loop is None:
+            return _future_await(self)  # type: ignore[no-any-return]
+        return self._await_from(loop, owner).__await__()
+
+    __iter__ = __await__
+
+    async def _await_from(self, loop: asyncio.AbstractEventLoop, owner: asyncio.AbstractEventLoop) -> T:
+        if not self.done():
+            if owner.is_closed():
+                raise RuntimeError(
+                    "this ObjectRef belongs to an event loop that has been closed; its result can no longer arrive"
+                )
+            bridge: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: Any) -> None:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_set_none_if_pending, bridge)
+
+            owner.call_soon_threadsafe(self.add_done_callback, wake)
+            try:
+                await bridge
+            except asyncio.CancelledError:
+                owner.call_soon_threadsafe(self.cancel)
+                raise
+        return self._result_now()
+
+    def _result_now(self) -> T:
+        if self.cancelled():
+            raise asyncio.CancelledError()
+        return self.result()  # type: ignore[no-any-return]
+
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the remote call too (called when an awaiting task is cancelled)."""
+        if self.done():
+            return False
+        conn = self._conn
+        if conn is not None:
+            conn.cancel_call(self._call_id)
+        return _future_cancel(self, msg)  # type: ignore[no-any-return]
+
+    def _cancel_by_user(self) -> None:
+        """``actorloop.cancel(ref)``: cancel remotely, then raise TaskCancelledError on fetch."""
+        if self.done():
+            return
+        self._user_cancelled = True
+        conn = self._conn
+        if conn is not None:
+            conn.cancel_call(self._call_id)
+        self.set_exception(TaskCancelledError(f"the call was cancelled with actorloop.cancel() ({self!r})"))
+
+    def future(self) -> concurrent.futures.Future[T]:
+        """Return a ``concurrent.futures.Future`` that completes with this ref."""
+        cf: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def copy(_: Any) -> None:
+            if cf.done():
+                return
+            if self.cancelled():
+                cf.cancel()
+            elif self.exception() is not None:
+                cf.set_exception(self.exception())
+            else:
+                cf.set_result(self.result())
+
+        owner = self.get_loop()
+        if self.done():
+            copy(None)
+        elif _get_running_loop() is owner:
+            self.add_done_callback(copy)
+        else:
+            owner.call_soon_threadsafe(self.add_done_callback, copy)
+        return cf
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"ObjectRef(call={self._call_id}, {state})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an ObjectRef cannot be pickled; pass it as a top-level argument of a .remote() call "
+            "(it is replaced by its value) or pass its value"
+        )
+
+
+def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None) -> int:
+    """Block this thread until ``num_returns`` of ``refs`` are done; return how many are."""
+    pending = [r for r in refs if not r.done()]
+    done_count = len(refs) - len(pending)
+    if done_count >= num_returns or not pending:
+        return done_count
+    needed = num_returns - done_count
+    lock = threading.Lock()
+    lock.acquire()
+    state = {"left": needed}
+
+    def on_done(_: Any) -> None:
+        state["left"] -= 1
+        if state["left"] == 0:
+            lock.release()
+
+    by_loop: dict[asyncio.AbstractEventLoop, list[ObjectRef[Any]]] = {}
+    for ref in pending:
+        by_loop.setdefault(ref.get_loop(), []).append(ref)
+    for loop, group in by_loop.items():
+        if loop.is_closed():
+            raise RuntimeError("an ObjectRef belongs to an event loop that has been closed; its result can't arrive")
+        loop.call_soon_threadsafe(_add_callbacks, group, on_done)
+    lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+    return sum(1 for r in refs if r.done())
+
+
+def _add_callbacks(refs: list[ObjectRef[Any]], callback: Any) -> None:
+    for ref in refs:
+        ref.add_done_callback(callback)

@@ -1,0 +1,520 @@
+"""The actor process: one uvloop loop, a dispatcher, concurrency groups.
+
+Each call runs in its concurrency group.  Async methods run as tasks on the
+actor's loop, at most ``limit`` at once per group.  Sync methods never run
+on the loop (it must stay free for the HTTP server and other groups): they
+run on the group's worker threads.  In a sync actor each group is a FIFO
+lane served by ``limit`` threads, so calls run in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import os
+import queue
+import socket
+import sys
+import threading
+import traceback
+from typing import Any, Callable, NoReturn
+
+import cloudpickle
+
+from . import _protocol as proto
+from ._actor import DEFAULT_GROUP, READY_METHOD, ClassMeta
+from ._client import Runtime, set_runtime
+from .exceptions import SerializationError
+
+_current_worker: ActorWorker | None = None
+
+
+class _ActorExit(BaseException):
+    """Raised by ``exit_actor()``; the call returns None and the actor ends after it."""
+
+
+def exit_actor() -> NoReturn:
+    """End the current actor after the current call, which returns ``None``.
+
+    Call it from inside an actor method::
+
+        @actorloop.remote
+        class Job:
+            def finish(self):
+                actorloop.exit_actor()
+    """
+    if _current_worker is None:
+        raise RuntimeError("exit_actor() can only be called from inside an actor")
+    raise _ActorExit()
+
+
+class _Call:
+    __slots__ = ("conn", "call_id", "name", "func", "args", "kwargs", "is_async", "group", "cancelled", "task", "fut")
+
+    def __init__(
+        self,
+        conn: ActorServerConnection | None,
+        call_id: int,
+        name: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        is_async: bool,
+        group: _Group,
+    ) -> None:
+        self.conn = conn
+        self.call_id = call_id
+        self.name = name
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.is_async = is_async
+        self.group = group
+        self.cancelled = False
+        self.task: asyncio.Task[Any] | None = None
+        self.fut: asyncio.Future[Any] | None = None
+
+
+class _Lane:
+    """Worker threads for sync methods, started on demand up to ``size``; FIFO."""
+
+    def __init__(self, worker: ActorWorker, name: str, size: int) -> None:
+        self._worker = worker
+        self._name = name
+        self._size = size
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+
+    def submit(self, call: _Call) -> None:
+        self._queue.put(call)
+        if self._idle == 0 and len(self._threads) < self._size:
+            thread = threading.Thread(
+                target=self._run, name=f"actorloop-{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self) -> None:
+        worker = self._worker
+        get = self._queue.get
+        while True:
+            self._idle += 1
+            call = get()
+            self._idle -= 1
+            if call is None:
+                return
+            if call.cancelled:
+                worker.post_done(call, None)
+                continue
+            try:
+                value = call.func(*call.args, **call.kwargs)
+            except _ActorExit:
+                worker.exit_requested("the actor called actorloop.exit_actor()")
+                worker.post_done(call, worker.encode_ok(call, None))
+                continue
+            except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
+                worker.post_done(call, worker.encode_error(call, exc))
+                continue
+            worker.post_done(call, worker.encode_ok(call, value))
+
+
+class _Group:
+    __slots__ = ("name", "limit", "active", "waiting", "lane", "direct")
+
+    def __init__(self, name: str, limit: int, lane: _Lane, direct: bool) -> None:
+        self.name = name
+        self.limit = limit
+        self.active = 0
+        self.waiting: collections.deque[_Call] = collections.deque()
+        self.lane = lane
+        # direct: a sync actor's group; its lane alone enforces the limit and order.
+        self.direct = direct
+
+
+class ActorServerConnection(proto.FrameProtocol):
+    """One caller's connection to this actor."""
+
+    def __init__(self, worker: ActorWorker) -> None:
+        super().__init__(worker.loop, expect_secret=worker.secret)
+        self.worker = worker
+        self.running: dict[int, _Call] = {}
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        worker = self.worker
+        for data in frames:
+            try:
+                msg = proto.loads(data)
+                kind = msg[0]
+                if kind == proto.CALL:
+                    _, call_id, name, args, kwargs, group = msg
+                    worker.dispatch(self, call_id, name, args, kwargs, group)
+                elif kind == proto.CANCEL:
+                    worker.cancel(self, msg[1])
+                else:
+                    raise ValueError(f"unknown message kind {kind!r}")
+            except Exception as exc:
+                # A frame we cannot read is either garbage or a class this actor
+                # cannot import; answer the call if we can tell which one it was.
+                call_id = _call_id_of(data)
+                if call_id is not None:
+                    self.send(worker.encode_error_for(call_id, "<arguments>", exc))
+                else:
+                    self.protocol_error(f"unreadable frame: {exc}")
+                    return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.worker.connections.discard(self)
+
+
+def _call_id_of(data: bytes) -> int | None:
+    """Best effort: the call id of a CALL frame whose arguments could not be unpickled."""
+    try:
+        import pickletools
+
+        ops = pickletools.genops(data)
+        ints = []
+        for op, arg, _ in ops:
+            if op.name in ("BININT1", "BININT2", "BININT", "LONG1"):
+                ints.append(arg)
+                if len(ints) == 2:
+                    return ints[1] if ints[0] == proto.CALL else None
+        return None
+    except Exception:
+        return None
+
+
+class ActorWorker:
+    """Everything one actor process runs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, actor_id: str, epoch: int, node_dir: str, secret: bytes) -> None:
+        self.loop = loop
+        self.actor_id = actor_id
+        self.epoch = epoch
+        self.node_dir = node_dir
+        self.secret = secret
+        self.connections: set[ActorServerConnection] = set()
+        self.instance: Any = None
+        self.class_name = "?"
+        self.methods: dict[str, tuple[Callable[..., Any], bool, str]] = {}
+        self.groups: dict[str, _Group] = {}
+        self._done: collections.deque[tuple[_Call, bytes | None]] = collections.deque()
+        self._done_scheduled = False
+        self._exit_reason: str | None = None
+        self.exit_code = 0
+        self.http_server: Any = None
+        self.runtime: Runtime | None = None
+
+    # -- start-up ------------------------------------------------------------
+
+    async def main(self, http_fd: int | None) -> None:
+        global _current_worker
+        _current_worker = self
+        rt = Runtime(self.node_dir, "", False, home_loop=self.loop, role="actor")
+        self.runtime = rt
+        spec = await rt.connect_node(("hello", rt.client_id, "actor", os.getpid(), False, self.actor_id, self.epoch))
+        rt.namespace = spec["owner_namespace"]
+        set_runtime(rt)
+        self.class_name = spec["class_name"]
+        for entry in reversed(spec["sys_path"]):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        try:
+            os.chdir(spec["cwd"])
+        except OSError:
+            pass
+        try:
+            cls = cloudpickle.loads(spec["class_blob"])
+            args, kwargs = cloudpickle.loads(spec["args_blob"])
+            self._build_groups(spec["meta"], spec["groups"], spec["max_concurrency"])
+            instance = cls.__new__(cls)
+            init = getattr(cls, "__init__", None)
+            if init is not None and inspect.iscoroutinefunction(init):
+                await init(instance, *args, **kwargs)
+            elif init is not None and init is not object.__init__:
+                # On a thread: a sync __init__ may block or call get() on other actors.
+                await self.loop.run_in_executor(None, lambda: init(instance, *args, **kwargs))
+            self.instance = instance
+            self._bind_methods(spec["meta"])
+        except BaseException as exc:  # noqa: BLE001
+            text = "".join(traceback.format_exception(exc))
+            sys.stderr.flush()
+            await rt.node.request("init_failed", f"the constructor of {self.class_name} raised:\n{text}")  # type: ignore[union-attr]
+            self.exit_code = 1
+            return
+        path = os.path.join(self.node_dir, f"a-{self.actor_id}.sock")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        server = await self.loop.create_unix_server(self._new_connection, path)
+        if http_fd is not None:
+            await self._start_http(http_fd)
+        lost = rt.node.lost  # type: ignore[union-attr]
+        await rt.node.request("ready", os.getpid())  # type: ignore[union-attr]
+        self._exit_waiter: asyncio.Future[None] = self.loop.create_future()
+        await asyncio.wait([lost, self._exit_waiter], return_when=asyncio.FIRST_COMPLETED)
+        server.close()
+        if self._exit_reason is not None:
+            # Let the last replies (exit_actor's None) leave before we go.
+            for conn in list(self.connections):
+                conn._flush()
+                transport = conn.transport
+                for _ in range(100):
+                    if transport is None or transport.get_write_buffer_size() == 0:
+                        break
+                    await asyncio.sleep(0.005)
+            if not lost.done():
+                try:
+                    await asyncio.wait_for(rt.node.request("exiting", self._exit_reason), 2)  # type: ignore[union-attr]
+                except Exception:
+                    pass
+        else:
+            self.exit_code = 1
+
+    def _new_connection(self) -> ActorServerConnection:
+        conn = ActorServerConnection(self)
+        self.connections.add(conn)
+        return conn
+
+    def _build_groups(self, meta: ClassMeta, groups: dict[str, int], max_concurrency: int) -> None:
+        is_async = meta.is_async
+        all_groups = dict(groups)
+        all_groups[DEFAULT_GROUP] = max_concurrency
+        for name, limit in all_groups.items():
+            # An async actor's default group runs its sync methods one at a time,
+            # as Ray runs them on the loop; other groups get `limit` threads.
+            lane_size = 1 if (is_async and name == DEFAULT_GROUP) else limit
+            self.groups[name] = _Group(name, limit, _Lane(self, name, lane_size), direct=not is_async)
+
+    def _bind_methods(self, meta: ClassMeta) -> None:
+        for name, mmeta in meta.methods.items():
+            self.methods[name] = (getattr(self.instance, name), mmeta.is_async, mmeta.group or DEFAULT_GROUP)
+        self.methods[READY_METHOD] = (_ready, False, "")
+
+    async def _start_http(self, http_fd: int) -> None:
+        from . import _http
+
+        sock = socket.socket(fileno=http_fd)
+        routes = _http.collect_routes(type(self.instance))
+        self.http_server = await _http.start_http_server(
+            self.instance, routes, sock, self.run_in_group, self.group_of
+        )
+
+    # -- dispatch ------------------------------------------------------------
+
+    def group_of(self, method: str) -> str:
+        entry = self.methods.get(method)
+        if entry is not None:
+            return entry[2]
+        func = getattr(type(self.instance), method, None)
+        opts = getattr(func, "__actorloop_method__", None) or {}
+        return opts.get("concurrency_group") or DEFAULT_GROUP
+
+    def dispatch(
+        self,
+        conn: ActorServerConnection,
+        call_id: int,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        group_name: str | None,
+    ) -> None:
+        entry = self.methods.get(name)
+        if entry is None:
+            conn.send(self.encode_error_for(call_id, name, AttributeError(f"{self.class_name} has no method {name!r}")))
+            return
+        func, is_async, default_group = entry
+        if not default_group:  # ready(): answers at once, we only run once __init__ finished
+            conn.send(proto.dumps_value((proto.RESULT_OK, call_id, None), None))
+            return
+        group = self.groups.get(group_name or default_group)
+        if group is None:
+            conn.send(
+                self.encode_error_for(
+                    call_id, name, ValueError(f"unknown concurrency group {group_name!r} for {self.class_name}.{name}")
+                )
+            )
+            return
+        call = _Call(conn, call_id, name, func, args, kwargs, is_async, group)
+        conn.running[call_id] = call
+        self._schedule(call)
+
+    def _schedule(self, call: _Call) -> None:
+        group = call.group
+        if group.direct:
+            group.lane.submit(call)
+        elif group.active < group.limit:
+            self._start(call)
+        else:
+            group.waiting.append(call)
+
+    def _start(self, call: _Call) -> None:
+        group = call.group
+        group.active += 1
+        if call.is_async:
+            call.task = self.loop.create_task(self._run_async(call))
+        else:
+            group.lane.submit(call)
+
+    def _finished(self, group: _Group) -> None:
+        group.active -= 1
+        waiting = group.waiting
+        while waiting and group.active < group.limit:
+            call = waiting.popleft()
+            if not call.cancelled:
+                self._start(call)
+
+    async def _run_async(self, call: _Call) -> None:
+        frame: bytes | None
+        try:
+            value = await call.func(*call.args, **call.kwargs)
+        except asyncio.CancelledError:
+            frame = None
+            if not call.cancelled and call.fut is None:
+                frame = self.encode_error(call, asyncio.CancelledError("the call was cancelled inside the actor"))
+        except _ActorExit:
+            self.exit_requested("the actor called actorloop.exit_actor()")
+            frame = self.encode_ok(call, None)
+        except BaseException as exc:  # noqa: BLE001
+            frame = self.encode_error(call, exc)
+        else:
+            frame = self.encode_ok(call, value)
+        self._complete(call, frame)
+        self._finished(call.group)
+
+    def _complete(self, call: _Call, frame: bytes | None) -> None:
+        conn = call.conn
+        if conn is not None:
+            conn.running.pop(call.call_id, None)
+            if frame is not None and not call.cancelled and not conn.closed:
+                conn.send(frame)
+        # HTTP calls carry a future instead of a connection; encode_* set it.
+
+    def cancel(self, conn: ActorServerConnection, call_id: int) -> None:
+        call = conn.running.pop(call_id, None)
+        if call is None:
+            return
+        call.cancelled = True
+        if call.task is not None:
+            call.task.cancel()
+
+    # -- results from worker threads ----------------------------------------
+
+    def post_done(self, call: _Call, frame: bytes | None) -> None:
+        self._done.append((call, frame))
+        if not self._done_scheduled:
+            self._done_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain_done)
+
+    def _drain_done(self) -> None:
+        self._done_scheduled = False
+        done = self._done
+        while done:
+            call, frame = done.popleft()
+            self._complete(call, frame)
+            if not call.group.direct:
+                self._finished(call.group)
+
+    # -- encoding replies ------------------------------------------------------
+
+    def encode_ok(self, call: _Call, value: Any) -> bytes | None:
+        if call.fut is not None:
+            self._resolve_future(call.fut, value, None)
+            return None
+        try:
+            return proto.dumps_value((proto.RESULT_OK, call.call_id, value), value)
+        except Exception as exc:
+            error = SerializationError(f"could not pickle the result of {self.class_name}.{call.name}: {exc}")
+            return self.encode_error(call, error, with_traceback=False)
+
+    def encode_error(self, call: _Call, exc: BaseException, with_traceback: bool = True) -> bytes | None:
+        if call.fut is not None:
+            self._resolve_future(call.fut, None, exc)
+            return None
+        return self.encode_error_for(call.call_id, call.name, exc, with_traceback)
+
+    def encode_error_for(self, call_id: int, name: str, exc: BaseException, with_traceback: bool = True) -> bytes:
+        tb = "".join(traceback.format_exception(exc)) if with_traceback else ""
+        tb = f"{self.class_name}.{name}() in actor pid={os.getpid()}:\n{tb}" if tb else ""
+        type_name = type(exc).__name__
+        message = str(exc)
+        try:
+            return proto.dumps((proto.RESULT_ERR, call_id, exc, type_name, message, tb))
+        except Exception:
+            return proto.dumps((proto.RESULT_ERR, call_id, None, type_name, message, tb))
+
+    def _resolve_future(self, fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+        def resolve() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+        if threading.get_ident() == self._loop_thread:
+            resolve()
+        else:
+            self.loop.call_soon_threadsafe(resolve)
+
+    # -- in-process calls (HTTP handlers) ----------------------------------------
+
+    async def run_in_group(
+        self, group_name: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``func`` in a concurrency group as a call would run, and return its value."""
+        group = self.groups.get(group_name) or self.groups[DEFAULT_GROUP]
+        is_async = inspect.iscoroutinefunction(func)
+        call = _Call(None, 0, getattr(func, "__name__", "handler"), func, args, kwargs, is_async, group)
+        call.fut = self.loop.create_future()
+        self._schedule(call)
+        return await call.fut
+
+    # -- ending ------------------------------------------------------------------
+
+    def exit_requested(self, reason: str) -> None:
+        def request() -> None:
+            if self._exit_reason is None:
+                self._exit_reason = reason
+                # Give replies queued in this iteration a chance to be written.
+                self.loop.call_soon(_set_none_if_pending, self._exit_waiter)
+
+        if threading.get_ident() == self._loop_thread:
+            request()
+        else:
+            self.loop.call_soon_threadsafe(request)
+
+    _loop_thread = 0
+
+
+def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _ready() -> None:
+    return None
+
+
+def run_actor(actor_id: str, epoch: int, node_dir: str, secret: bytes, http_fd: int | None) -> NoReturn:
+    """Entry point of a forked actor process."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = ActorWorker(loop, actor_id, epoch, node_dir, secret)
+    worker._loop_thread = threading.get_ident()
+    try:
+        loop.run_until_complete(worker.main(http_fd))
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        worker.exit_code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os._exit(worker.exit_code)

@@ -1,0 +1,48 @@
+"""Actor classes for the Ray-style backends (actorloop and Ray).
+
+Plain classes, decorated at run time with the backend's ``remote``, so both
+backends load them by reference from this importable module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class SyncActor:
+    """Sync methods: a sync actor runs one call at a time."""
+
+    def ping(self) -> None:
+        return None
+
+    def f(self, x: Any) -> Any:
+        return x
+
+    def getpid(self) -> int:
+        return os.getpid()
+
+    def nbytes(self, a: Any) -> int:
+        return int(a.nbytes)
+
+    def echo(self, a: Any) -> Any:
+        return a
+
+
+class AsyncActor:
+    """The same methods as coroutines: an async actor."""
+
+    async def ping(self) -> None:
+        return None
+
+    async def f(self, x: Any) -> Any:
+        return x
+
+    async def getpid(self) -> int:
+        return os.getpid()
+
+    async def nbytes(self, a: Any) -> int:
+        return int(a.nbytes)
+
+    async def echo(self, a: Any) -> Any:
+        return a

@@ -1,0 +1,242 @@
+"""The workloads through the Ray-style API, for actorloop and for Ray.
+
+``import actorloop as ray`` runs Ray actor code, so one implementation
+serves both backends: ``RayLike("actorloop")`` and ``RayLike("ray")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks._actors import AsyncActor, SyncActor
+from benchmarks._common import (
+    MIB,
+    Params,
+    pin_process,
+    process_memory,
+    run_async,
+    timed_loop,
+    timed_loop_async,
+    tree_memory,
+)
+
+Result = dict[str, Any]
+
+
+class RayLike:
+    """One backend that speaks Ray's actor API (``actorloop`` or ``ray``)."""
+
+    def __init__(self, module: str, params: Params) -> None:
+        self.name = module
+        self.params = params
+        self.mod: Any = None
+        self._classes: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ life
+
+    def init(self) -> None:
+        self.mod = importlib.import_module(self.name)
+        # "local" starts a fresh node owned by this driver on both backends.
+        self.mod.init(address="local")
+
+    def shutdown(self) -> None:
+        if self.mod is not None:
+            self.mod.shutdown()
+
+    def version(self) -> str:
+        mod = self.mod or importlib.import_module(self.name)
+        return str(getattr(mod, "__version__", "?"))
+
+    # ------------------------------------------------------------ helpers
+
+    def cls(self, kind: str) -> Any:
+        if kind not in self._classes:
+            raw = SyncActor if kind == "sync" else AsyncActor
+            self._classes[kind] = self.mod.remote(raw)
+        return self._classes[kind]
+
+    def new_actor(self, kind: str = "sync") -> tuple[Any, int]:
+        """Create an actor, wait for it, pin it; return (handle, pid)."""
+        h = self.cls(kind).remote()
+        pid = int(self.mod.get(h.getpid.remote()))
+        pin_process(pid, self.params.pin)
+        return h, pid
+
+    def kill(self, handles: list[Any], pids: list[int], timeout: float = 15.0) -> None:
+        """Kill actors and wait until their processes are gone."""
+        import psutil
+
+        for h in handles:
+            try:
+                self.mod.kill(h)
+            except Exception:  # noqa: BLE001 - best effort teardown
+                pass
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.TimeoutExpired:
+                pass  # reported by the end-of-run process check if it lingers
+
+    # ------------------------------------------------------------ workloads
+
+    def run(self, workload: str) -> Result:
+        fn: Callable[[], Result] = getattr(self, f"w_{workload}")
+        return fn()
+
+    def w_node_memory(self) -> Result:
+        time.sleep(self.params.settle * 2)
+        rss, uss, n = tree_memory()
+        return {"node_rss": rss, "node_uss": uss, "_info": {"processes": n}}
+
+    def w_idle_memory(self) -> Result:
+        h, pid = self.new_actor("sync")
+        time.sleep(self.params.settle)
+        rss, uss = process_memory(pid)
+        self.kill([h], [pid])
+        return {"idle_rss": rss, "idle_uss": uss}
+
+    def w_seq(self) -> Result:
+        h, pid = self.new_actor("sync")
+        get = self.mod.get
+        for i in range(50):
+            get(h.f.remote(i))
+        n, dt = timed_loop(lambda i: get(h.f.remote(i)), self.params.duration, 10)
+        self.kill([h], [pid])
+        return {"seq_sync": n / dt, "_info": {"calls": n}}
+
+    def _gather(self, kind: str) -> Result:
+        h, pid = self.new_actor(kind)
+        n_calls = self.params.gather_n
+
+        async def main() -> tuple[int, float]:
+            await asyncio.gather(*[h.f.remote(i) for i in range(min(1000, n_calls))])
+
+            async def one_round(_: int) -> None:
+                out = await asyncio.gather(*[h.f.remote(i) for i in range(n_calls)])
+                assert out[-1] == n_calls - 1
+
+            return await timed_loop_async(one_round, self.params.duration, 1)
+
+        rounds, dt = run_async(main(), self.params.loop)
+        self.kill([h], [pid])
+        return {f"gather_{kind}": rounds * n_calls / dt, "_info": {"rounds": rounds}}
+
+    def w_gather_async(self) -> Result:
+        return self._gather("async")
+
+    def w_gather_sync(self) -> Result:
+        return self._gather("sync")
+
+    def w_get_list(self) -> Result:
+        h, pid = self.new_actor("sync")
+        get = self.mod.get
+        n_calls = self.params.gather_n
+        get([h.f.remote(i) for i in range(min(1000, n_calls))])
+
+        def one_round(_: int) -> None:
+            out = get([h.f.remote(i) for i in range(n_calls)])
+            assert out[-1] == n_calls - 1
+
+        rounds, dt = timed_loop(one_round, self.params.duration, 1)
+        self.kill([h], [pid])
+        return {"get_list": rounds * n_calls / dt, "_info": {"rounds": rounds}}
+
+    def w_threads(self) -> Result:
+        actors = [self.new_actor("sync") for _ in range(4)]
+        hs = [a[0] for a in actors]
+        get = self.mod.get
+        batch = self.params.batch_per_actor
+        get([h.f.remote(0) for h in hs])
+        counts = [0, 0]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(3)
+        duration = self.params.duration
+
+        def caller(k: int) -> None:
+            try:
+                barrier.wait()
+                deadline = time.perf_counter() + duration
+                while time.perf_counter() < deadline:
+                    refs = [h.f.remote(i) for h in hs for i in range(batch)]
+                    get(refs)
+                    counts[k] += len(refs)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        dt = time.perf_counter() - t0
+        self.kill(hs, [a[1] for a in actors])
+        if errors:
+            raise errors[0]
+        return {"threads": sum(counts) / dt}
+
+    def w_create(self) -> Result:
+        cls = self.cls("sync")
+        get = self.mod.get
+        samples = []
+        for _ in range(self.params.create_1_samples):
+            t0 = time.perf_counter()
+            h = cls.remote()
+            get(h.ping.remote())
+            samples.append((time.perf_counter() - t0) * 1000)
+            self.kill([h], [int(get(h.getpid.remote()))])
+        n = self.params.create_n
+        t0 = time.perf_counter()
+        hs = [cls.remote() for _ in range(n)]
+        get([h.ping.remote() for h in hs])
+        dt = time.perf_counter() - t0
+        pids = [int(p) for p in get([h.getpid.remote() for h in hs])]
+        self.kill(hs, pids, timeout=30.0)
+        return {
+            "create_1": statistics.median(samples),
+            "create_n": dt * 1000 / n,
+            "_info": {"actors": n, "create_1_samples": samples},
+        }
+
+    def w_arg_1mib(self) -> Result:
+        import numpy as np
+
+        h, pid = self.new_actor("sync")
+        get = self.mod.get
+        arr = np.ones(MIB // 8)
+        for _ in range(5):
+            assert get(h.nbytes.remote(arr)) == arr.nbytes
+        n, dt = timed_loop(lambda _: get(h.nbytes.remote(arr)), self.params.duration, 10)
+        self.kill([h], [pid])
+        return {"arg_1mib": n * arr.nbytes / dt / 1e6, "_info": {"calls": n}}
+
+    def w_arg_100mib(self) -> Result:
+        import numpy as np
+
+        h, pid = self.new_actor("sync")
+        get = self.mod.get
+        arr = np.ones(100 * MIB // 8)
+        out = get(h.echo.remote(arr))
+        assert out.nbytes == arr.nbytes and out[-1] == 1.0
+        info = {"result_writeable": bool(out.flags.writeable), "result_owndata": bool(out.flags.owndata)}
+        del out
+
+        def one(_: int) -> None:
+            res = get(h.echo.remote(arr))
+            assert res.nbytes == arr.nbytes
+
+        n, dt = timed_loop(one, self.params.duration, self.params.big_min_calls)
+        self.kill([h], [pid])
+        info["calls"] = n
+        return {"arg_100mib": 2 * n * arr.nbytes / dt / 1e6, "_info": info}

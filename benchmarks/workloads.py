@@ -1,0 +1,157 @@
+"""The workloads and the metrics they report, with units and targets.
+
+Each workload is implemented twice: through the Ray-style API (``raylike``,
+shared by actorloop and Ray) and on the floor (``floor``). A workload may
+report several metrics. ``higher`` says which way is better; ratios are
+always oriented so that > 1 means actorloop is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    """What issue 6 asks of actorloop for one metric (any field may be unset)."""
+
+    at_least: float | None = None  # absolute, for higher-is-better metrics
+    at_most: float | None = None  # absolute, for lower-is-better metrics
+    x_ray: float | None = None  # ratio against Ray, oriented (> 1 = better)
+    x_floor: float | None = None  # ratio against the floor, oriented
+
+    def describe(self, unit: str) -> str:
+        parts = []
+        if self.at_least is not None:
+            parts.append(f"≥ {self.at_least:,.0f} {unit}")
+        if self.at_most is not None:
+            parts.append(f"≤ {self.at_most:g} {unit}")
+        if self.x_ray is not None:
+            parts.append(f"≥ {self.x_ray:g}× Ray")
+        if self.x_floor is not None:
+            parts.append(f"within {1 / self.x_floor:g}× of floor")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    higher: bool
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    # node_memory first: it must see a node with no actor ever created
+    Workload(
+        "node_memory",
+        "node + driver, no actors",
+        (
+            Metric("node_rss", "node + driver RSS, no actors", "MiB", False, Target(at_most=80)),
+            Metric("node_uss", "node + driver USS, no actors", "MiB", False),
+        ),
+    ),
+    Workload(
+        "idle_memory",
+        "idle actor memory",
+        (
+            Metric("idle_rss", "idle actor RSS", "MiB", False, Target(at_most=25)),
+            Metric("idle_uss", "idle actor USS", "MiB", False, Target(at_most=8)),
+        ),
+    ),
+    Workload(
+        "seq",
+        "sequential get(a.f.remote(i)), sync actor",
+        (
+            Metric(
+                "seq_sync",
+                "sequential get(a.f.remote(i)), sync actor",
+                "calls/s",
+                True,
+                Target(x_ray=15, x_floor=0.5),
+            ),
+        ),
+    ),
+    Workload(
+        "gather_async",
+        "await gather of N calls, async actor",
+        (
+            Metric(
+                "gather_async",
+                "await gather(10,000 calls), async actor",
+                "calls/s",
+                True,
+                Target(at_least=100_000),
+            ),
+        ),
+    ),
+    Workload(
+        "gather_sync",
+        "await gather of N calls, sync actor",
+        (
+            Metric(
+                "gather_sync",
+                "await gather(10,000 calls), sync actor",
+                "calls/s",
+                True,
+                Target(at_least=100_000),
+            ),
+        ),
+    ),
+    Workload(
+        "get_list",
+        "get([N refs]) from sync code",
+        (
+            Metric(
+                "get_list",
+                "get([10,000 refs]) from sync code",
+                "calls/s",
+                True,
+                Target(at_least=50_000),
+            ),
+        ),
+    ),
+    Workload(
+        "threads",
+        "4 actors x 2 caller threads",
+        (Metric("threads", "4 actors × 2 caller threads", "calls/s", True, Target(x_ray=20)),),
+    ),
+    Workload(
+        "create",
+        "actor start",
+        (
+            Metric("create_1", "1 actor: .remote() to first reply", "ms", False),
+            Metric("create_n", "50 actors, one reply each, per actor", "ms", False, Target(at_most=10)),
+        ),
+    ),
+    Workload(
+        "arg_1mib",
+        "1 MiB numpy argument",
+        (Metric("arg_1mib", "1 MiB numpy argument", "MB/s", True, Target(at_least=1000)),),
+    ),
+    Workload(
+        "arg_100mib",
+        "100 MiB numpy argument and return",
+        (
+            Metric(
+                "arg_100mib",
+                "100 MiB numpy argument and return",
+                "MB/s",
+                True,
+                Target(at_least=2500),
+            ),
+        ),
+    ),
+)
+
+BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
+METRICS: dict[str, Metric] = {m.name: m for w in WORKLOADS for m in w.metrics}
+BACKENDS: tuple[str, ...] = ("actorloop", "ray", "floor")
