@@ -106,7 +106,10 @@ def _collect_meta(cls: type) -> ClassMeta:
             continue
         opts = getattr(func, "__actorloop_method__", None) or {}
         methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"))
-    has_routes = any(getattr(getattr(cls, n, None), "__actorloop_routes__", None) for n in dir(cls))
+    from ._http import collect_routes
+
+    # The worker serves the same collect_routes(cls); a route declared twice fails here, not in the actor.
+    has_routes = bool(collect_routes(cls))
     return ClassMeta(cls.__name__, methods, is_async, has_routes=has_routes)
 
 

@@ -239,7 +239,7 @@ class ActorWorker:
             self.instance = instance
             self._bind_methods(spec["meta"])
         except BaseException as exc:  # noqa: BLE001
-            text = "".join(traceback.format_exception(exc))
+            text = _format_user_traceback(exc)
             sys.stderr.flush()
             await rt.node.request("init_failed", f"the constructor of {self.class_name} raised:\n{text}")  # type: ignore[union-attr]
             self.exit_code = 1
@@ -322,6 +322,8 @@ class ActorWorker:
         kwargs: dict[str, Any],
         group_name: str | None,
     ) -> None:
+        if self._exit_reason is not None:
+            return  # the actor is ending: the caller sees ActorDiedError when it is gone
         entry = self.methods.get(name)
         if entry is None:
             conn.send(self.encode_error_for(call_id, name, AttributeError(f"{self.class_name} has no method {name!r}")))
@@ -437,7 +439,7 @@ class ActorWorker:
         return self.encode_error_for(call.call_id, call.name, exc, with_traceback)
 
     def encode_error_for(self, call_id: int, name: str, exc: BaseException, with_traceback: bool = True) -> bytes:
-        tb = "".join(traceback.format_exception(exc)) if with_traceback else ""
+        tb = _format_user_traceback(exc) if with_traceback else ""
         tb = f"{self.class_name}.{name}() in actor pid={os.getpid()}:\n{tb}" if tb else ""
         type_name = type(exc).__name__
         message = str(exc)
@@ -488,6 +490,32 @@ class ActorWorker:
             self.loop.call_soon_threadsafe(request)
 
     _loop_thread = 0
+
+
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(asyncio.__file__) + os.sep)
+
+
+def _format_user_traceback(exc: BaseException) -> str:
+    """The traceback without actorloop's and asyncio's own frames, which say nothing to the user."""
+    te = traceback.TracebackException.from_exception(exc)
+    for item in [te, *_chained(te)]:
+        frames = [f for f in item.stack if not f.filename.startswith(_OWN_FILES) and "concurrent/futures" not in f.filename]
+        item.stack = traceback.StackSummary.from_list(frames)
+    return "".join(te.format())
+
+
+def _chained(te: traceback.TracebackException) -> list[traceback.TracebackException]:
+    out = []
+    seen = set()
+    todo = [te]
+    while todo:
+        cur = todo.pop()
+        for nxt in (cur.__cause__, cur.__context__):
+            if nxt is not None and id(nxt) not in seen:
+                seen.add(id(nxt))
+                out.append(nxt)
+                todo.append(nxt)
+    return out
 
 
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:

@@ -21,7 +21,7 @@ import pickle
 import socket
 import struct
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 _HDR = struct.Struct("<QI")  # total length after the first 8 bytes, nbuf
 _LEN = struct.Struct("<Q")
@@ -142,8 +142,7 @@ class ServerProtocol(asyncio.BufferedProtocol):
         self.on_lost = on_lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -407,8 +406,7 @@ class AsyncClient(asyncio.Protocol):
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def close(self) -> None:
         if self.transport is not None:

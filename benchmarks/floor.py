@@ -261,7 +261,7 @@ class Floor:
         for _, c in actors:
             c.read_reply()
         dt = time.perf_counter() - t0
-        for pid, c in actors:
+        for _pid, c in actors:
             c.close()
         self.forked.clear()
         for pid, _ in actors:

@@ -313,7 +313,7 @@ class Node:
         client = self.clients.get(actor.owner)
         if client is not None and client.primary is not None and client.log_to_driver and not client.primary.closed:
             client.primary.push("log", stream_no, text)
-        elif client is None or not client.log_to_driver:
+        elif client is None:
             # Detached actors outlive their creators: their lines go to the node's own log.
             stream = sys.stdout if stream_no == 1 else sys.stderr
             try:
@@ -337,7 +337,7 @@ class Node:
         for actor in list(self.actors.values()):
             if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
                 self._kill(actor, "its owner exited", no_restart=True)
-        if self.embedded_parent is not None and client.pid == self.embedded_parent and conn.role != "sync":
+        if self.embedded_parent is not None and client.pid == self.embedded_parent:
             self.loop.create_task(self.stop("the driver that started this embedded node exited"))
 
     # -- requests ----------------------------------------------------------------------

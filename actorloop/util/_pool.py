@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import actorloop
@@ -58,12 +59,13 @@ class _Member:
 class _Item:
     """One submitted value, from the queue to the caller."""
 
-    __slots__ = ("dropped", "fn", "future", "future_loop", "index", "member", "ok", "ref", "result", "value")
+    __slots__ = ("dropped", "fn", "future", "future_loop", "index", "loop", "member", "ok", "ref", "result", "value")
 
     def __init__(self, index: int, fn: Callable[[Any, Any], Any], value: Any) -> None:
         self.index = index
         self.fn: Callable[[Any, Any], Any] | None = fn
         self.value: Any = value
+        self.loop = asyncio._get_running_loop()  # where it was submitted; None in sync code
         self.member: _Member | None = None
         self.ref: ObjectRef[Any] | None = None
         self.ok = False
@@ -87,10 +89,27 @@ def _check_fn(fn: object) -> None:
         )
 
 
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _call_outside_loop(fn: Callable[[Any, Any], Any], actor: Any, value: Any) -> Any:
+    """Run ``fn(actor, value)`` on a thread without an event loop and return what it returns.
+
+    A call made on an event loop belongs to that loop, and its result is lost
+    if the loop ends first. An item submitted from sync code may start while
+    some short-lived loop (``asyncio.run``) is collecting results; starting it
+    from sync code keeps it alive as long as the runtime.
+    """
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(1, thread_name_prefix="actorloop-pool")
+    return _helper.submit(fn, actor, value).result()
+
+
 def _check_no_running_loop(name: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if asyncio._get_running_loop() is None:
         return
     raise RuntimeError(
         f"ActorPool.{name}() blocks, and this thread is running an event loop; in async code use "
@@ -124,6 +143,14 @@ def _outcome_of_ref(ref: ObjectRef[Any]) -> tuple[bool, Any]:
         return False, error
 
 
+def _ready_refs(refs: list[ObjectRef[Any]], timeout: float | None) -> list[ObjectRef[Any]]:
+    """Wait until one of ``refs`` is ready; return every one that is by then."""
+    ready, _ = actorloop.wait(refs, num_returns=1, timeout=timeout)
+    if ready and len(refs) > 1:
+        ready, _ = actorloop.wait(refs, num_returns=len(refs), timeout=0)
+    return ready
+
+
 def _unwaitable(refs: list[ObjectRef[Any]]) -> list[tuple[ObjectRef[Any], Exception]]:
     """The refs that ``actorloop.wait`` raises for, each with its error."""
     broken = []
@@ -133,6 +160,14 @@ def _unwaitable(refs: list[ObjectRef[Any]]) -> list[tuple[ObjectRef[Any], Except
         except Exception as error:
             broken.append((ref, error))
     return broken
+
+
+def _deadline(timeout: float | None, now: float) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return now + timeout
 
 
 def _unwrap(item: _Item) -> Any:
@@ -338,6 +373,7 @@ class ActorPool(Generic[A]):
                 the pool), or what ``fn`` raised.
             RuntimeError: Called on a thread that runs an event loop (use
                 :meth:`get_next_async`).
+            ValueError: ``timeout`` is negative.
 
         Example::
 
@@ -522,7 +558,7 @@ class ActorPool(Generic[A]):
     # ------------------------------------------------------------------ waiting
 
     def _fetch(self, ordered: bool, timeout: float | None, ignore: bool) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout, time.monotonic())
         while True:
             with self._lock:
                 found = self._poll(ordered)
@@ -532,7 +568,7 @@ class ActorPool(Generic[A]):
             refs = list(by_ref)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ready, _ = actorloop.wait(refs, num_returns=1, timeout=remaining)
+                ready = _ready_refs(refs, remaining)
             except Exception:
                 # Some ref cannot be waited for (its event loop has closed, say):
                 # that is the outcome of its item; wait again for the others.
@@ -549,8 +585,6 @@ class ActorPool(Generic[A]):
                 with self._lock:
                     found = self._time_out(ordered, ignore)
                 break
-            if len(refs) > 1:  # collect every call that has ended, not just the first
-                ready, _ = actorloop.wait(refs, num_returns=len(refs), timeout=0)
             outcomes = [(by_ref[ref], _outcome_of_ref(ref)) for ref in ready]
             with self._lock:
                 for item, (ok, result) in outcomes:
@@ -559,7 +593,7 @@ class ActorPool(Generic[A]):
 
     async def _fetch_async(self, ordered: bool, timeout: float | None, ignore: bool) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = _deadline(timeout, loop.time())
         while True:
             with self._lock:
                 found = self._poll(ordered)
@@ -594,7 +628,11 @@ class ActorPool(Generic[A]):
             if asyncio.isfuture(ref) and ref.get_loop() is loop:
                 future = ref
             else:
-                future = asyncio.wrap_future(ref.future(), loop=loop)
+                try:
+                    future = asyncio.wrap_future(ref.future(), loop=loop)
+                except Exception as error:  # the result can never arrive (its loop has closed, say)
+                    future = loop.create_future()
+                    future.set_exception(error)
             future.add_done_callback(_retrieve)
             item.future, item.future_loop = future, loop
         return future
@@ -662,11 +700,14 @@ class ActorPool(Generic[A]):
             self._launch(self._pending.popleft(), self._free.popleft())
 
     def _launch(self, item: _Item, member: _Member) -> None:
-        fn, value = item.fn, item.value
+        fn, value, submitted_in_loop = item.fn, item.value, item.loop is not None
         assert fn is not None
-        item.fn = item.value = None
+        item.fn = item.value = item.loop = None
         try:
-            ref = fn(member.actor, value)
+            if not submitted_in_loop and asyncio._get_running_loop() is not None:
+                ref = _call_outside_loop(fn, member.actor, value)
+            else:
+                ref = fn(member.actor, value)
             if not isinstance(ref, actorloop.ObjectRef):
                 raise TypeError(
                     "fn must return the ObjectRef of an actor call, such as "

@@ -101,6 +101,13 @@ def pool_of(n: int, cls: Any = Doubler, **kwargs: Any) -> ActorPool[Any]:
     return ActorPool([cls.remote() for _ in range(n)], **kwargs)
 
 
+def started_pool_of(n: int) -> ActorPool[Any]:
+    """A pool whose actors have started, for tests that compare how long calls take."""
+    pool = pool_of(n)
+    actorloop.get([a.double.remote(0) for a in pool.actors])
+    return pool
+
+
 # ---------------------------------------------------------------- Ray's interface
 
 
@@ -137,7 +144,7 @@ def test_submit_get_next_has_next() -> None:
 
 
 def test_get_next_unordered_returns_the_first_ready() -> None:
-    pool = pool_of(2)
+    pool = started_pool_of(2)
     pool.submit(lambda a, v: a.slow_double.remote(v, 0.5), 1)
     pool.submit(lambda a, v: a.slow_double.remote(v, 0.0), 2)
     assert pool.get_next_unordered() == 4
@@ -169,17 +176,17 @@ def test_has_free_pop_idle_push() -> None:
 def test_push_starts_waiting_items() -> None:
     a1, a2 = Doubler.remote(), Doubler.remote()
     pool = ActorPool([a1])
-    pool.submit(lambda a, v: a.slow_double.remote(v, 0.5), 1)
+    pool.submit(lambda a, v: a.slow_double.remote(v, 1.5), 1)
     pool.submit(double, 2)  # waits for a1...
-    pool.push(a2)  # ...or starts on a2 at once
-    assert pool.get_next_unordered(timeout=0.4) == 4
+    pool.push(a2)  # ...or starts on a2 at once, so it ends first
+    assert pool.get_next_unordered() == 4
     assert pool.get_next() == 2
 
 
 def test_get_next_after_get_next_unordered() -> None:
     # Ray raises ValueError here; the pool returns the oldest result left.
-    pool = pool_of(3)
-    pool.submit(lambda a, v: a.slow_double.remote(v, 0.3), 1)
+    pool = started_pool_of(3)
+    pool.submit(lambda a, v: a.slow_double.remote(v, 1.0), 1)
     pool.submit(double, 2)
     pool.submit(double, 3)
     assert pool.get_next_unordered() in (4, 6)
@@ -341,6 +348,8 @@ def test_bad_input() -> None:
         pool.map_async(3, [1])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="actor handles"):
         pool.push("not an actor")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        pool.get_next(timeout=-1)
     assert not pool.has_next()
 
 
@@ -443,7 +452,7 @@ def test_max_calls_per_actor() -> None:
     pool = ActorPool(trackers, max_calls_per_actor=2)
 
     async def main() -> list[int]:
-        return [v async for v in pool.map_async(lambda a, v: a.work.remote(v, 0.1), range(8))]
+        return [v async for v in pool.map_async(lambda a, v: a.work.remote(v, 0.3), range(8))]
 
     assert asyncio.run(main()) == list(range(8))
     stats = actorloop.get([t.stats.remote() for t in trackers])
@@ -464,7 +473,7 @@ def test_map_async_in_order() -> None:
 
 
 def test_map_unordered_async_yields_as_ready() -> None:
-    pool = pool_of(2)
+    pool = started_pool_of(2)
 
     async def main() -> list[int]:
         delays = {1: 0.5, 2: 0.0}

@@ -1,0 +1,5 @@
+"""``python -m actorloop``: the command line."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,132 @@
+"""The ``actorloop`` command: start, stop, status and list the node of this user."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from ._client import SyncNodeChannel, read_secret
+from ._node import default_daemon_dir, node_running, prepare_dir, start_node_process
+
+
+class _CliError(Exception):
+    pass
+
+
+def _connect(node_dir: str) -> SyncNodeChannel:
+    if not node_running(node_dir):
+        raise _CliError(f"no actorloop node is running at {node_dir} (start one with `actorloop start`)")
+    try:
+        secret = read_secret(node_dir)
+        return SyncNodeChannel(
+            os.path.join(node_dir, "node.sock"), secret, ("hello", uuid.uuid4().hex, "cli", os.getpid(), False, "")
+        )
+    except (ConnectionError, OSError) as exc:
+        raise _CliError(str(exc)) from exc
+
+
+def cmd_start(node_dir: str) -> None:
+    if node_running(node_dir):
+        raise _CliError(f"a node is already running at {node_dir}")
+    try:
+        prepare_dir(node_dir)
+        proc = start_node_process(node_dir, embedded=False, log_path=os.path.join(node_dir, "node.log"))
+    except (OSError, RuntimeError) as exc:
+        raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
+    print(node_dir)
+    print(
+        f"actorloop node started (pid {proc.pid}); connect with actorloop.init(address=\"auto\") "
+        f"or ACTORLOOP_ADDRESS={node_dir}",
+        file=sys.stderr,
+    )
+
+
+def cmd_stop(node_dir: str) -> None:
+    channel = _connect(node_dir)
+    try:
+        status = channel.request("status")
+        channel.request("stop")
+    finally:
+        channel.close()
+    pid = status["pid"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
+    if _alive(pid):
+        raise _CliError(f"the node (pid {pid}) did not stop within 15 s")
+    print(f"stopped the actorloop node at {node_dir}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cmd_status(node_dir: str) -> None:
+    channel = _connect(node_dir)
+    try:
+        status = channel.request("status")
+    finally:
+        channel.close()
+    states = status["actors"]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+    print(f"address: {status['address']}")
+    print(f"pid:     {status['pid']}")
+    print(f"uptime:  {_duration(status['uptime'])}")
+    print(f"actors:  {counts}")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
+
+
+def cmd_list(node_dir: str) -> None:
+    channel = _connect(node_dir)
+    try:
+        actors = channel.request("list")
+    finally:
+        channel.close()
+    rows: list[list[Any]] = [["ACTOR_ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "RESTARTS", "DETACHED"]]
+    for a in actors:
+        rows.append(
+            [a.actor_id, a.class_name, a.name or "-", a.namespace or "-", a.state, a.pid or "-", a.restarts, a.detached]
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``actorloop`` and ``python -m actorloop``."""
+    parser = argparse.ArgumentParser(
+        prog="actorloop", description="Run and inspect this user's actorloop node ($ACTORLOOP_DIR moves it)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("start", help="start a node in the background and print its address")
+    sub.add_parser("stop", help="stop the node and every actor, detached ones too")
+    sub.add_parser("status", help="show the node's address, pid, uptime and actors by state")
+    sub.add_parser("list", help="list every actor of every namespace")
+    args = parser.parse_args(argv)
+    node_dir = default_daemon_dir()
+    commands = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "list": cmd_list}
+    try:
+        commands[args.command](node_dir)
+    except _CliError as exc:
+        print(f"actorloop {args.command}: {exc}", file=sys.stderr)
+        sys.exit(1)
