@@ -166,7 +166,9 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     done = wait_sync(ref_list, len(ref_list), timeout)
     if done < len(ref_list):
-        raise GetTimeoutError(f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready")
+        raise GetTimeoutError(
+            f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready"
+        )
     values = [ref._result_now() for ref in ref_list]
     return values[0] if single else values
 

@@ -39,7 +39,7 @@ def cmd_start(node_dir: str) -> None:
         raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
     print(node_dir)
     print(
-        f"actorloop node started (pid {proc.pid}); connect with actorloop.init(address=\"auto\") "
+        f'actorloop node started (pid {proc.pid}); connect with actorloop.init(address="auto") '
         f"or ACTORLOOP_ADDRESS={node_dir}",
         file=sys.stderr,
     )
@@ -109,7 +109,7 @@ def cmd_list(node_dir: str) -> None:
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def main(argv: list[str] | None = None) -> None:

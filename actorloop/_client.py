@@ -126,7 +126,9 @@ class SyncNodeChannel:
 class NodeConnection(proto.FrameProtocol):
     """The async channel to the node on the home loop: requests, pushed log lines."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, secret: bytes, on_push: Callable[[tuple[Any, ...]], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, secret: bytes, on_push: Callable[[tuple[Any, ...]], None]
+    ) -> None:
         super().__init__(loop)
         self._secret = secret
         self._ids = itertools.count(1)
@@ -386,7 +388,9 @@ class ActorConnection(proto.FrameProtocol):
                 entry.retries_left -= 1 if entry.retries_left > 0 else 0
                 resend.append(proto.frame(entry.payload))
             else:
-                self._fail(call_id, ActorDiedError(f"{self.state.meta.class_name} restarted while this call ran: {why}"))
+                self._fail(
+                    call_id, ActorDiedError(f"{self.state.meta.class_name} restarted while this call ran: {why}")
+                )
         self._out = resend + self._out
         await self._connect(status[1])
 
@@ -608,7 +612,9 @@ class Runtime:
             with self._sync_lock:
                 if self._sync_channel is None:
                     self._sync_channel = SyncNodeChannel(
-                        self.node_socket, self.secret, ("hello", self.client_id, "sync", os.getpid(), False, self.namespace)
+                        self.node_socket,
+                        self.secret,
+                        ("hello", self.client_id, "sync", os.getpid(), False, self.namespace),
                     )
                 channel = self._sync_channel
         return channel.request(op, *args)
@@ -675,7 +681,8 @@ class Runtime:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> ActorHandle[Any]:
-        from ._actor import DEFAULT_GROUP, ClassMeta as _CM
+        from ._actor import DEFAULT_GROUP
+        from ._actor import ClassMeta as _CM
 
         if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
             if _get_running_loop() is not None:
@@ -732,7 +739,12 @@ class Runtime:
         if existed:
             return self.handle_for(actor_id, got_meta, http_url, got_caller_options, created_here=False)
         return self.handle_for(
-            actor_id, handle_meta, http_url, caller_options, created_here=True, anonymous=name is None and lifetime != "detached"
+            actor_id,
+            handle_meta,
+            http_url,
+            caller_options,
+            created_here=True,
+            anonymous=name is None and lifetime != "detached",
         )
 
     def handle_for(

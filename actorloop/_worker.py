@@ -189,7 +189,9 @@ def _call_id_of(data: bytes) -> int | None:
 class ActorWorker:
     """Everything one actor process runs."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, actor_id: str, epoch: int, node_dir: str, secret: bytes) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, actor_id: str, epoch: int, node_dir: str, secret: bytes
+    ) -> None:
         self.loop = loop
         self.actor_id = actor_id
         self.epoch = epoch
@@ -299,9 +301,7 @@ class ActorWorker:
 
         sock = socket.socket(fileno=http_fd)
         routes = _http.collect_routes(type(self.instance))
-        self.http_server = await _http.start_http_server(
-            self.instance, routes, sock, self.run_in_group, self.group_of
-        )
+        self.http_server = await _http.start_http_server(self.instance, routes, sock, self.run_in_group, self.group_of)
 
     # -- dispatch ------------------------------------------------------------
 
@@ -499,7 +499,9 @@ def _format_user_traceback(exc: BaseException) -> str:
     """The traceback without actorloop's and asyncio's own frames, which say nothing to the user."""
     te = traceback.TracebackException.from_exception(exc)
     for item in [te, *_chained(te)]:
-        frames = [f for f in item.stack if not f.filename.startswith(_OWN_FILES) and "concurrent/futures" not in f.filename]
+        frames = [
+            f for f in item.stack if not f.filename.startswith(_OWN_FILES) and "concurrent/futures" not in f.filename
+        ]
         item.stack = traceback.StackSummary.from_list(frames)
     return "".join(te.format())
 

@@ -229,7 +229,10 @@ class RayLike:
         arr = np.ones(100 * MIB // 8)
         out = get(h.echo.remote(arr))
         assert out.nbytes == arr.nbytes and out[-1] == 1.0
-        info = {"result_writeable": bool(out.flags.writeable), "result_owndata": bool(out.flags.owndata)}
+        info: dict[str, Any] = {
+            "result_writeable": bool(out.flags.writeable),
+            "result_owndata": bool(out.flags.owndata),
+        }
         del out
 
         def one(_: int) -> None:

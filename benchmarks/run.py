@@ -331,8 +331,11 @@ def oriented_ratio(m: Metric, ours: float | None, other: float | None) -> float 
     return ours / other if m.higher else other / ours
 
 
-def summarize(records: list[RunRecord], metrics: list[Metric], backends: list[str]) -> list[dict[str, Any]]:
+def summarize(
+    records: list[RunRecord], metrics: list[Metric], backends: list[str], params: Params
+) -> list[dict[str, Any]]:
     rows = []
+    fields = dataclasses.asdict(params)
     for m in metrics:
         values: dict[str, list[float]] = {b: [] for b in backends}
         for r in records:
@@ -340,9 +343,7 @@ def summarize(records: list[RunRecord], metrics: list[Metric], backends: list[st
                 values[r.backend].append(float(r.metrics[m.name]))
         stats = {}
         for b, vs in values.items():
-            stats[b] = (
-                {"median": statistics.median(vs), "min": min(vs), "max": max(vs), "n": len(vs)} if vs else None
-            )
+            stats[b] = {"median": statistics.median(vs), "min": min(vs), "max": max(vs), "n": len(vs)} if vs else None
 
         def med(b: str, stats: dict[str, Any] = stats) -> float | None:
             s = stats.get(b)
@@ -367,7 +368,7 @@ def summarize(records: list[RunRecord], metrics: list[Metric], backends: list[st
         rows.append(
             {
                 "metric": m.name,
-                "label": m.label,
+                "label": m.label.format(**fields),
                 "unit": m.unit,
                 "higher_is_better": m.higher,
                 "values": values,
@@ -461,7 +462,7 @@ def machine_info() -> dict[str, Any]:
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("actorloop", "ray", "numpy", "uvloop", "psutil", "cloudpickle"):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
@@ -595,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
         + ("; quick" if args.quick else ""),
         file=sys.stderr,
     )
+    load = machine["loadavg_start"][0]
+    if load > 0.5 * machine["cpus_allowed"]:
+        print(
+            f"warning: load average {load:.2f} at start: other work on this machine will skew the figures",
+            file=sys.stderr,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
@@ -614,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = list(os.getloadavg())
 
     metrics = [m for w in workloads for m in BY_NAME[w].metrics]
-    rows = summarize(records, metrics, backends)
+    rows = summarize(records, metrics, backends, params)
     header, trows = table_rows(rows, backends)
     versions = {b: next((r.version for r in records if r.backend == b and r.version), "") for b in backends}
     problems = [p for r in records for p in r.problems]
@@ -653,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Run {now:%Y-%m-%d %H:%M %Z} on {machine['cpu']}, {machine['cores']} cores "
         f"({machine['cpus_allowed']} allowed), {machine.get('memory_gib', '?')} GiB, Python {machine['python']}, "
-        f"{machine['platform']}.",
+        f"{machine['platform']}. Load average {machine['loadavg_start'][0]:.2f} at the start, "
+        f"{machine['loadavg_end'][0]:.2f} at the end.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
         "",

@@ -36,7 +36,7 @@ class Target:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    label: str
+    label: str  # may name Params fields: "{gather_n:,} calls"
     unit: str
     higher: bool
     target: Target | None = None
@@ -86,7 +86,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (
             Metric(
                 "gather_async",
-                "await gather(10,000 calls), async actor",
+                "await gather({gather_n:,} calls), async actor",
                 "calls/s",
                 True,
                 Target(at_least=100_000),
@@ -99,7 +99,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (
             Metric(
                 "gather_sync",
-                "await gather(10,000 calls), sync actor",
+                "await gather({gather_n:,} calls), sync actor",
                 "calls/s",
                 True,
                 Target(at_least=100_000),
@@ -112,7 +112,7 @@ WORKLOADS: tuple[Workload, ...] = (
         (
             Metric(
                 "get_list",
-                "get([10,000 refs]) from sync code",
+                "get([{gather_n:,} refs]) from sync code",
                 "calls/s",
                 True,
                 Target(at_least=50_000),
@@ -129,7 +129,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "actor start",
         (
             Metric("create_1", "1 actor: .remote() to first reply", "ms", False),
-            Metric("create_n", "50 actors, one reply each, per actor", "ms", False, Target(at_most=10)),
+            Metric("create_n", "{create_n} actors, one reply each, per actor", "ms", False, Target(at_most=10)),
         ),
     ),
     Workload(

@@ -59,7 +59,9 @@ class SyncWorker:
         return list(self.done)
 
 
-def _wait_for_event(actor: actorloop.ActorHandle, event: str, timeout: float = 10, group: str | None = None) -> list[str]:
+def _wait_for_event(
+    actor: actorloop.ActorHandle, event: str, timeout: float = 10, group: str | None = None
+) -> list[str]:
     deadline = time.monotonic() + timeout
     log: list[str] = []
     while time.monotonic() < deadline:

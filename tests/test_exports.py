@@ -7,10 +7,32 @@ import actorloop.exceptions
 import actorloop.util
 
 SPEC_NAMES = {
-    "init", "shutdown", "is_initialized", "remote", "method", "get", "wait", "cancel", "kill",
-    "get_actor", "list_actors", "exit_actor", "ActorHandle", "ObjectRef", "ActorInfo", "ActorPool",
-    "ActorloopError", "TaskError", "ActorDiedError", "GetTimeoutError", "TaskCancelledError",
-    "SerializationError", "PendingCallsLimitExceeded", "http", "exceptions", "util",
+    "init",
+    "shutdown",
+    "is_initialized",
+    "remote",
+    "method",
+    "get",
+    "wait",
+    "cancel",
+    "kill",
+    "get_actor",
+    "list_actors",
+    "exit_actor",
+    "ActorHandle",
+    "ObjectRef",
+    "ActorInfo",
+    "ActorPool",
+    "ActorloopError",
+    "TaskError",
+    "ActorDiedError",
+    "GetTimeoutError",
+    "TaskCancelledError",
+    "SerializationError",
+    "PendingCallsLimitExceeded",
+    "http",
+    "exceptions",
+    "util",
 }
 
 

@@ -203,9 +203,7 @@ class FakeRuntime:
 
 
 @asynccontextmanager
-async def serve(
-    instance: object | None = None, **kwargs: Any
-) -> AsyncIterator[tuple[str, FakeRuntime, HttpServer]]:
+async def serve(instance: object | None = None, **kwargs: Any) -> AsyncIterator[tuple[str, FakeRuntime, HttpServer]]:
     obj = instance if instance is not None else Service()
     runtime = FakeRuntime()
     sock = bind_http_socket("127.0.0.1", 0)
@@ -297,9 +295,7 @@ def test_decorators_copied_by_wraps_do_not_leak_back() -> None:
         (lambda: http.get("/items/{id"), ValueError, "invalid HTTP path"),
     ],
 )
-def test_decorators_reject_bad_input(
-    make: Callable[[], object], error: type[Exception], words: str
-) -> None:
+def test_decorators_reject_bad_input(make: Callable[[], object], error: type[Exception], words: str) -> None:
     with pytest.raises(error, match=words.replace("(", r"\(").replace("{", r"\{")):
         make()
 
@@ -618,11 +614,7 @@ async def test_1000_malformed_requests_then_a_good_one(
         port = int(url.rsplit(":", 1)[1])
         for i in range(1000):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                b"\x16\x03\x01 garbage %d\r\n\r\n" % i
-                if i % 2
-                else b"GET / HTTP/9\r\n\r\n"
-            )
+            writer.write(b"\x16\x03\x01 garbage %d\r\n\r\n" % i if i % 2 else b"GET / HTTP/9\r\n\r\n")
             reply = await reader.read()
             assert reply[:12] in (b"HTTP/1.0 400", b"HTTP/1.1 400"), reply[:40]
             writer.close()
@@ -693,13 +685,9 @@ async def test_with_real_curl() -> None:
         assert (code, json.loads(out)) == (0, {"count": 0}), err
         code, out, _ = await curl("-X", "POST", "-d", '{"n": 3}', url + "/add")
         assert out == b"3"
-        code, out, _ = await curl(
-            "-w", "%{http_code}", "-o", "/dev/null", url + "/nope"
-        )
+        code, out, _ = await curl("-w", "%{http_code}", "-o", "/dev/null", url + "/nope")
         assert out == b"404"
-        code, out, _ = await curl(
-            "-w", "%{http_code}", "-o", "/dev/null", "-X", "PATCH", url + "/count"
-        )
+        code, out, _ = await curl("-w", "%{http_code}", "-o", "/dev/null", "-X", "PATCH", url + "/count")
         assert out == b"405"
         code, out, _ = await curl("-X", "POST", "-d", "{oops", url + "/add")
         assert json.loads(out)["error"] == "JSONDecodeError"

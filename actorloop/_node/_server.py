@@ -182,19 +182,19 @@ class Node:
             msg = pickle.loads(data)
             if msg[0] == "spawned":
                 _, actor_id, epoch, pid = msg
-                actor = self.actors.get(actor_id)
-                if actor is None or actor.epoch != epoch:
+                spawned = self.actors.get(actor_id)
+                if spawned is None or spawned.epoch != epoch:
                     _signal(pid, signal.SIGKILL)
                     continue
-                actor.pid = pid
-                self.by_pid[pid] = actor
-                if actor.kill_reason is not None:
+                spawned.pid = pid
+                self.by_pid[pid] = spawned
+                if spawned.kill_reason is not None:
                     _signal(pid, signal.SIGKILL)
             elif msg[0] == "exited":
                 _, pid, status = msg
-                actor = self.by_pid.pop(pid, None)
-                if actor is not None:
-                    self._actor_exited(actor, status)
+                exited = self.by_pid.pop(pid, None)
+                if exited is not None:
+                    self._actor_exited(exited, status)
 
     # -- the one place where actors end ------------------------------------------
 
@@ -359,10 +359,11 @@ class Node:
             client.log_to_driver = True
             return actor.spec
         namespace = rest[0] if rest else ""
-        client = self.clients.get(client_id)
-        if client is None:
-            client = self.clients[client_id] = _Client(client_id, pid, namespace)
-        client.conns.add(conn)
+        known = self.clients.get(client_id)
+        if known is None:
+            known = self.clients[client_id] = _Client(client_id, pid, namespace)
+        known.conns.add(conn)
+        client = known
         if role == "driver":
             client.primary = conn
             client.log_to_driver = log_to_driver

@@ -101,7 +101,7 @@ def _spawn(
         http_fd = fds[2] if has_http else None
         for stream in (sys.stdout, sys.stderr):
             try:
-                stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
             except Exception:
                 pass
         from .._worker import run_actor
