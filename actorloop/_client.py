@@ -411,6 +411,8 @@ class ActorConnection(proto.FrameProtocol):
             return
         if not entry.ref.done():
             entry.ref.set_exception(error)
+            if entry.ref._waiter is not None:
+                entry.ref._waiter.notify(entry.ref)
         self.state._call_finished()
 
     # -- calls -----------------------------------------------------------------
@@ -512,6 +514,9 @@ class ActorConnection(proto.FrameProtocol):
                 ref.set_exception(self._error_from(msg))
             elif kind == proto.RESULT_CANCELLED:
                 ref.set_exception(TaskCancelledError("the call was cancelled in the actor"))
+            waiter = ref._waiter
+            if waiter is not None:
+                waiter.notify(ref)
         state = self.state
         if finished:
             with state._lock:
@@ -558,6 +563,7 @@ class Runtime:
         self.role = role
         self.embedded_node = embedded_node
         self.secret = read_secret(node_dir)
+        proto.set_shm_prefix(node_dir)
         self.node_socket = os.path.join(node_dir, "node.sock")
         self._actors: dict[str, ActorState] = {}
         self._actors_lock = threading.Lock()

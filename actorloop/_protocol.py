@@ -13,10 +13,16 @@ Writes are coalesced: frames queued during one loop iteration leave in one
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
+import mmap
+import os
 import pickle
+import re
+import secrets
 import socket
 import struct
+import tempfile
 from typing import Any, Callable, cast
 
 import cloudpickle
@@ -62,7 +68,7 @@ def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, An
     """Pickle a call message; plain pickle when every argument is a plain value."""
     if _all_plain(args) and (not kwargs or _all_plain(list(kwargs.values()))):
         return pickle.dumps(msg, 5)
-    return cloudpickle.dumps(msg, 5)
+    return _dumps_with_buffers(msg)
 
 
 def dumps(obj: Any) -> bytes:
@@ -77,10 +83,129 @@ def dumps_value(msg: tuple[Any, ...], value: Any) -> bytes:
     """Pickle a result message; plain pickle on the fast path."""
     if type(value) in _PLAIN_TYPES:
         return pickle.dumps(msg, 5)
-    return cloudpickle.dumps(msg, 5)
+    return _dumps_with_buffers(msg)
 
 
-loads = pickle.loads
+# -- large buffers through shared memory ------------------------------------------
+#
+# Pickle protocol 5 hands us big contiguous buffers (numpy arrays, bytearrays)
+# separately.  Each one above OOB_THRESHOLD is written once into a file in
+# /dev/shm (tmpfs: memory, not disk); the frame carries only its name.  The
+# receiver maps the file, unlinks it, and unpickles straight from the mapping,
+# so an array arrives with no further copy and its memory is freed with it.
+
+#: Buffers at least this large travel through shared memory instead of the socket.
+OOB_THRESHOLD = 1 << 18
+_OOB_MARK = b"B"
+_SEGMENT = struct.Struct("<HQ")
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+_shm_prefix = "actorloop-0-"
+_SEGMENT_NAME = re.compile(r"^actorloop-[0-9a-f]{1,16}-[0-9a-f]{32}$")
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def shm_prefix_for(node_dir: str) -> str:
+    """The name prefix of the shared-memory segments of one node (the node removes leftovers)."""
+    return f"actorloop-{hashlib.sha256(node_dir.encode()).hexdigest()[:16]}-"
+
+
+def set_shm_prefix(node_dir: str) -> None:
+    global _shm_prefix
+    _shm_prefix = shm_prefix_for(node_dir)
+
+
+def remove_segments(node_dir: str) -> None:
+    """Remove segments a crashed receiver never mapped."""
+    prefix = shm_prefix_for(node_dir)
+    try:
+        names = os.listdir(_SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join(_SHM_DIR, name))
+            except OSError:
+                pass
+
+
+def _dumps_with_buffers(msg: tuple[Any, ...]) -> bytes:
+    big: list[pickle.PickleBuffer] = []
+
+    def keep_small_in_band(buf: pickle.PickleBuffer) -> bool:
+        try:
+            if buf.raw().nbytes >= OOB_THRESHOLD:
+                big.append(buf)
+                return False
+        except BufferError:  # not contiguous: pickle copies it in-band
+            pass
+        return True
+
+    data = cloudpickle.dumps(msg, 5, buffer_callback=keep_small_in_band)
+    if not big:
+        return data
+    parts = [_OOB_MARK, struct.pack("<I", len(big))]
+    for buf in big:
+        raw = buf.raw()
+        name = _write_segment(raw).encode()
+        parts.append(_SEGMENT.pack(len(name), raw.nbytes))
+        parts.append(name)
+    parts.append(data)
+    return b"".join(parts)
+
+
+def _write_segment(raw: memoryview) -> str:
+    name = _shm_prefix + secrets.token_hex(16)
+    fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    try:
+        offset = 0
+        total = raw.nbytes
+        while offset < total:
+            offset += os.write(fd, raw[offset:])
+    except BaseException:
+        os.close(fd)
+        os.unlink(os.path.join(_SHM_DIR, name))
+        raise
+    os.close(fd)
+    return name
+
+
+def _map_segment(name: str, size: int) -> memoryview:
+    if not _SEGMENT_NAME.match(name):
+        raise ProtocolError(f"bad shared-memory segment name {name!r}")
+    path = os.path.join(_SHM_DIR, name)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or st.st_size != size:
+            raise ProtocolError(f"shared-memory segment {name} is not what the frame announced")
+        mapping = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return memoryview(mapping)
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle a frame, mapping its shared-memory buffers if it has any."""
+    if data[:1] != _OOB_MARK:
+        return pickle.loads(data)
+    (count,) = struct.unpack_from("<I", data, 1)
+    pos = 5
+    views = []
+    try:
+        for _ in range(count):
+            name_len, size = _SEGMENT.unpack_from(data, pos)
+            pos += _SEGMENT.size
+            name = data[pos : pos + name_len].decode()
+            pos += name_len
+            views.append(_map_segment(name, size))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"bad buffer table: {exc}") from exc
+    return pickle.loads(memoryview(data)[pos:], buffers=views)
 
 
 def _describe(obj: Any) -> str:

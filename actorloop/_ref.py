@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from asyncio import events
 from typing import TYPE_CHECKING, Any, Generator, Generic, TypeVar
 
@@ -44,12 +45,13 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         value = await ref                   # async code, any loop
     """
 
-    __slots__ = ("_conn", "_call_id", "_actor", "_user_cancelled")
+    __slots__ = ("_conn", "_call_id", "_actor", "_user_cancelled", "_waiter")
 
     _conn: ActorConnection | None
     _call_id: int
     _actor: Any
     _user_cancelled: bool
+    _waiter: SyncWaiter | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn: ActorConnection | None, call_id: int, actor: Any) -> None:
         super().__init__(loop=loop)
@@ -57,6 +59,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         self._call_id = call_id
         self._actor = actor
         self._user_cancelled = False
+        self._waiter = None
 
     # asyncio treats an object as a future of the running loop when this is
     # not None; from another loop we answer None so asyncio wraps us instead.
@@ -111,7 +114,10 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         conn = self._conn
         if conn is not None:
             conn.cancel_call(self._call_id)
-        return _future_cancel(self, msg)  # type: ignore[no-any-return]
+        cancelled: bool = _future_cancel(self, msg)
+        if self._waiter is not None:
+            self._waiter.notify(self)
+        return cancelled
 
     def _cancel_by_user(self) -> None:
         """``actorloop.cancel(ref)``: cancel remotely, then raise TaskCancelledError on fetch."""
@@ -122,6 +128,9 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         if conn is not None:
             conn.cancel_call(self._call_id)
         self.set_exception(TaskCancelledError(f"the call was cancelled with actorloop.cancel() ({self!r})"))
+        self._log_traceback = False  # a cancelled call whose ref is dropped is not an error to report
+        if self._waiter is not None:
+            self._waiter.notify(self)
 
     def future(self) -> concurrent.futures.Future[T]:
         """Return a ``concurrent.futures.Future`` that completes with this ref."""
@@ -162,30 +171,66 @@ def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class SyncWaiter:
+    """Wakes a thread blocked in get()/wait() once enough of its refs are done.
+
+    The connection that resolves a ref calls ``notify`` right after setting
+    its result, on the ref's own loop: no extra hop to that loop to register
+    a callback.  Under the GIL, "set result, then read ``ref._waiter``" on one
+    side and "set ``ref._waiter``, then read ``ref.done()``" on the other
+    cannot both miss each other.
+    """
+
+    __slots__ = ("_lock", "_pending", "_enough")
+
+    def __init__(self, refs: list[ObjectRef[Any]], still_needed: int) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._pending = {id(r) for r in refs}
+        # Wake when at most this many of `refs` are still pending.
+        self._enough = len(refs) - still_needed
+
+    def notify(self, ref: ObjectRef[Any]) -> None:
+        pending = self._pending
+        pending.discard(id(ref))
+        if len(pending) <= self._enough:
+            try:
+                self._lock.release()
+            except RuntimeError:  # already woken
+                pass
+
+    def wait(self, timeout: float) -> None:
+        self._lock.acquire(timeout=timeout)
+
+
 def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None) -> int:
     """Block this thread until ``num_returns`` of ``refs`` are done; return how many are."""
     pending = [r for r in refs if not r.done()]
     done_count = len(refs) - len(pending)
     if done_count >= num_returns or not pending:
         return done_count
-    needed = num_returns - done_count
-    lock = threading.Lock()
-    lock.acquire()
-    state = {"left": needed}
-
-    def on_done(_: Any) -> None:
-        state["left"] -= 1
-        if state["left"] == 0:
-            lock.release()
-
-    by_loop: dict[asyncio.AbstractEventLoop, list[ObjectRef[Any]]] = {}
     for ref in pending:
-        by_loop.setdefault(ref.get_loop(), []).append(ref)
-    for loop, group in by_loop.items():
-        if loop.is_closed():
+        if ref.get_loop().is_closed():
             raise RuntimeError("an ObjectRef belongs to an event loop that has been closed; its result can't arrive")
-        loop.call_soon_threadsafe(_add_callbacks, group, on_done)
-    lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+    waiter = SyncWaiter(pending, num_returns - done_count)
+    for ref in pending:
+        ref._waiter = waiter
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            # Refs that finished before the waiter was installed never notify it.
+            still = [r for r in pending if not r.done()]
+            if len(refs) - len(still) >= num_returns:
+                break
+            pending = still
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left <= 0:
+                break
+            waiter.wait(left)
+    finally:
+        for ref in refs:
+            if ref._waiter is waiter:
+                ref._waiter = None
     return sum(1 for r in refs if r.done())
 
 

@@ -470,6 +470,17 @@ class ActorWorker:
         """Run ``func`` in a concurrency group as a call would run, and return its value."""
         group = self.groups.get(group_name) or self.groups[DEFAULT_GROUP]
         is_async = inspect.iscoroutinefunction(func)
+        if is_async and not group.direct and group.active < group.limit:
+            # A free slot: run in the request's own task, without a task and a future of
+            # its own (about 10% of a small request's cost); the slot counts as any call's.
+            group.active += 1
+            try:
+                return await func(*args, **kwargs)
+            except _ActorExit:
+                self.exit_requested("the actor called actorloop.exit_actor()")
+                return None
+            finally:
+                self._finished(group)
         call = _Call(None, 0, getattr(func, "__name__", "handler"), func, args, kwargs, is_async, group)
         call.fut = self.loop.create_future()
         self._schedule(call)

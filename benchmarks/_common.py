@@ -19,7 +19,7 @@ ENV_TAG = "ACTORLOOP_BENCH_TAG"
 class Params:
     """Sizes and durations of one run; ``quick`` shrinks them for CI."""
 
-    duration: float = 2.0  # seconds per time-bounded loop
+    duration: float = 1.0  # seconds per time-bounded loop
     gather_n: int = 10_000  # calls per gather / get([...]) round
     create_n: int = 50  # actors created at once
     create_1_samples: int = 3  # single-actor start samples

@@ -268,7 +268,7 @@ def run_backend(
             w.finish()
         if hung:
             what = current or stage
-            msg = f"timed out after {timeouts['workload' if current else stage]:.0f}s in {what}"
+            msg = f"timed out after {timeouts['workload' if current else stage]:g}s in {what}"
             say(f"{what} TIMEOUT")
             if current is not None:
                 rec.errors[current] = msg
@@ -532,7 +532,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="driver and actors on the same CPU, on different CPUs, or where the scheduler puts them",
     )
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="driver loop for async workloads")
-    ap.add_argument("--duration", type=float, default=None, help="seconds per timed loop (default 2, quick 0.5)")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per timed loop (default 1, quick 0.5)")
     ap.add_argument("--actors", type=int, default=None, help="actors in the start-up workload (default 50, quick 5)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds before a workload counts as hung")
     ap.add_argument("--chart", action="store_true", help="draw the ratios as a PNG (needs matplotlib)")

@@ -114,11 +114,13 @@ class SeedCounter:
         self.counter += 1
 
 
-@actorloop.remote(concurrency_groups={"io": 2, "slow": 1})
+@actorloop.remote(concurrency_groups={"io": 2, "slow": 1, "one": 1})
 class Service:
     def __init__(self) -> None:
         self.count = 0
         self.items: dict[str, bytes] = {}
+        self.inside = 0
+        self.most_inside = 0
 
     # state shared with .remote() calls
     def increment(self) -> int:
@@ -221,6 +223,19 @@ class Service:
     def slow(self, seconds: float) -> str:
         time.sleep(seconds)
         return "slept"
+
+    @actorloop.http.get("/one")
+    @actorloop.method(concurrency_group="one")
+    async def one_http(self, request: web.Request) -> int:
+        return await self.one_call()
+
+    @actorloop.method(concurrency_group="one")
+    async def one_call(self) -> int:
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        await asyncio.sleep(0.1)
+        self.inside -= 1
+        return self.most_inside
 
 
 def _on_loop() -> bool:
@@ -370,6 +385,22 @@ def test_handler_in_a_group_answers_while_another_group_is_busy(service: Any) ->
     assert time.time() - start < 1.0
     assert not actorloop.wait([slow], timeout=0)[0]  # still sleeping: the groups did overlap
     assert actorloop.get(slow, timeout=10) == "slept"
+
+
+def test_group_limit_holds_for_handlers_and_calls_together(service: Any) -> None:
+    # Group "one" runs one call at a time, whether it came over HTTP or by .remote().
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(get_json(service.http_url, "/one"))) for _ in range(3)]
+    start = time.time()
+    for t in threads:
+        t.start()
+    refs = [service.one_call.remote() for _ in range(2)]
+    results.extend(actorloop.get(refs, timeout=10))
+    for t in threads:
+        t.join(10)
+    assert len(results) == 5
+    assert max(results) == 1
+    assert time.time() - start >= 0.45
 
 
 # -- errors ----------------------------------------------------------------------------

@@ -138,6 +138,7 @@ class Node:
         for client in list(self.clients.values()):
             for conn in list(client.conns):
                 conn.close()
+        proto.remove_segments(self.dir)
         if not self.stopped.done():
             self.stopped.set_result(None)
 
