@@ -11,14 +11,14 @@ import signal
 import socket
 import sys
 
-# Everything an actor needs is imported here, before the zygote forks, so
-# that forking an actor costs no imports.
-import aiohttp.web  # noqa: F401
+# Everything a plain actor needs is imported here, before the zygote forks,
+# so that forking an actor costs no imports.  aiohttp is imported only by the
+# HTTP zygote (see _zygote.py), which keeps plain actors and the node lean.
 import cloudpickle  # noqa: F401
 import uvloop
 
 import actorloop  # noqa: F401
-from actorloop import _http, _worker  # noqa: F401
+from actorloop import _worker  # noqa: F401
 from actorloop._node import prepare_dir
 from actorloop._node._server import Node
 from actorloop._node._zygote import zygote_main
@@ -42,6 +42,7 @@ def main() -> None:
     os.replace(tmp, secret_path)
 
     node_side, zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    node_http_side, http_zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     gc.collect()
     gc.freeze()
     sys.stdout.flush()
@@ -49,13 +50,15 @@ def main() -> None:
     pid = os.fork()
     if pid == 0:
         node_side.close()
+        node_http_side.close()
         os.close(args.ready_fd)
-        zygote_main(zygote_side, node_dir, secret)
+        zygote_main(zygote_side, node_dir, secret, http_zygote_side)
     zygote_side.close()
+    http_zygote_side.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     loop = uvloop.new_event_loop()
-    node = Node(loop, node_dir, secret, node_side, embedded_parent=args.parent)
+    node = Node(loop, node_dir, secret, node_side, node_http_side, embedded_parent=args.parent)
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
 
     def announce() -> None:

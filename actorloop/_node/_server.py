@@ -74,6 +74,7 @@ class Node:
         node_dir: str,
         secret: bytes,
         zygote_sock: socket.socket,
+        http_zygote_sock: socket.socket,
         *,
         embedded_parent: int | None,
     ) -> None:
@@ -81,6 +82,9 @@ class Node:
         self.dir = node_dir
         self.secret = secret
         self.zygote = zygote_sock
+        # A second zygote has aiohttp imported, for actors with HTTP routes; the
+        # plain one stays lean so plain actors do not carry aiohttp's pages.
+        self.http_zygote = http_zygote_sock
         self.embedded_parent = embedded_parent
         self.started = time.time()
         self.clients: dict[str, _Client] = {}
@@ -103,8 +107,9 @@ class Node:
             pass
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
         os.chmod(path, 0o600)
-        self.zygote.setblocking(False)
-        self.loop.add_reader(self.zygote.fileno(), self._zygote_readable)
+        for zygote in (self.zygote, self.http_zygote):
+            zygote.setblocking(False)
+            self.loop.add_reader(zygote.fileno(), self._zygote_readable, zygote)
         if self.embedded_parent is not None:
             self.loop.call_later(1.0, self._check_parent)
         await self.stopped
@@ -130,11 +135,12 @@ class Node:
         waits = [a.ended for a in self.actors.values() if a.ended is not None and not a.ended.done()]
         if waits:
             await asyncio.wait(waits, timeout=3)
-        try:
-            self.loop.remove_reader(self.zygote.fileno())
-            self.zygote.close()
-        except Exception:
-            pass
+        for zygote in (self.zygote, self.http_zygote):
+            try:
+                self.loop.remove_reader(zygote.fileno())
+                zygote.close()
+            except Exception:
+                pass
         for client in list(self.clients.values()):
             for conn in list(client.conns):
                 conn.close()
@@ -155,24 +161,25 @@ class Node:
         for fd, stream_no in ((out_r, 1), (err_r, 2)):
             self.loop.create_task(self._read_logs(actor, fd, stream_no, actor.epoch))
         msg = pickle.dumps((actor.actor_id, actor.epoch, actor.http_sock is not None))
+        zygote = self.zygote if actor.http_sock is None else self.http_zygote
         try:
-            self.zygote.setblocking(True)
-            socket.send_fds(self.zygote, [msg], fds)
+            zygote.setblocking(True)
+            socket.send_fds(zygote, [msg], fds)
         finally:
-            self.zygote.setblocking(False)
+            zygote.setblocking(False)
             os.close(out_w)
             os.close(err_w)
 
-    def _zygote_readable(self) -> None:
+    def _zygote_readable(self, zygote: socket.socket) -> None:
         while True:
             try:
-                data = self.zygote.recv(1 << 16)
+                data = zygote.recv(1 << 16)
             except BlockingIOError:
                 return
             except OSError:
                 data = b""
             if not data:
-                self.loop.remove_reader(self.zygote.fileno())
+                self.loop.remove_reader(zygote.fileno())
                 if not self.stopping:
                     print("actorloop node: the zygote ended; stopping", file=sys.stderr)
                     for actor in self.actors.values():

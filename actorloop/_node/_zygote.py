@@ -21,7 +21,21 @@ from typing import NoReturn
 _MAX_MSG = 1 << 16
 
 
-def zygote_main(sock: socket.socket, node_dir: str, secret: bytes) -> NoReturn:
+def zygote_main(
+    sock: socket.socket, node_dir: str, secret: bytes, http_sock: socket.socket | None = None
+) -> NoReturn:
+    """Serve spawn requests forever; with ``http_sock``, first fork the aiohttp-warm zygote."""
+    if http_sock is not None:
+        if os.fork() == 0:
+            sock.close()
+            # The HTTP zygote: aiohttp imported once here, shared by every HTTP actor.
+            import aiohttp.web  # noqa: F401
+
+            from .. import _http  # noqa: F401
+
+            gc.collect()
+            zygote_main(http_sock, node_dir, secret)
+        http_sock.close()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
