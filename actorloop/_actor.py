@@ -200,35 +200,47 @@ class _ActorClassWithOptions(Generic[T]):
 class ActorMethod:
     """``handle.method``: call ``.remote(*args, **kwargs)`` to get an :class:`ObjectRef`."""
 
-    __slots__ = ("_handle", "_name", "_group")
+    __slots__ = ("_state", "_meta", "_name", "_group")
 
-    def __init__(self, handle: ActorHandle[Any], name: str, group: str | None) -> None:
-        self._handle = handle
+    def __init__(self, state: Any, meta: ClassMeta, name: str, group: str | None) -> None:
+        # A method keeps its actor alive as a handle does, but without holding
+        # the handle: handles cache their methods, and that cycle would keep an
+        # anonymous actor alive until the garbage collector happened to run.
+        self._state = state
+        self._meta = meta
         self._name = name
         self._group = group
+        state.handle_created(self)
+
+    def __del__(self) -> None:
+        try:
+            state = self._state
+        except AttributeError:
+            return
+        state.handle_deleted()
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectRef[Any]:
         """Call the method in the actor; returns an ObjectRef at once."""
-        return self._handle._runtime_state.submit(self._name, args, kwargs, self._group)
+        return self._state.submit(self._name, args, kwargs, self._group)
 
     def options(self, *, concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
         """Pick options for one call: ``h.f.options(concurrency_group="io").remote()``."""
         if unknown:
             raise TypeError(f"unknown method option(s) {', '.join(map(repr, unknown))}; known: 'concurrency_group'")
         if concurrency_group is not None:
-            groups = self._handle._meta.groups
+            groups = self._meta.groups
             if concurrency_group not in groups and concurrency_group != DEFAULT_GROUP:
                 raise ValueError(
-                    f"unknown concurrency group {concurrency_group!r} for {self._handle._meta.class_name}."
+                    f"unknown concurrency group {concurrency_group!r} for {self._meta.class_name}."
                     f"{self._name}; the actor declares: {sorted(groups) or 'none'}"
                 )
-        return ActorMethod(self._handle, self._name, concurrency_group)
+        return ActorMethod(self._state, self._meta, self._name, concurrency_group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...) instead")
 
     def __repr__(self) -> str:
-        return f"ActorMethod({self._handle._meta.class_name}.{self._name})"
+        return f"ActorMethod({self._meta.class_name}.{self._name})"
 
 
 class ActorHandle(Generic[T]):
@@ -259,7 +271,7 @@ class ActorHandle(Generic[T]):
                 f"actor {self._meta.class_name} has no public method {name!r}; "
                 f"its methods: {', '.join(sorted(self._meta.methods)) or 'none'}"
             )
-        method = ActorMethod(self, name, None)
+        method = ActorMethod(self._runtime_state, self._meta, name, None)
         self.__dict__[name] = method
         return method
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -34,9 +35,21 @@ def cmd_start(node_dir: str) -> None:
         raise _CliError(f"a node is already running at {node_dir}")
     try:
         prepare_dir(node_dir)
-        proc = start_node_process(node_dir, embedded=False, log_path=os.path.join(node_dir, "node.log"))
-    except (OSError, RuntimeError) as exc:
+        lock = os.open(os.path.join(node_dir, "start.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
         raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
+    try:
+        # Two `actorloop start` at once: the second waits here, then finds the first's node
+        # (without the lock both would start one, and the loser's node would run on unreachable).
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if node_running(node_dir):
+            raise _CliError(f"a node is already running at {node_dir}")
+        try:
+            proc = start_node_process(node_dir, embedded=False, log_path=os.path.join(node_dir, "node.log"))
+        except (OSError, RuntimeError) as exc:
+            raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
+    finally:
+        os.close(lock)
     print(node_dir)
     print(
         f'actorloop node started (pid {proc.pid}); connect with actorloop.init(address="auto") '

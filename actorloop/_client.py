@@ -499,7 +499,11 @@ class ActorConnection(proto.FrameProtocol):
         pending = self.pending
         finished = 0
         for data in frames:
-            msg = proto.loads(data)
+            try:
+                msg = proto.loads(data)
+            except Exception as exc:
+                # A result this process cannot unpickle fails its own call, not the connection.
+                msg = self._unreadable_result(data, exc)
             entry = pending.pop(msg[1], None)
             if entry is None:
                 continue
@@ -524,6 +528,14 @@ class ActorConnection(proto.FrameProtocol):
                 release = state.handles <= 0 and state.pending <= 0
             if release:
                 state._maybe_release()
+
+    def _unreadable_result(self, data: bytes, exc: Exception) -> tuple[Any, ...]:
+        peeked = proto.peek_kind_and_id(data)
+        call_id = peeked[1] if peeked is not None else None
+        error = SerializationError(
+            f"could not unpickle the result of a call to {self.state.meta.class_name}: {type(exc).__name__}: {exc}"
+        )
+        return (proto.RESULT_ERR, call_id, error, "SerializationError", str(error), "")
 
     def _error_from(self, msg: tuple[Any, ...]) -> BaseException:
         _, _, cause, type_name, message, remote_tb = msg

@@ -109,7 +109,7 @@ def collect_routes(cls: type) -> list[Route]:
 
     routes: list[Route] = []
     claimed: dict[tuple[str, str], str] = {}
-    for name, obj in found:
+    for _, obj in found:
         attr = owner[id(obj)]
         for method, path in _declared_routes(obj):
             other = claimed.setdefault((method, path), attr)

@@ -67,23 +67,34 @@ def _all_plain(values: tuple[Any, ...] | list[Any]) -> bool:
 def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle a call message; plain pickle when every argument is a plain value."""
     if _all_plain(args) and (not kwargs or _all_plain(list(kwargs.values()))):
-        return pickle.dumps(msg, 5)
-    return _dumps_with_buffers(msg)
+        return _fits(pickle.dumps(msg, 5))
+    return _fits(_dumps_with_buffers(msg))
 
 
 def dumps(obj: Any) -> bytes:
     """Pickle anything cloudpickle can, raising SerializationError naming what failed."""
     try:
-        return cloudpickle.dumps(obj, 5)
+        data = cloudpickle.dumps(obj, 5)
     except Exception as exc:
         raise SerializationError(f"could not pickle {_describe(obj)}: {exc}") from exc
+    return _fits(data)
 
 
 def dumps_value(msg: tuple[Any, ...], value: Any) -> bytes:
     """Pickle a result message; plain pickle on the fast path."""
     if type(value) in _PLAIN_TYPES:
-        return pickle.dumps(msg, 5)
-    return _dumps_with_buffers(msg)
+        return _fits(pickle.dumps(msg, 5))
+    return _fits(_dumps_with_buffers(msg))
+
+
+def _fits(data: bytes) -> bytes:
+    """Refuse a frame the peer would refuse: better one call's clear error than a connection cut under all."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise SerializationError(
+            f"{len(data)} bytes once pickled, over the largest frame (MAX_FRAME_BYTES = {MAX_FRAME_BYTES}); "
+            "send large binary data as a bytearray or numpy array, which travel through shared memory"
+        )
+    return data
 
 
 # -- large buffers through shared memory ------------------------------------------
@@ -206,6 +217,29 @@ def loads(data: bytes) -> Any:
     except (struct.error, UnicodeDecodeError) as exc:
         raise ProtocolError(f"bad buffer table: {exc}") from exc
     return pickle.loads(memoryview(data)[pos:], buffers=views)
+
+
+def peek_kind_and_id(data: bytes) -> tuple[int, int] | None:
+    """Best effort, for a frame that failed to unpickle: its message kind and call id (the first two ints)."""
+    import pickletools
+
+    try:
+        pos = 0
+        if data[:1] == _OOB_MARK:
+            (count,) = struct.unpack_from("<I", data, 1)
+            pos = 5
+            for _ in range(count):
+                name_len, _size = _SEGMENT.unpack_from(data, pos)
+                pos += _SEGMENT.size + name_len
+        ints: list[int] = []
+        for op, arg, _ in pickletools.genops(data[pos:]):
+            if op.name in ("BININT1", "BININT2", "BININT", "LONG1"):
+                ints.append(int(arg))  # type: ignore[arg-type]
+                if len(ints) == 2:
+                    return ints[0], ints[1]
+    except Exception:
+        pass
+    return None
 
 
 def _describe(obj: Any) -> str:

@@ -128,7 +128,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         if conn is not None:
             conn.cancel_call(self._call_id)
         self.set_exception(TaskCancelledError(f"the call was cancelled with actorloop.cancel() ({self!r})"))
-        self._log_traceback = False  # a cancelled call whose ref is dropped is not an error to report
+        self._log_traceback = False  # type: ignore[misc]  # a dropped cancelled ref is no error
         if self._waiter is not None:
             self._waiter.notify(self)
 

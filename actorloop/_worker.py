@@ -171,19 +171,8 @@ class ActorServerConnection(proto.FrameProtocol):
 
 def _call_id_of(data: bytes) -> int | None:
     """Best effort: the call id of a CALL frame whose arguments could not be unpickled."""
-    try:
-        import pickletools
-
-        ops = pickletools.genops(data)
-        ints = []
-        for op, arg, _ in ops:
-            if op.name in ("BININT1", "BININT2", "BININT", "LONG1"):
-                ints.append(arg)
-                if len(ints) == 2:
-                    return ints[1] if ints[0] == proto.CALL else None
-        return None
-    except Exception:
-        return None
+    peeked = proto.peek_kind_and_id(data)
+    return peeked[1] if peeked is not None and peeked[0] == proto.CALL else None
 
 
 class ActorWorker:

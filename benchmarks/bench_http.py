@@ -13,13 +13,15 @@ client: one aiohttp ``ClientSession`` in this process, 32 tasks in a loop,
 keep-alive connections. The measuring rounds alternate between variants
 so that noise from other processes hits them alike; the table gives the
 median of each figure over the rounds. Beside req/s it gives the actor
-process's CPU time per request (from ``/proc``), which other load on the
-machine barely moves. The target: built-in routes cost at most 10% over
-hand-made aiohttp, i.e. ``req/s builtin / hand-made >= 0.91``.
+process's CPU time per request (from ``/proc``), median and best round:
+on a small shared machine req/s mostly measures the client and whatever
+else runs, while the best CPU per request is the server's own cost. The
+target: built-in routes cost at most 10% over hand-made aiohttp
+(``req/s builtin / hand-made >= 0.91``, CPU per request <= 1.1x).
 
 Run::
 
-    python benchmarks/bench_http.py             # ~3 x 2 s per variant
+    python benchmarks/bench_http.py             # 5 rounds x 1.5 s per variant
     python benchmarks/bench_http.py --quick     # a smoke run, ~1 s per variant
     python benchmarks/bench_http.py --no-ray --rounds 5 --duration 1.5
 """
@@ -41,7 +43,8 @@ from aiohttp import web
 import actorloop
 
 CLIENTS = 32
-TARGET_RATIO = 0.91  # built-in may cost 10% over hand-made: 1 / 1.1
+TARGET_COST = 1.10  # built-in routes may cost 10% over hand-made aiohttp
+TARGET_RATIO = 1 / TARGET_COST  # ... that is, keep 91% of its req/s
 
 
 class Counter:
@@ -157,54 +160,61 @@ def _check(url: str, expected: str) -> None:
         raise RuntimeError(f"{url} answered {got!r}, expected {expected!r}")
 
 
-def measure(urls: dict[str, str], pid: int, rounds: int, duration: float, warmup: float) -> dict[str, dict[str, float]]:
+Target = tuple[str, int]  # (url, pid of the process that serves it)
+
+# The actors' handles: an anonymous actor ends when its last handle is gone.
+_handles: list[Any] = []
+
+
+def measure(targets: dict[str, Target], rounds: int, duration: float, warmup: float) -> dict[str, dict[str, float]]:
     """Alternate the variants for ``rounds`` rounds; give each figure's median over the rounds."""
-    samples: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
     for _ in range(rounds):
-        for name, url in urls.items():
+        for name, (url, pid) in targets.items():
             samples[name].append(_run(_load(url, pid, duration, warmup)))
-    return {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in samples.items()}
+    out = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in samples.items()}
+    for name, rs in samples.items():
+        # Other processes only ever add CPU time: the lowest round is the closest to the intrinsic cost.
+        out[name]["cpu_us_best"] = min(r["cpu_us"] for r in rs)
+    return out
 
 
-def bench_actorloop(rounds: int, duration: float, warmup: float) -> dict[str, dict[str, float]]:
+def start_actorloop() -> dict[str, Target]:
     actorloop.init(address="local")
-    try:
-        counter = actorloop.remote(Counter).remote()
-        actorloop.get([counter.increment.remote() for _ in range(5)])
-        port, pid = actorloop.get([counter.port.remote(), counter.pid.remote()])
-        urls = {
-            "builtin": f"{counter.http_url}/",
-            "builtin-sync": f"{counter.http_url}/sync",
-            "hand-made": f"http://127.0.0.1:{port}/",
-        }
-        for url in urls.values():
-            _check(url, "5")
-        return measure(urls, pid, rounds, duration, warmup)
-    finally:
-        actorloop.shutdown()
+    counter = actorloop.remote(Counter).remote()
+    _handles.append(counter)
+    actorloop.get([counter.increment.remote() for _ in range(5)])
+    port, pid = actorloop.get([counter.port.remote(), counter.pid.remote()])
+    return {
+        "builtin": (f"{counter.http_url}/", pid),
+        "builtin-sync": (f"{counter.http_url}/sync", pid),
+        "hand-made": (f"http://127.0.0.1:{port}/", pid),
+    }
 
 
-def bench_ray(rounds: int, duration: float, warmup: float) -> dict[str, dict[str, float]] | None:
+def start_ray() -> dict[str, Target] | None:
     try:
         import ray
     except ImportError:
         return None
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        counter = ray.remote(Counter).remote()
-        ray.get([counter.increment.remote() for _ in range(5)])
-        port, pid = ray.get([counter.port.remote(), counter.pid.remote()])
-        url = f"http://127.0.0.1:{port}/"
-        _check(url, "5")
-        return {"ray hand-made": measure({"hand-made": url}, pid, rounds, duration, warmup)["hand-made"]}
-    finally:
+    counter = ray.remote(Counter).remote()
+    _handles.append(counter)
+    ray.get([counter.increment.remote() for _ in range(5)])
+    port, pid = ray.get([counter.port.remote(), counter.pid.remote()])
+    return {"ray hand-made": (f"http://127.0.0.1:{port}/", pid)}
+
+
+def stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="measuring rounds per variant (default 3)")
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per round (default 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="measuring rounds per variant (default 5)")
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds measured per round (default 1.5)")
     parser.add_argument("--warmup", type=float, default=0.3, help="seconds of load before each round (default 0.3)")
     parser.add_argument("--quick", action="store_true", help="one round of 1 s per variant")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray variant")
@@ -213,31 +223,49 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.2
 
-    results = bench_actorloop(args.rounds, args.duration, args.warmup)
-    if not args.no_ray:
-        ray_results = bench_ray(args.rounds, args.duration, args.warmup)
-        if ray_results is None:
-            print("ray is not installed: skipping the Ray variant", file=sys.stderr)
-        else:
-            results.update(ray_results)
+    # Both backends run side by side, so that every round meets the same machine.
+    try:
+        targets = start_actorloop()
+        if not args.no_ray:
+            ray_targets = start_ray()
+            if ray_targets is None:
+                print("ray is not installed: skipping the Ray variant", file=sys.stderr)
+            else:
+                targets.update(ray_targets)
+        for url, _ in targets.values():
+            _check(url, "5")
+        results = measure(targets, args.rounds, args.duration, args.warmup)
+    finally:
+        _handles.clear()
+        stop_ray()
+        actorloop.shutdown()
 
     built, hand = results["builtin"], results["hand-made"]
     ratio = built["rps"] / hand["rps"]
     cpu_ratio = built["cpu_us"] / hand["cpu_us"]
+    best_ratio = built["cpu_us_best"] / hand["cpu_us_best"]
     if args.json:
-        summary = {"builtin_over_hand_made_rps": ratio, "builtin_over_hand_made_cpu": cpu_ratio}
+        summary = {
+            "builtin_over_hand_made_rps": ratio,
+            "builtin_over_hand_made_cpu": cpu_ratio,
+            "builtin_over_hand_made_cpu_best": best_ratio,
+        }
         print(json.dumps({"clients": CLIENTS, "rounds": args.rounds, "results": results, **summary}, indent=2))
         return 0
     print(f"GET, {CLIENTS} concurrent aiohttp clients, median of {args.rounds} rounds x {args.duration:g} s")
-    print(f"{'variant':<16} {'req/s':>9} {'actor CPU':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'variant':<16} {'req/s':>9} {'CPU/req':>10} {'best':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
         print(
-            f"{name:<16} {r['rps']:>9.0f} {r['cpu_us']:>8.1f} us {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-            f"{r['errors']:>7.0f}"
+            f"{name:<16} {r['rps']:>9.0f} {r['cpu_us']:>7.1f} us {r['cpu_us_best']:>7.1f} us "
+            f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f}"
         )
-    verdict = "ok" if ratio >= TARGET_RATIO else f"below the target {TARGET_RATIO}"
+    verdict = "ok" if ratio >= TARGET_RATIO else f"below the target {TARGET_RATIO:.2f}"
     print(f"req/s builtin / hand-made = {ratio:.3f} ({verdict})")
-    print(f"actor CPU per request builtin / hand-made = {cpu_ratio:.3f} (built-in costs {100 * (cpu_ratio - 1):+.1f}%)")
+    cpu_verdict = "ok" if best_ratio <= TARGET_COST else f"above the target {TARGET_COST:.2f}"
+    print(
+        f"actor CPU per request builtin / hand-made = {cpu_ratio:.3f} median, {best_ratio:.3f} best "
+        f"(built-in costs {100 * (best_ratio - 1):+.1f}%: {cpu_verdict})"
+    )
     return 0
 
 

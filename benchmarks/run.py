@@ -87,7 +87,10 @@ def sweep(tag: str, grace: float) -> list[str]:
 
     Returns a description of each process that had to be ended.
     """
-    import psutil
+    try:
+        import psutil
+    except ImportError:  # without psutil the check cannot run; say so once
+        return ["(psutil is not installed: leftover processes were not checked)"]
 
     deadline = time.monotonic() + grace
     procs = _tagged_processes(tag)
@@ -391,19 +394,17 @@ def cell(s: dict[str, Any] | None) -> str:
 
 
 RATIO_NOTE = (
-    "Ratios compare medians and are oriented so that > 1 means actorloop is better "
-    "(throughput: actorloop ÷ other; time and memory: other ÷ actorloop)."
+    "Cells: median (min–max) over the repeats. Ratios compare medians and are oriented so that "
+    "> 1 means actorloop is better (throughput: actorloop ÷ other; time and memory: other ÷ actorloop)."
 )
 
 
 def table_rows(rows: list[dict[str, Any]], backends: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["workload", "unit"] + [
-        {"actorloop": "actorloop", "ray": "Ray", "floor": "floor"}[b] + " median (min–max)" for b in backends
-    ]
+    header = ["workload", "unit"] + [{"actorloop": "actorloop", "ray": "Ray", "floor": "floor"}[b] for b in backends]
     if "ray" in backends and "actorloop" in backends:
-        header.append("vs Ray (>1 = actorloop better)")
+        header.append("vs Ray (>1 better)")
     if "floor" in backends and "actorloop" in backends:
-        header.append("vs floor (>1 = actorloop better)")
+        header.append("vs floor (>1 better)")
     show_target = "actorloop" in backends
     if show_target:
         header.append("target")
@@ -469,7 +470,22 @@ def machine_info() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
     info["versions"] = versions
+    info["git"] = git_state()
     return info
+
+
+def git_state() -> str:
+    """The checkout's commit, with "+dirty" when actorloop/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "actorloop"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{head}+dirty" if head and dirty else head
 
 
 def draw_chart(rows: list[dict[str, Any]], path: Path, title: str) -> str:
@@ -540,11 +556,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--name", default=None, help="file stem of the results (default: bench-<timestamp>)")
     ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    ap.add_argument("--replot", type=Path, default=None, metavar="JSON", help="draw the chart of a saved run and exit")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot is not None:
+        saved = json.loads(args.replot.read_text())
+        title = (
+            f"actorloop {saved['backend_versions'].get('actorloop', '')} vs Ray "
+            f"{saved['backend_versions'].get('ray', '')} and the floor — "
+            f"{saved['timestamp'][:10]}, {saved['machine']['cpu']}"
+        )
+        print(draw_chart(saved["metrics"], args.replot.with_suffix(".png"), title))
+        return 0
     if args.list:
         for w in WORKLOADS:
             print(f"{w.name:13} {w.title}: " + ", ".join(f"{m.name} ({m.unit})" for m in w.metrics))
@@ -569,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             backends.append(b)
         else:
             print(f"skipping {b}: {why}", file=sys.stderr)
+    backends.sort(key=BACKENDS.index)  # columns and turns always in the order actorloop, ray, floor
     if not backends:
         print("no backend to run", file=sys.stderr)
         return 2
@@ -625,6 +652,14 @@ def main(argv: list[str] | None = None) -> int:
     header, trows = table_rows(rows, backends)
     versions = {b: next((r.version for r in records if r.backend == b and r.version), "") for b in backends}
     problems = [p for r in records for p in r.problems]
+    memcpy = [r.info["arg_100mib"]["memcpy_mbps"] for r in records if "memcpy_mbps" in r.info.get("arg_100mib", {})]
+    notes = []
+    if memcpy:
+        notes.append(
+            f"For scale: one memcpy of 100 MiB inside one process runs at {fmt(statistics.median(memcpy))} MB/s "
+            "here (measured in the floor's driver); the floor moves large buffers over the socket, not through "
+            "shared memory, so it is not a ceiling for arg_100mib."
+        )
     errors = [
         {"backend": r.backend, "repeat": r.repeat, "workload": w, "error": e}
         for r in records
@@ -632,9 +667,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     print()
+    print(RATIO_NOTE)
+    print()
     print(render_text(header, trows))
     print()
-    print(RATIO_NOTE)
+    for n in notes:
+        print(n)
     for e in errors:
         print(f"error: {e['backend']} r{e['repeat']} {e['workload']}: {e['error']}")
     for p in problems:
@@ -663,17 +701,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{machine['platform']}. Load average {machine['loadavg_start'][0]:.2f} at the start, "
         f"{machine['loadavg_end'][0]:.2f} at the end.",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
+        "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+        + (f" (checkout {machine['git']})" if machine.get("git") else ""),
         "",
         f"{repeat} backend-run(s) per backend, interleaved; pin={args.pin}; driver loop {args.loop}; "
         + ("quick sizes; " if args.quick else "")
-        + f"{elapsed:.0f} s in all. Each cell: median (min–max) over the repeats. "
+        + f"{elapsed:.0f} s in all. "
         "Memory in MiB; MB/s in 10^6 bytes/s.",
         "",
         RATIO_NOTE,
         "",
         render_markdown(header, trows),
         "",
+        *[f"{n}\n" for n in notes],
     ]
     if errors:
         md += ["Errors:", ""]
@@ -693,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [dataclasses.asdict(r) for r in records],
         "errors": errors,
         "problems": problems,
+        "notes": notes,
     }
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n")

@@ -56,6 +56,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "node + driver, no actors",
         (
             Metric("node_rss", "node + driver RSS, no actors", "MiB", False, Target(at_most=80)),
+            Metric("node_pss", "node + driver PSS, no actors", "MiB", False),
             Metric("node_uss", "node + driver USS, no actors", "MiB", False),
         ),
     ),

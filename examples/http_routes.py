@@ -74,8 +74,9 @@ def curl(*args):
         elif arg == "-H":
             key, _, value = next(it).partition(":")
             headers[key.strip()] = value.strip()
-        elif arg == "-i":
+        elif arg in ("-i", "-I"):
             show_status = True
+            method = "HEAD" if arg == "-I" else method
         else:
             url = arg
     try:
@@ -104,5 +105,6 @@ if __name__ == "__main__":
     curl("-i", f"{url}/fail")
     curl("-i", "-X", "DELETE", f"{url}/items")
     curl("-i", f"{url}/nowhere")
+    curl("-I", f"{url}/items")
     assert json.loads(urllib.request.urlopen(f"{url}/items", timeout=10).read()) == {"apple": 3, "pear": 3}
     actorloop.shutdown()

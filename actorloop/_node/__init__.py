@@ -12,6 +12,9 @@ import time
 
 __all__ = ["default_daemon_dir", "prepare_dir", "node_running", "start_node_process", "EmbeddedNode"]
 
+#: The longest path a Unix socket can have on Linux (sun_path holds 108 bytes with the final NUL).
+_MAX_SOCKET_PATH = 107
+
 
 def default_daemon_dir() -> str:
     """The directory of the node ``actorloop start`` runs for this user."""
@@ -26,6 +29,13 @@ def default_daemon_dir() -> str:
 
 def prepare_dir(path: str) -> None:
     """Create ``path`` as 0700, or check that an existing one is ours and closed to others."""
+    # The longest socket inside is an actor's, a-<12 hex digits>.sock; Unix
+    # socket paths end at 107 bytes.
+    if len(os.fsencode(os.path.join(path, "a-000000000000.sock"))) > _MAX_SOCKET_PATH:
+        raise OSError(
+            f"{path} is too long for a node directory: socket paths inside it would pass the "
+            f"{_MAX_SOCKET_PATH}-byte limit of Unix sockets; choose a shorter one"
+        )
     os.makedirs(path, mode=0o700, exist_ok=True)
     st = os.stat(path)
     if st.st_uid != os.getuid():

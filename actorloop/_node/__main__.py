@@ -76,6 +76,10 @@ def main() -> None:
                 os.unlink(os.path.join(node_dir, name))
             except FileNotFoundError:
                 pass
+        # Closing our ends ends the zygotes (also when serve() failed early),
+        # so the wait below cannot hang.
+        node_side.close()
+        node_http_side.close()
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:

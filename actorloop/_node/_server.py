@@ -85,6 +85,7 @@ class Node:
         # A second zygote has aiohttp imported, for actors with HTTP routes; the
         # plain one stays lean so plain actors do not carry aiohttp's pages.
         self.http_zygote = http_zygote_sock
+        self._http_zygote_asked = False
         self.embedded_parent = embedded_parent
         self.started = time.time()
         self.clients: dict[str, _Client] = {}
@@ -162,6 +163,13 @@ class Node:
             self.loop.create_task(self._read_logs(actor, fd, stream_no, actor.epoch))
         msg = pickle.dumps((actor.actor_id, actor.epoch, actor.http_sock is not None))
         zygote = self.zygote if actor.http_sock is None else self.http_zygote
+        if zygote is self.http_zygote and not self._http_zygote_asked:
+            self._http_zygote_asked = True
+            self.zygote.setblocking(True)
+            try:
+                self.zygote.send(pickle.dumps(("http-zygote",)))
+            finally:
+                self.zygote.setblocking(False)
         try:
             zygote.setblocking(True)
             socket.send_fds(zygote, [msg], fds)
@@ -208,6 +216,11 @@ class Node:
 
     def _actor_exited(self, actor: _Actor, status: int) -> None:
         actor.pid = None
+        # The dead process cannot remove its socket file; a restarted one binds a new one.
+        try:
+            os.unlink(self._actor_path(actor))
+        except OSError:
+            pass
         restartable = False
         if actor.init_error is not None:
             reason = actor.init_error
@@ -353,6 +366,9 @@ class Node:
     def op_hello(
         self, conn: NodeServerConnection, client_id: str, role: str, pid: int, log_to_driver: bool, *rest: Any
     ) -> Any:
+        if not isinstance(client_id, str) or not isinstance(role, str) or type(pid) is not int:
+            # Checked before anything is kept: client_gone() looks the id up when the peer leaves.
+            raise TypeError("hello takes a client id (str), a role (str) and a pid (int)")
         conn.client_id = client_id
         conn.role = role
         if role == "actor":

@@ -24,18 +24,11 @@ _MAX_MSG = 1 << 16
 def zygote_main(
     sock: socket.socket, node_dir: str, secret: bytes, http_sock: socket.socket | None = None
 ) -> NoReturn:
-    """Serve spawn requests forever; with ``http_sock``, first fork the aiohttp-warm zygote."""
-    if http_sock is not None:
-        if os.fork() == 0:
-            sock.close()
-            # The HTTP zygote: aiohttp imported once here, shared by every HTTP actor.
-            import aiohttp.web  # noqa: F401
+    """Serve spawn requests forever.
 
-            from .. import _http  # noqa: F401
-
-            gc.collect()
-            zygote_main(http_sock, node_dir, secret)
-        http_sock.close()
+    ``http_sock`` is the channel of the HTTP zygote, which this one forks the
+    first time the node asks for it (only once an actor with routes exists).
+    """
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -56,7 +49,14 @@ def zygote_main(
                     data, fds = b"", []
                 if not data:
                     os._exit(0)
-                actor_id, epoch, has_http = pickle.loads(data)
+                request = pickle.loads(data)
+                if request == ("http-zygote",):
+                    if http_sock is not None:
+                        _fork_http_zygote(sock, selector, wake_r, wake_w, http_sock, node_dir, secret)
+                        http_sock.close()
+                        http_sock = None
+                    continue
+                actor_id, epoch, has_http = request
                 pid = _spawn(sock, selector, wake_r, wake_w, node_dir, secret, actor_id, epoch, fds, has_http)
                 sock.send(pickle.dumps(("spawned", actor_id, epoch, pid)))
             else:
@@ -66,6 +66,35 @@ def zygote_main(
                 except BlockingIOError:
                     pass
                 _reap(sock)
+
+
+def _fork_http_zygote(
+    sock: socket.socket,
+    selector: selectors.BaseSelector,
+    wake_r: int,
+    wake_w: int,
+    http_sock: socket.socket,
+    node_dir: str,
+    secret: bytes,
+) -> None:
+    if os.fork():
+        return
+    try:
+        selector.close()
+        sock.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        signal.set_wakeup_fd(-1)
+        # aiohttp imported once here, shared by every HTTP actor; plain actors
+        # and the node never carry its pages.
+        import aiohttp.web  # noqa: F401
+
+        from .. import _http  # noqa: F401
+
+        gc.collect()
+        zygote_main(http_sock, node_dir, secret)
+    finally:
+        os._exit(1)
 
 
 def _reap(sock: socket.socket) -> None:

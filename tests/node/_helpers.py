@@ -47,9 +47,7 @@ def write_script(directory: Path, name: str, source: str) -> Path:
     return path
 
 
-def run_script(
-    path: Path, env: dict[str, str], *args: str, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
+def run_script(path: Path, env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, str(path), *args],
         env=env,
