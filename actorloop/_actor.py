@@ -200,14 +200,15 @@ class _ActorClassWithOptions(Generic[T]):
 class ActorMethod:
     """``handle.method``: call ``.remote(*args, **kwargs)`` to get an :class:`ObjectRef`."""
 
-    __slots__ = ("_state", "_meta", "_name", "_group")
+    __slots__ = ("_state", "_meta", "_http_url", "_name", "_group")
 
-    def __init__(self, state: Any, meta: ClassMeta, name: str, group: str | None) -> None:
+    def __init__(self, state: Any, meta: ClassMeta, http_url: str | None, name: str, group: str | None) -> None:
         # A method keeps its actor alive as a handle does, but without holding
         # the handle: handles cache their methods, and that cycle would keep an
         # anonymous actor alive until the garbage collector happened to run.
         self._state = state
         self._meta = meta
+        self._http_url = http_url
         self._name = name
         self._group = group
         state.handle_created(self)
@@ -234,13 +235,20 @@ class ActorMethod:
                     f"unknown concurrency group {concurrency_group!r} for {self._meta.class_name}."
                     f"{self._name}; the actor declares: {sorted(groups) or 'none'}"
                 )
-        return ActorMethod(self._state, self._meta, self._name, concurrency_group)
+        return ActorMethod(self._state, self._meta, self._http_url, self._name, concurrency_group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...) instead")
 
     def __repr__(self) -> str:
         return f"ActorMethod({self._meta.class_name}.{self._name})"
+
+    def __reduce__(self) -> Any:
+        # Sent elsewhere, a method is its handle's method there (and passes the handle on).
+        state = self._state
+        state.passed_on = True
+        args = (state.actor_id, self._meta, self._http_url, state.options_for_callers, self._name, self._group)
+        return (_rebuild_method, args)
 
 
 class ActorHandle(Generic[T]):
@@ -271,7 +279,7 @@ class ActorHandle(Generic[T]):
                 f"actor {self._meta.class_name} has no public method {name!r}; "
                 f"its methods: {', '.join(sorted(self._meta.methods)) or 'none'}"
             )
-        method = ActorMethod(self._runtime_state, self._meta, name, None)
+        method = ActorMethod(self._runtime_state, self._meta, self.http_url, name, None)
         self.__dict__[name] = method
         return method
 
@@ -302,6 +310,13 @@ def _rebuild_handle(actor_id: str, meta: ClassMeta, http_url: str | None, caller
     from ._client import get_or_init_runtime
 
     return get_or_init_runtime().handle_for(actor_id, meta, http_url, caller_options, created_here=False)
+
+
+def _rebuild_method(
+    actor_id: str, meta: ClassMeta, http_url: str | None, caller_options: dict[str, Any], name: str, group: str | None
+) -> ActorMethod:
+    handle = _rebuild_handle(actor_id, meta, http_url, caller_options)
+    return ActorMethod(handle._runtime_state, meta, http_url, name, group)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,6 +144,9 @@ class Worker:
     def keep(self, other: actorloop.ActorHandle) -> None:  # type: ignore[type-arg]
         self.kept = other
 
+    def call_method(self, method: Any) -> Any:
+        return actorloop.get(method.remote())
+
 
 def _state_of(pid: int) -> str | None:
     for info in actorloop.list_actors():
@@ -262,3 +266,16 @@ def test_actors_still_starting_when_their_driver_goes_end_too(daemon, tmp_path, 
     assert wait_until(lambda: {p.pid for p in processes_of(daemon.dir)} == baseline, timeout=5)
     states = [line.split()[4] for line in daemon.cli("list").stdout.splitlines()[1:]]
     assert states == ["DEAD"] * 4
+
+
+def test_a_method_object_can_be_passed_to_another_actor(node) -> None:  # type: ignore[no-untyped-def]
+    caller = Worker.remote()
+    passed = Worker.remote()
+    pid = actorloop.get(passed.pid.remote())
+    assert actorloop.get(caller.call_method.remote(passed.pid), timeout=10) == pid
+    # Passing the method passed the actor on: dropping our handle no longer ends it.
+    del passed
+    gc.collect()
+    time.sleep(0.3)
+    assert alive(pid)
+    actorloop.kill(caller)

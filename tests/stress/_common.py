@@ -87,7 +87,7 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
         while time.monotonic() < deadline:
             if not sock.recv(1 << 16):
                 return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -233,3 +233,24 @@ def node_request(node_dir: str, op: str, *args: object) -> object:
         return channel.request(op, *args)
     finally:
         channel.close()
+
+
+def once_back(make_ref, timeout: float = 20):  # type: ignore[no-untyped-def]
+    """``get(make_ref())`` once a restarted actor serves again.
+
+    A call sent after a crash but before this process's connection saw the
+    socket drop was in flight on the dead process: as the spec says for
+    calls in flight without ``max_task_retries``, it fails with
+    ActorDiedError ("restarted while this call ran").  The next call waits
+    for the restart.
+    """
+    import actorloop
+    from actorloop import ActorDiedError
+
+    for _ in range(3):
+        try:
+            return actorloop.get(make_ref(), timeout=timeout)
+        except ActorDiedError as exc:
+            if "restarted while this call ran" not in str(exc):
+                raise
+    raise AssertionError("the actor never served again")

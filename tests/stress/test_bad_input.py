@@ -221,10 +221,10 @@ def test_huge_arguments_and_results(victim: Any, report: Any) -> None:
     got = actorloop.get(victim.make_array.remote(size), timeout=60)
     assert got.nbytes == size and int(got[0]) == 7 and int(got[-1]) == 7
 
-    async def many() -> list[tuple[int, str]]:
-        return await asyncio.gather(*[victim.digest.remote(array) for _ in range(4)])
+    async def many(data: np.ndarray) -> list[tuple[int, str]]:
+        return await asyncio.gather(*[victim.digest.remote(data) for _ in range(4)])
 
-    assert asyncio.run(many()) == [expect] * 4
+    assert asyncio.run(many(array)) == [expect] * 4
     _unharmed(victim)
     report("64 MiB bytes argument round trip (s)", round(t_bytes, 2))
     report("64 MiB numpy argument round trip (s)", round(t_array, 2))

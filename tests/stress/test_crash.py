@@ -18,12 +18,12 @@ import pytest
 import actorloop
 from actorloop import ActorDiedError
 
-from ._common import alive, scaled, wait_gone
+from ._common import alive, once_back, scaled, wait_gone
 
 pytestmark = pytest.mark.usefixtures("node")
 
 IN_FLIGHT = scaled(5_000, 50_000)
-ROUNDS = scaled(2, 10)
+ROUNDS = scaled(3, 10)
 
 
 @actorloop.remote
@@ -154,7 +154,7 @@ def test_sigkill_with_restarts_comes_back(cls, report) -> None:  # type: ignore[
         total_ok += ok
         total_died += died
         # Back and serving through the same handle, in a new process.
-        new_pid = actorloop.get(victim.pid.remote(), timeout=20)
+        new_pid = once_back(victim.pid.remote)
         assert new_pid not in pids and alive(new_pid)
         pids.append(new_pid)
         assert actorloop.get([victim.work.remote(i) for i in range(100)], timeout=20) == list(range(100))
@@ -180,6 +180,6 @@ def test_sigkill_with_task_retries_loses_nothing(report) -> None:  # type: ignor
     ok, died, other = asyncio.run(main())
     assert not other, other[:3]
     assert (ok, died) == (IN_FLIGHT, 0)
-    assert actorloop.get(victim.pid.remote(), timeout=20) != pid
+    assert once_back(victim.pid.remote) != pid
     report("calls in flight at SIGKILL with max_task_retries=-1, all answered", ok)
     actorloop.kill(victim)

@@ -32,7 +32,7 @@ from ._common import closed_by_peer, frame, raw_connect, rss_mib, scaled, secret
 
 pytestmark = pytest.mark.usefixtures("node")
 
-EXAMPLES = scaled(120, 3_000)
+EXAMPLES = scaled(500, 5_000)
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

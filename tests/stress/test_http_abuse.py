@@ -25,7 +25,7 @@ from ._common import rss_mib, scaled
 pytestmark = pytest.mark.usefixtures("node")
 
 MAX_BODY = _http.DEFAULT_MAX_BODY
-EXAMPLES = scaled(150, 3_000)
+EXAMPLES = scaled(500, 5_000)
 
 
 @actorloop.remote
@@ -90,7 +90,7 @@ class Server:
                     chunks.append(chunk)
                     if not half_close and b"\r\n\r\n" in b"".join(chunks):
                         break
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 pass
             return b"".join(chunks)
 

@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 
 import actorloop
-from actorloop import PendingCallsLimitExceeded, SerializationError, TaskCancelledError
-from actorloop import _client
+from actorloop import PendingCallsLimitExceeded, SerializationError, TaskCancelledError, _client
 from actorloop import _protocol as proto
 
 from ._common import (

@@ -29,7 +29,7 @@ from ._common import (
 
 pytestmark = pytest.mark.usefixtures("node")
 
-DRIVERS = scaled(6, 40)
+DRIVERS = scaled(12, 60)
 SEED = int(os.environ.get("ACTORLOOP_STRESS_SEED", "0")) or random.randrange(1 << 30)
 #: When the driver dies: (line to wait for, mode, most seconds of random delay after it).
 MOMENTS = [
