@@ -331,7 +331,24 @@ class ActorConnection(proto.FrameProtocol):
     # -- connecting ----------------------------------------------------------
 
     def start(self) -> None:
-        self.loop.create_task(self._connect(0))
+        self.loop.create_task(self._guarded(self._connect(0)))
+
+    async def _guarded(self, job: Any) -> None:
+        """Run a (re)connecting job; if it is cancelled, its loop is shutting down (asyncio.run's end):
+        stop for good, rather than let the closing transport start another job the loop never runs."""
+        try:
+            await job
+        except asyncio.CancelledError:
+            with self.state._lock:
+                if self.state.conns.get(self.loop) is self:
+                    del self.state.conns[self.loop]  # a later call on this loop gets a new connection
+            self.dead_error = "the event loop of this connection was shut down while it reconnected"
+            self._out = []
+            for call_id in list(self.pending):
+                self._fail(call_id, ActorDiedError(self.dead_error))
+            if self.transport is not None:
+                self.transport.abort()
+            raise
 
     async def _connect(self, min_epoch: int) -> None:
         rt = self.state.runtime
@@ -368,7 +385,7 @@ class ActorConnection(proto.FrameProtocol):
             return
         inflight = sorted(self.pending.items())
         self._out = []
-        self.loop.create_task(self._recover(inflight))
+        self.loop.create_task(self._guarded(self._recover(inflight)))
 
     async def _recover(self, inflight: list[tuple[int, _Pending]]) -> None:
         rt = self.state.runtime
@@ -500,10 +517,13 @@ class ActorConnection(proto.FrameProtocol):
         finished = 0
         for data in frames:
             try:
-                msg = proto.loads(data)
+                msg = proto.loads(data, self.release_later)
             except Exception as exc:
                 # A result this process cannot unpickle fails its own call, not the connection.
                 msg = self._unreadable_result(data, exc)
+            if msg[0] == proto.RELEASE:
+                proto.segment_pool.release(msg[1])
+                continue
             entry = pending.pop(msg[1], None)
             if entry is None:
                 continue
@@ -575,7 +595,7 @@ class Runtime:
         self.role = role
         self.embedded_node = embedded_node
         self.secret = read_secret(node_dir)
-        proto.set_shm_prefix(node_dir)
+        proto.set_shm_prefix(node_dir, self.client_id)
         self.node_socket = os.path.join(node_dir, "node.sock")
         self._actors: dict[str, ActorState] = {}
         self._actors_lock = threading.Lock()
@@ -811,6 +831,7 @@ class Runtime:
                 pass
         if self._sync_channel is not None:
             self._sync_channel.close()
+        proto.segment_pool.close()
         if self._own_home_thread and not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
             self._home_thread.join(timeout=5)

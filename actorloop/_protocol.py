@@ -13,6 +13,7 @@ Writes are coalesced: frames queued during one loop iteration leave in one
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import hmac
 import mmap
@@ -23,6 +24,8 @@ import secrets
 import socket
 import struct
 import tempfile
+import threading
+import weakref
 from typing import Any, Callable, cast
 
 import cloudpickle
@@ -44,6 +47,7 @@ CANCEL = 2  # (CANCEL, call_id)
 RESULT_OK = 3  # (RESULT_OK, call_id, value)
 RESULT_ERR = 4  # (RESULT_ERR, call_id, exception_or_None, type_name, message, traceback)
 RESULT_CANCELLED = 5  # (RESULT_CANCELLED, call_id)
+RELEASE = 6  # (RELEASE, segment_name): the receiver is done with a shared-memory segment
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
@@ -100,19 +104,25 @@ def _fits(data: bytes) -> bytes:
 # -- large buffers through shared memory ------------------------------------------
 #
 # Pickle protocol 5 hands us big contiguous buffers (numpy arrays, bytearrays)
-# separately.  Each one above OOB_THRESHOLD is written once into a file in
-# /dev/shm (tmpfs: memory, not disk); the frame carries only its name.  The
-# receiver maps the file, unlinks it, and unpickles straight from the mapping,
-# so an array arrives with no further copy and its memory is freed with it.
+# separately.  Each one above OOB_THRESHOLD is copied once into a segment: a
+# file in /dev/shm (tmpfs: memory, not disk) from this process's pool; the
+# frame carries only its name.  The receiver maps the file and unpickles
+# straight from the mapping, so an array arrives with no further copy.  When
+# the receiver's mapping is freed it sends RELEASE back, and the segment is
+# reused: its pages are already allocated, which on small VMs costs more
+# than the copy itself.
 
 #: Buffers at least this large travel through shared memory instead of the socket.
 OOB_THRESHOLD = 1 << 18
+#: Free segments a process keeps for reuse, in bytes; beyond this they are removed.
+POOL_KEEP_BYTES = 1 << 30
 _OOB_MARK = b"B"
 _SEGMENT = struct.Struct("<HQ")
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
 _shm_prefix = "actorloop-0-"
-_SEGMENT_NAME = re.compile(r"^actorloop-[0-9a-f]{1,16}-[0-9a-f]{32}$")
+_SEGMENT_NAME = re.compile(r"^actorloop-[0-9a-f]{1,16}-[0-9a-f]{1,16}-[0-9a-f]{32}$")
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+_SEGMENT_ROUND = 1 << 20
 
 
 def shm_prefix_for(node_dir: str) -> str:
@@ -120,14 +130,18 @@ def shm_prefix_for(node_dir: str) -> str:
     return f"actorloop-{hashlib.sha256(node_dir.encode()).hexdigest()[:16]}-"
 
 
-def set_shm_prefix(node_dir: str) -> None:
+def _client_tag(client_id: str) -> str:
+    return "".join(c for c in client_id if c in "0123456789abcdef")[:16] or "0"
+
+
+def set_shm_prefix(node_dir: str, client_id: str) -> None:
     global _shm_prefix
-    _shm_prefix = shm_prefix_for(node_dir)
+    _shm_prefix = f"{shm_prefix_for(node_dir)}{_client_tag(client_id)}-"
 
 
-def remove_segments(node_dir: str) -> None:
-    """Remove segments a crashed receiver never mapped."""
-    prefix = shm_prefix_for(node_dir)
+def remove_segments(node_dir: str, client_id: str | None = None) -> None:
+    """Remove the segments of a node (or of one of its clients, once it left)."""
+    prefix = shm_prefix_for(node_dir) + (f"{_client_tag(client_id)}-" if client_id is not None else "")
     try:
         names = os.listdir(_SHM_DIR)
     except OSError:
@@ -138,6 +152,97 @@ def remove_segments(node_dir: str) -> None:
                 os.unlink(os.path.join(_SHM_DIR, name))
             except OSError:
                 pass
+
+
+class _Segment:
+    __slots__ = ("name", "fd", "size")
+
+    def __init__(self, name: str, fd: int, size: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = size
+
+
+class SegmentPool:
+    """This process's shared-memory segments: handed out for sending, taken back on RELEASE."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[_Segment] = []
+        self._free_bytes = 0
+        self._busy: dict[str, _Segment] = {}
+        self._pid = os.getpid()
+
+    def write(self, raw: memoryview) -> str:
+        """Copy ``raw`` into a segment and return its name; the segment is busy until released."""
+        nbytes = raw.nbytes
+        segment = self._take(nbytes)
+        try:
+            offset = 0
+            while offset < nbytes:
+                offset += os.pwrite(segment.fd, raw[offset:], offset)
+        except BaseException:
+            self._discard(segment)
+            raise
+        with self._lock:
+            self._busy[segment.name] = segment
+        return segment.name
+
+    def _take(self, nbytes: int) -> _Segment:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the segments are the parent's
+                self.__init__()  # type: ignore[misc]
+            best = None
+            for seg in self._free:
+                if nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND and (best is None or seg.size < best.size):
+                    best = seg
+            if best is not None:
+                self._free.remove(best)
+                self._free_bytes -= best.size
+                return best
+        size = -(-nbytes // _SEGMENT_ROUND) * _SEGMENT_ROUND
+        name = f"{_shm_prefix}{secrets.token_hex(16)}"
+        fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)
+            os.unlink(os.path.join(_SHM_DIR, name))
+            raise
+        return _Segment(name, fd, size)
+
+    def release(self, name: object) -> None:
+        """The receiver no longer maps ``name``: keep it for reuse, or remove it past the cap."""
+        if not isinstance(name, str):
+            return
+        with self._lock:
+            segment = self._busy.pop(name, None)
+            if segment is None:
+                return
+            if self._free_bytes + segment.size <= POOL_KEEP_BYTES:
+                self._free.append(segment)
+                self._free_bytes += segment.size
+                return
+        self._discard(segment)
+
+    def _discard(self, segment: _Segment) -> None:
+        try:
+            os.close(segment.fd)
+            os.unlink(os.path.join(_SHM_DIR, segment.name))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Remove every segment (receivers keep the mappings they hold)."""
+        with self._lock:
+            segments = self._free + list(self._busy.values())
+            self._free, self._busy, self._free_bytes = [], {}, 0
+        for segment in segments:
+            self._discard(segment)
+
+
+segment_pool = SegmentPool()
+atexit.register(segment_pool.close)
 
 
 def _dumps_with_buffers(msg: tuple[Any, ...]) -> bytes:
@@ -158,50 +263,40 @@ def _dumps_with_buffers(msg: tuple[Any, ...]) -> bytes:
     parts = [_OOB_MARK, struct.pack("<I", len(big))]
     for buf in big:
         raw = buf.raw()
-        name = _write_segment(raw).encode()
+        name = segment_pool.write(raw).encode()
         parts.append(_SEGMENT.pack(len(name), raw.nbytes))
         parts.append(name)
     parts.append(data)
     return b"".join(parts)
 
 
-def _write_segment(raw: memoryview) -> str:
-    name = _shm_prefix + secrets.token_hex(16)
-    fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    try:
-        offset = 0
-        total = raw.nbytes
-        while offset < total:
-            offset += os.write(fd, raw[offset:])
-    except BaseException:
-        os.close(fd)
-        os.unlink(os.path.join(_SHM_DIR, name))
-        raise
-    os.close(fd)
-    return name
-
-
-def _map_segment(name: str, size: int) -> memoryview:
+def _map_segment(name: str, size: int, on_release: Callable[[str], None] | None) -> memoryview:
     if not _SEGMENT_NAME.match(name):
         raise ProtocolError(f"bad shared-memory segment name {name!r}")
     path = os.path.join(_SHM_DIR, name)
     fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.getuid() or st.st_size != size:
+        if st.st_uid != os.getuid() or st.st_size < size:
             raise ProtocolError(f"shared-memory segment {name} is not what the frame announced")
         mapping = mmap.mmap(fd, size, flags=_MAP_FLAGS)
     finally:
         os.close(fd)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    if on_release is None:
+        os.unlink(path)
+    else:
+        # Freed with the last object that uses it (the array, often much later).
+        weakref.finalize(mapping, on_release, name).atexit = False
     return memoryview(mapping)
 
 
-def loads(data: bytes) -> Any:
-    """Unpickle a frame, mapping its shared-memory buffers if it has any."""
+def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
+    """Unpickle a frame, mapping its shared-memory buffers if it has any.
+
+    ``on_release(name)`` runs (on any thread) once a mapped segment is no
+    longer used, to hand it back to its sender; without it the segment is
+    removed at once.
+    """
     if data[:1] != _OOB_MARK:
         return pickle.loads(data)
     (count,) = struct.unpack_from("<I", data, 1)
@@ -213,7 +308,7 @@ def loads(data: bytes) -> Any:
             pos += _SEGMENT.size
             name = data[pos : pos + name_len].decode()
             pos += name_len
-            views.append(_map_segment(name, size))
+            views.append(_map_segment(name, size, on_release))
     except (struct.error, UnicodeDecodeError) as exc:
         raise ProtocolError(f"bad buffer table: {exc}") from exc
     return pickle.loads(memoryview(data)[pos:], buffers=views)
@@ -378,6 +473,19 @@ class FrameProtocol(asyncio.Protocol):
             self._flush()
             self.transport.close()
         self.closed = True
+
+    def release_later(self, name: str) -> None:
+        """Tell the peer, from any thread, that we no longer map its segment ``name``."""
+        loop = self.loop
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._send_release, name)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _send_release(self, name: str) -> None:
+        if self.transport is not None and not self.closed:
+            self.send(pickle.dumps((RELEASE, name), 5))
 
 
 # -- blocking helpers (the sync node channel, the zygote) ----------------------

@@ -145,13 +145,15 @@ class ActorServerConnection(proto.FrameProtocol):
         worker = self.worker
         for data in frames:
             try:
-                msg = proto.loads(data)
+                msg = proto.loads(data, self.release_later)
                 kind = msg[0]
                 if kind == proto.CALL:
                     _, call_id, name, args, kwargs, group = msg
                     worker.dispatch(self, call_id, name, args, kwargs, group)
                 elif kind == proto.CANCEL:
                     worker.cancel(self, msg[1])
+                elif kind == proto.RELEASE:
+                    proto.segment_pool.release(msg[1])
                 else:
                     raise ValueError(f"unknown message kind {kind!r}")
             except Exception as exc:
@@ -547,4 +549,5 @@ def run_actor(actor_id: str, epoch: int, node_dir: str, secret: bytes, http_fd: 
         sys.stderr.flush()
     except Exception:
         pass
+    proto.segment_pool.close()
     os._exit(worker.exit_code)

@@ -355,6 +355,8 @@ class Node:
         if client.conns:
             return
         del self.clients[client.client_id]
+        # Segments it sent and nobody released; late enough that receivers have mapped them.
+        self.loop.call_later(30, proto.remove_segments, self.dir, client.client_id)
         for actor in list(self.actors.values()):
             if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
                 self._kill(actor, "its owner exited", no_restart=True)
