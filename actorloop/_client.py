@@ -280,11 +280,16 @@ class ActorState:
                         has_refs = True
                         break
         if has_refs:
-            job: Callable[[], None] = lambda: conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)  # noqa: E731
             if threadsafe:
+                conn.count_queued_from_thread(1)
+
+                def job() -> None:
+                    conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
+                    conn.count_queued_from_thread(-1)
+
                 rt.post(job)
             else:
-                job()
+                conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
             return ref
         try:
             payload = proto.dumps_call((proto.CALL, call_id, method, args, kwargs, group), args, kwargs)
@@ -293,10 +298,11 @@ class ActorState:
             raise SerializationError(
                 f"could not pickle the arguments of {self.meta.class_name}.{method}: {exc}"
             ) from exc
-        if threadsafe:
-            rt.post_call(conn, call_id, payload, ref)
-        else:
+        if not threadsafe:
             conn.send_call(call_id, payload, ref)
+        elif not conn.call_from_thread(call_id, payload, ref):
+            conn.count_queued_from_thread(1)
+            rt.post_call(conn, call_id, payload, ref)
         return ref
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
@@ -317,6 +323,8 @@ class ActorState:
 
 class ActorConnection(proto.FrameProtocol):
     """One event loop's connection to one actor; survives restarts by reconnecting."""
+
+    direct_writes = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, state: ActorState) -> None:
         super().__init__(loop)
@@ -379,6 +387,7 @@ class ActorConnection(proto.FrameProtocol):
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
         if self.dead_error is not None or self.loop.is_closed():
@@ -446,6 +455,22 @@ class ActorConnection(proto.FrameProtocol):
             self._blocked.append(lambda: self._send_now(payload))
         else:
             self.send(payload)
+
+    def call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> bool:
+        """Send a sync caller's call straight from its thread; False if it must go through the loop."""
+        if self._fd < 0 or self.dead_error is not None or self._blocked or self.queued_from_threads:
+            return False
+        entry = _Pending(ref, payload, self.state.max_task_retries)
+        # Registered before it is written: the answer may come back at once.
+        self.pending[call_id] = entry
+        try:
+            if self.write_from_thread(payload):
+                return True
+        except OSError:
+            return True  # half written on a broken socket: losing the connection settles the call
+        if self.pending.get(call_id) is entry:
+            self.pending.pop(call_id, None)
+        return False
 
     def _send_now(self, payload: bytes) -> bool:
         self.send(payload)
@@ -704,6 +729,7 @@ class Runtime:
             try:
                 if type(item) is tuple:
                     item[0].send_call(item[1], item[2], item[3])
+                    item[0].count_queued_from_thread(-1)
                 else:
                     item()
             except Exception:

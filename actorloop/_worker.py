@@ -136,6 +136,8 @@ class _Group:
 class ActorServerConnection(proto.FrameProtocol):
     """One caller's connection to this actor."""
 
+    direct_writes = True
+
     def __init__(self, worker: ActorWorker) -> None:
         super().__init__(worker.loop, expect_secret=worker.secret)
         self.worker = worker
@@ -397,6 +399,16 @@ class ActorWorker:
     # -- results from worker threads ----------------------------------------
 
     def post_done(self, call: _Call, frame: bytes | None) -> None:
+        conn = call.conn
+        if frame is not None and call.group.direct and conn is not None and not call.cancelled:
+            # A sync actor's result leaves from the worker thread itself.
+            try:
+                written = conn.write_from_thread(frame)
+            except OSError:
+                written = True  # the caller is gone
+            if written:
+                conn.running.pop(call.call_id, None)
+                return
         self._done.append((call, frame))
         if not self._done_scheduled:
             self._done_scheduled = True

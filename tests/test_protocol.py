@@ -36,8 +36,15 @@ def test_small_buffers_stay_in_band() -> None:
     assert (proto.loads(data)[2] == arr).all()
 
 
-def test_large_buffer_travels_through_a_segment_and_is_reused() -> None:
+@pytest.fixture
+def own_prefix() -> object:
+    saved = proto._shm_prefix
     proto.set_shm_prefix("/test-node", "feedface")
+    yield
+    proto._shm_prefix = saved
+
+
+def test_large_buffer_travels_through_a_segment_and_is_reused(own_prefix: None) -> None:
     released: list[str] = []
     arr = np.arange(proto.OOB_THRESHOLD // 8 * 4, dtype=np.int64)
     data = proto.dumps_value((proto.RESULT_OK, 1, arr), arr)
