@@ -24,6 +24,8 @@ spawning, supervision), ``_http`` (the in-actor server), ``_cli``.
 
 from __future__ import annotations
 
+import logging as _logging
+
 from . import exceptions as exceptions
 from . import http as http
 from . import util as util
@@ -83,6 +85,9 @@ __all__ = [
     "util",
     "wait",
 ]
+
+# A library logs only when the application asks it to.
+_logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
 for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef"):
     globals()[_name].__module__ = "actorloop"

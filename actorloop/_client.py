@@ -371,7 +371,7 @@ class ActorConnection(proto.FrameProtocol):
                 return
             epoch, path = status[1], status[2]
             try:
-                await self.loop.create_unix_connection(lambda: self, path)
+                await self.loop.create_unix_connection(lambda: self, sock=await _connect_unix(path))
             except OSError:
                 # The actor ended between the node's answer and our connect:
                 # wait for whatever comes next (restart or death).
@@ -590,6 +590,24 @@ class ActorConnection(proto.FrameProtocol):
         return _make_task_error(text, cause, remote_tb)
 
 
+async def _connect_unix(path: str) -> socket.socket:
+    """A connected Unix socket.  EAGAIN means the listener's backlog is full (its loop is busy while many
+    callers connect): wait and try again.  asyncio's own connect takes EAGAIN for a connection in progress
+    and hands back a socket that is not connected."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.connect(path)
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     real_args = tuple([await a if isinstance(a, ObjectRef) else a for a in args])
     real_kwargs = {k: (await v if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()}
@@ -660,7 +678,7 @@ class Runtime:
         """Open the async node channel on the home loop and say hello; returns the node's answer."""
         loop = self.home_loop
         _, conn = await loop.create_unix_connection(
-            lambda: NodeConnection(loop, self.secret, self._on_push), self.node_socket
+            lambda: NodeConnection(loop, self.secret, self._on_push), sock=await _connect_unix(self.node_socket)
         )
         self.node = conn
         return await conn.request(*hello)

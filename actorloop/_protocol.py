@@ -420,7 +420,7 @@ class FrameProtocol(asyncio.Protocol):
             # A thread is writing (perhaps waiting for room): try again soon,
             # without blocking the loop that must keep reading.
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_later(0.0005, self._flush)
             return
         try:
             out = self._out

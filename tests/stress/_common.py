@@ -73,10 +73,19 @@ def secret_of(node_dir: str) -> bytes:
 
 
 def raw_connect(path: str, timeout: float = 5.0) -> socket.socket:
+    """A connected Unix socket with ``timeout``; a full listen backlog (EAGAIN) is waited out."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    sock.connect(path)
-    return sock
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                sock.close()
+                raise
+            time.sleep(0.005)
 
 
 def closed_by_peer(sock: socket.socket, timeout: float) -> bool:

@@ -45,6 +45,15 @@ class SyncEcho:
 
 
 @actorloop.remote
+class Busy:
+    async def hog(self, t: float) -> None:
+        time.sleep(t)  # blocks the actor's loop: nobody is accepted meanwhile
+
+    async def echo(self, x: int) -> int:
+        return x
+
+
+@actorloop.remote
 class AsyncEcho:
     def __init__(self, tag: int) -> None:
         self.tag = tag
@@ -152,3 +161,39 @@ def test_load_threads_and_task_group(report) -> None:  # type: ignore[no-untyped
     report("calls/s under mixed load", round(total / elapsed))
     for a in actors:
         actorloop.kill(a)
+
+
+def test_connection_burst_to_a_busy_actor(report) -> None:  # type: ignore[no-untyped-def]
+    """Hundreds of event loops connect to one actor while its loop is blocked, so the listen backlog
+    overflows (EAGAIN): every call must still be answered once the actor is free again."""
+    n = scaled(300, 1_000)
+    busy = Busy.remote()
+    actorloop.get(busy.echo.remote(0), timeout=30)
+    hog = busy.hog.remote(1.0)
+    time.sleep(0.1)
+    barrier = threading.Barrier(n)
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        async def main() -> int:
+            barrier.wait()
+            return await asyncio.wait_for(busy.echo.remote(i), 30)
+
+        try:
+            results[i] = asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    took = time.monotonic() - t0
+    wrong = {i: r for i, r in results.items() if r != i}
+    assert len(results) == n and not wrong, f"{len(wrong)} of {n} calls failed, e.g. {list(wrong.values())[:3]}"
+    actorloop.get(hog, timeout=10)
+    report("event loops connecting at once to a blocked actor, all answered", n)
+    report("seconds for all of them", round(took, 2))
+    actorloop.kill(busy)

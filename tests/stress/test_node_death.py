@@ -42,7 +42,7 @@ def _expect_clear_error(driver: Driver, timeout: float = 15, stopping: bool = Fa
     ok = create.split()[1] in CLEAR_ERRORS or polite
     assert ok, f"creating an actor on a dead node: {create}"
     assert driver.finish(timeout=10) == 3
-    return line
+    return f"{line[len('ERROR '):]}; then {create[len('CREATE '):]}"
 
 
 @pytest.mark.parametrize("mode", ["calls", "async"])
@@ -64,7 +64,8 @@ def test_daemon_killed_under_load_then_start_again(mode, report) -> None:  # typ
             took = time.monotonic() - t0
             left = wait_gone(serving, 5)
             assert not left, f"processes {left} outlived their node by 5 s"
-            report(f"{mode}: errors the drivers got (round {round_no})", " | ".join(line[:90] for line in lines))
+            if round_no == 0:
+                report(f"{mode}: what the drivers got", " | ".join(line[:200] for line in lines))
             report(f"{mode}: seconds from node SIGKILL to every driver's error", round(took, 2))
             # The same directory serves again: a stale socket and pid file must not get in the way.
             node_pid = start_daemon(node_dir)
@@ -90,7 +91,7 @@ def test_embedded_node_killed_under_its_driver(report) -> None:  # type: ignore[
             line = _expect_clear_error(driver)
             left = wait_gone(serving, 5)
             assert not left, f"processes {left} outlived their embedded node by 5 s"
-            report(f"{mode}: error of a driver whose embedded node was SIGKILLed", line[:120])
+            report(f"{mode}: error of a driver whose embedded node was SIGKILLed", line[:250])
         finally:
             if driver.proc.poll() is None:
                 driver.kill()
@@ -107,7 +108,7 @@ def test_stop_with_callers_attached(report) -> None:  # type: ignore[no-untyped-
         assert cli("stop", node_dir=node_dir).returncode == 0
         line = _expect_clear_error(driver, stopping=True)
         assert not wait_gone(serving, 5)
-        report("error of a driver whose node was stopped", line[:120])
+        report("error of a driver whose node was stopped", line[:250])
         node_pid = start_daemon(node_dir)
         assert node_request(node_dir, "list") == []
     finally:
