@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
@@ -253,14 +251,3 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
 def list_actors() -> list[ActorInfo]:
     """Every actor of every namespace on the node, as ``ActorInfo`` records."""
     return list(_runtime().node_request("list"))
-
-
-def _await_ready(refs: list[ObjectRef[Any]], timeout: float | None) -> None:  # pragma: no cover - helper
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for ref in refs:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        wait_sync([ref], 1, left)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    return events._get_running_loop()

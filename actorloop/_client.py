@@ -457,8 +457,13 @@ class ActorConnection(proto.FrameProtocol):
             self.send(payload)
 
     def call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> bool:
-        """Send a sync caller's call straight from its thread; False if it must go through the loop."""
-        if self._fd < 0 or self.dead_error is not None or self._blocked or self.queued_from_threads:
+        """Send a sync caller's call straight from its thread; False if it must go through the loop.
+
+        Only a lone call goes straight out (the sequential case, where the hop
+        to the loop costs most); while others are in flight, calls go through
+        the loop, which sends each batch in one write.
+        """
+        if self.pending or self._fd < 0 or self.dead_error is not None or self._blocked or self.queued_from_threads:
             return False
         entry = _Pending(ref, payload, self.state.max_task_retries)
         # Registered before it is written: the answer may come back at once.

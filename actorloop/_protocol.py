@@ -377,7 +377,6 @@ class FrameProtocol(asyncio.Protocol):
         self.transport = None
         self._expect_secret = expect_secret
         self._buffer = bytearray()
-        self._needed = HELLO_BYTES if expect_secret is not None else 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.closed = False
@@ -399,12 +398,6 @@ class FrameProtocol(asyncio.Protocol):
         out = self._out
         out.append(_pack_header(len(payload)))
         out.append(payload)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def send_raw(self, data: bytes) -> None:
-        self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)

@@ -232,8 +232,3 @@ def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | Non
             if ref._waiter is waiter:
                 ref._waiter = None
     return sum(1 for r in refs if r.done())
-
-
-def _add_callbacks(refs: list[ObjectRef[Any]], callback: Any) -> None:
-    for ref in refs:
-        ref.add_done_callback(callback)

@@ -87,6 +87,9 @@ class _Lane:
         self._threads: list[threading.Thread] = []
         self._idle = 0
 
+    def idle_queue(self) -> bool:
+        return self._queue.empty()
+
     def submit(self, call: _Call) -> None:
         self._queue.put(call)
         if self._idle == 0 and len(self._threads) < self._size:
@@ -400,8 +403,17 @@ class ActorWorker:
 
     def post_done(self, call: _Call, frame: bytes | None) -> None:
         conn = call.conn
-        if frame is not None and call.group.direct and conn is not None and not call.cancelled:
-            # A sync actor's result leaves from the worker thread itself.
+        if (
+            frame is not None
+            and call.group.direct
+            and conn is not None
+            and not call.cancelled
+            and not self._done
+            and call.group.lane.idle_queue()
+        ):
+            # A sync actor's last result for now leaves from the worker thread
+            # itself; while more work is queued, results gather on the loop and
+            # leave in one write.
             try:
                 written = conn.write_from_thread(frame)
             except OSError:
