@@ -506,16 +506,16 @@ class ActorConnection(proto.FrameProtocol):
             self.pending[call_id] = _Pending(ref, b"", 0)
             try:
                 real_args, real_kwargs = task.result()
+            except BaseException as exc:  # an argument's own call failed: so does this one
+                self._fail(call_id, exc)
+                return True
+            try:
                 payload = proto.dumps_call(
                     (proto.CALL, call_id, method, real_args, real_kwargs, group), real_args, real_kwargs
                 )
-            except BaseException as exc:
-                error = exc if not isinstance(exc, Exception) or isinstance(exc, ActorDiedError) else exc
-                if isinstance(exc, (proto.pickle.PicklingError, AttributeError)) and not isinstance(
-                    exc, ActorDiedError
-                ):
-                    error = SerializationError(f"could not pickle the arguments of {method}: {exc}")
-                self._fail(call_id, error)
+            except Exception as exc:
+                where = f"{self.state.meta.class_name}.{method}"
+                self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
                 return True
             self.pending[call_id].payload = payload
             self.send(payload)
