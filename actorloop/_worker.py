@@ -100,7 +100,6 @@ class _Lane:
             thread.start()
 
     def _run(self) -> None:
-        worker = self._worker
         get = self._queue.get
         while True:
             self._idle += 1
@@ -108,18 +107,24 @@ class _Lane:
             self._idle -= 1
             if call is None:
                 return
-            if call.cancelled:
-                worker.post_done(call, None)
-                continue
-            try:
-                value = call.func(*call.args, **call.kwargs)
-            except _ActorExit:
-                worker.exit_requested("the actor called actorloop.exit_actor()")
-                worker.post_done(call, worker.encode_ok(call, None))
-                continue
-            except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
-                worker.post_done(call, worker.encode_error(call, exc))
-                continue
+            self._run_one(call)
+            # Let go of the call before waiting for the next one: its arguments
+            # may map shared memory that their sender wants back for reuse.
+            del call
+
+    def _run_one(self, call: _Call) -> None:
+        worker = self._worker
+        if call.cancelled:
+            worker.post_done(call, None)
+            return
+        try:
+            value = call.func(*call.args, **call.kwargs)
+        except _ActorExit:
+            worker.exit_requested("the actor called actorloop.exit_actor()")
+            worker.post_done(call, worker.encode_ok(call, None))
+        except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
+            worker.post_done(call, worker.encode_error(call, exc))
+        else:
             worker.post_done(call, worker.encode_ok(call, value))
 
 
