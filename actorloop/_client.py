@@ -33,7 +33,6 @@ from .exceptions import (
     ActorDiedError,
     PendingCallsLimitExceeded,
     SerializationError,
-    TaskCancelledError,
     _make_task_error,
 )
 
@@ -222,7 +221,6 @@ class ActorState:
         self._lock = threading.Lock()
         self.conns: dict[asyncio.AbstractEventLoop, ActorConnection] = {}
         self.released = False
-        self.dead_reason: str | None = None
 
     # handle bookkeeping: an anonymous actor ends once its creator drops every handle
     def handle_created(self, handle: ActorHandle[Any]) -> None:
@@ -422,7 +420,6 @@ class ActorConnection(proto.FrameProtocol):
 
     def _die(self, reason: str) -> None:
         self.dead_error = reason
-        self.state.dead_reason = reason
         self._out = []
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
@@ -437,8 +434,7 @@ class ActorConnection(proto.FrameProtocol):
             return
         if not entry.ref.done():
             entry.ref.set_exception(error)
-            if entry.ref._waiter is not None:
-                entry.ref._waiter.notify(entry.ref)
+            entry.ref._wake_waiter()
         self.state._call_finished()
 
     # -- calls -----------------------------------------------------------------
@@ -566,11 +562,8 @@ class ActorConnection(proto.FrameProtocol):
                 ref.set_result(msg[2])
             elif kind == proto.RESULT_ERR:
                 ref.set_exception(self._error_from(msg))
-            elif kind == proto.RESULT_CANCELLED:
-                ref.set_exception(TaskCancelledError("the call was cancelled in the actor"))
-            waiter = ref._waiter
-            if waiter is not None:
-                waiter.notify(ref)
+            if ref._waiter is not None:
+                ref._wake_waiter()
         state = self.state
         if finished:
             with state._lock:
@@ -769,7 +762,6 @@ class Runtime:
         kwargs: dict[str, Any],
     ) -> ActorHandle[Any]:
         from ._actor import DEFAULT_GROUP
-        from ._actor import ClassMeta as _CM
 
         if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
             if _get_running_loop() is not None:
@@ -793,7 +785,7 @@ class Runtime:
         max_concurrency = options.get("max_concurrency")
         if max_concurrency is None:
             max_concurrency = 1000 if meta.is_async else 1
-        handle_meta = _CM(meta.class_name, meta.methods, meta.is_async, groups, meta.has_routes)
+        handle_meta = ClassMeta(meta.class_name, meta.methods, meta.is_async, groups, meta.has_routes)
         lifetime = options.get("lifetime")
         name = options.get("name")
         caller_options = {

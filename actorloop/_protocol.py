@@ -47,7 +47,6 @@ CALL = 1  # (CALL, call_id, method, args, kwargs, group)
 CANCEL = 2  # (CANCEL, call_id)
 RESULT_OK = 3  # (RESULT_OK, call_id, value)
 RESULT_ERR = 4  # (RESULT_ERR, call_id, exception_or_None, type_name, message, traceback)
-RESULT_CANCELLED = 5  # (RESULT_CANCELLED, call_id)
 RELEASE = 6  # (RELEASE, segment_name): the receiver is done with a shared-memory segment
 
 _pack_header = HEADER.pack
@@ -572,13 +571,3 @@ def recv_frame_blocking(sock: socket.socket) -> bytes:
     if length > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {length} bytes is over the limit")
     return recv_exact(sock, length)
-
-
-def call_safely(fn: Callable[..., Any], *args: Any) -> None:
-    """Run a callback, never letting its error escape into the event loop's plumbing."""
-    try:
-        fn(*args)
-    except Exception:  # pragma: no cover - defensive
-        import traceback
-
-        traceback.print_exc()

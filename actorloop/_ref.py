@@ -45,12 +45,11 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         value = await ref                   # async code, any loop
     """
 
-    __slots__ = ("_conn", "_call_id", "_actor", "_user_cancelled", "_waiter")
+    __slots__ = ("_conn", "_call_id", "_actor", "_waiter")
 
     _conn: ActorConnection | None
     _call_id: int
     _actor: Any
-    _user_cancelled: bool
     _waiter: SyncWaiter | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn: ActorConnection | None, call_id: int, actor: Any) -> None:
@@ -58,7 +57,6 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         self._conn = conn
         self._call_id = call_id
         self._actor = actor
-        self._user_cancelled = False
         self._waiter = None
 
     # asyncio treats an object as a future of the running loop when this is
@@ -115,22 +113,25 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         if conn is not None:
             conn.cancel_call(self._call_id)
         cancelled: bool = _future_cancel(self, msg)
-        if self._waiter is not None:
-            self._waiter.notify(self)
+        self._wake_waiter()
         return cancelled
 
     def _cancel_by_user(self) -> None:
         """``actorloop.cancel(ref)``: cancel remotely, then raise TaskCancelledError on fetch."""
         if self.done():
             return
-        self._user_cancelled = True
         conn = self._conn
         if conn is not None:
             conn.cancel_call(self._call_id)
         self.set_exception(TaskCancelledError(f"the call was cancelled with actorloop.cancel() ({self!r})"))
         self._log_traceback = False  # type: ignore[misc]  # a dropped cancelled ref is no error
-        if self._waiter is not None:
-            self._waiter.notify(self)
+        self._wake_waiter()
+
+    def _wake_waiter(self) -> None:
+        """Called by whoever settles this ref: wakes a thread blocked on it in get()/wait()."""
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.notify(self)
 
     def future(self) -> concurrent.futures.Future[T]:
         """Return a ``concurrent.futures.Future`` that completes with this ref."""
