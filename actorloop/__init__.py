@@ -17,9 +17,21 @@ Each actor lives in its own process with its own uvloop event loop::
 
 The package's map: this module is the public API; ``exceptions`` holds the
 errors, ``http`` the route decorators, ``util`` the ActorPool.  The engine is
-private: ``_protocol`` (wire format), ``_client`` (the caller's side:
-connections and refs), ``_worker`` (the actor process), ``_node`` (names,
-spawning, supervision), ``_http`` (the in-actor server), ``_cli``.
+private, in layers that import only downwards::
+
+    exceptions            the error tree
+    _protocol             frames, hello, node error answers (shared memory: _shm)
+    _meta                 class metadata, options, ActorInfo
+    _entry                the one way into an event loop from threads and finalizers
+    _ref                  ObjectRef and sync waiting
+    _connection           a loop's connection to an actor; the node channels
+    _runtime              the process-global runtime and its home loop
+    _handles              ActorClass, ActorHandle, ActorMethod
+    _api                  init, get, wait, kill, ... (this module re-exports them)
+
+Beside them, each a process or a part of one: ``_worker`` (the actor
+process), ``_node`` (names, spawning, supervision), ``_http`` (the
+in-actor server), ``_cli`` (the command line).
 """
 
 from __future__ import annotations
@@ -29,11 +41,6 @@ import logging as _logging
 from . import exceptions as exceptions
 from . import http as http
 from . import util as util
-from ._actor import ActorClass as ActorClass
-from ._actor import ActorHandle as ActorHandle
-from ._actor import ActorInfo as ActorInfo
-from ._actor import method as method
-from ._actor import remote as remote
 from ._api import cancel as cancel
 from ._api import get as get
 from ._api import get_actor as get_actor
@@ -43,6 +50,11 @@ from ._api import kill as kill
 from ._api import list_actors as list_actors
 from ._api import shutdown as shutdown
 from ._api import wait as wait
+from ._handles import ActorClass as ActorClass
+from ._handles import ActorHandle as ActorHandle
+from ._handles import method as method
+from ._handles import remote as remote
+from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
 from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError

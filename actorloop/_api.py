@@ -1,17 +1,20 @@
-"""The module-level functions of actorloop: init, get, wait, kill, cancel, ..."""
+"""The module-level functions of actorloop: init, get, wait, kill, cancel, ...
+
+The top layer: each function checks its arguments here, where the caller
+gave them, and then asks the runtime (``_runtime``) or the refs (``_ref``).
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
+import threading
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
 
-from . import _client
-from ._actor import ActorHandle, ActorInfo
-from ._client import Runtime, get_runtime, set_runtime
-from ._node import EmbeddedNode, default_daemon_dir, node_running
+from . import _runtime
+from ._handles import ActorHandle
+from ._meta import ActorInfo
 from ._ref import ObjectRef, wait_sync
+from ._runtime import get_runtime, require_runtime
 from .exceptions import GetTimeoutError
 
 T = TypeVar("T")
@@ -36,7 +39,7 @@ def init(
 
         actorloop.init(namespace="jobs")
     """
-    with _client._runtime_lock:
+    with _runtime.runtime_lock():
         if get_runtime() is not None:
             if ignore_reinit_error:
                 return _context()
@@ -49,44 +52,9 @@ def init(
                 raise TypeError(f"actorloop.init() got an unknown option {key!r}")
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-        embedded: EmbeddedNode | None = None
-        if address is None:
-            address = os.environ.get("ACTORLOOP_ADDRESS") or None
-            if address is None:
-                daemon = default_daemon_dir()
-                address = daemon if node_running(daemon) else "local"
-        elif address == "auto":
-            daemon = default_daemon_dir()
-            if not node_running(daemon):
-                raise ConnectionError(
-                    f"no actorloop node is running at {daemon}; start one with `actorloop start` "
-                    "(or call init() without an address to use an embedded node)"
-                )
-            address = daemon
-        if address == "local":
-            embedded = EmbeddedNode()
-            node_dir = embedded.dir
-        else:
-            node_dir = os.path.abspath(address)
-            if not node_running(node_dir):
-                raise ConnectionError(f"no actorloop node answers at {node_dir}")
-        try:
-            rt = Runtime(
-                node_dir,
-                namespace or f"anonymous-{uuid.uuid4().hex[:12]}",
-                log_to_driver,
-                embedded_node=embedded,
-            )
-            rt.connect_node_sync(("hello", rt.client_id, "driver", os.getpid(), log_to_driver, rt.namespace))
-        except BaseException:
-            if embedded is not None:
-                embedded.proc.kill()
-                embedded.stop()
-            raise
-        if embedded is not None:
-            # Processes this driver starts join its embedded node.
-            os.environ["ACTORLOOP_ADDRESS"] = node_dir
-        set_runtime(rt)
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"address must be a string (a node directory, 'auto' or 'local'), got {address!r}")
+        _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
         return _context()
 
 
@@ -106,23 +74,12 @@ def shutdown() -> None:
 
     An embedded node ends too.  Safe to call twice.
     """
-    with _client._runtime_lock:
-        rt = get_runtime()
-        if rt is None or rt.role != "driver":
-            return
-        set_runtime(None)
-        if rt.embedded_node is not None and os.environ.get("ACTORLOOP_ADDRESS") == rt.node_dir:
-            del os.environ["ACTORLOOP_ADDRESS"]
-        rt.shutdown()
+    _runtime.stop()
 
 
 def is_initialized() -> bool:
     """Whether ``init()`` was called (or implied) in this process and not shut down."""
     return get_runtime() is not None
-
-
-def _runtime() -> Runtime:
-    return _client.get_or_init_runtime()
 
 
 def _check_not_in_loop(what: str) -> None:
@@ -204,14 +161,21 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
 
     Afterwards ``await ref`` and ``get(ref)`` raise ``TaskCancelledError``.
     A sync method already running finishes; its result is dropped.
+    ``force=True`` raises ``ValueError``, as Ray does for actor calls.
     """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"actorloop.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    if force:
+        # Ray refuses it for actor calls too: killing the process would lose the actor's state.
+        raise ValueError(
+            "actorloop.cancel(force=True) is not supported for actor method calls (an actor's state would be "
+            "lost); cancel without force, or end the actor with actorloop.kill(handle)"
+        )
     owner = ref.get_loop()
     if events._get_running_loop() is owner:
         ref._cancel_by_user()
     elif not owner.is_closed():
-        done = _client.threading.Event()
+        done = threading.Event()
 
         def run() -> None:
             try:
@@ -232,7 +196,7 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"actorloop.kill() takes an ActorHandle, got {type(actor).__name__}")
-    _runtime().node_request("kill", actor._actor_id, bool(no_restart))
+    require_runtime().node_request("kill", actor._actor_id, bool(no_restart))
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
@@ -242,12 +206,12 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}")
-    rt = _runtime()
+    rt = require_runtime()
     ns = namespace if namespace is not None else rt.namespace
     actor_id, meta, http_url, caller_options = rt.node_request("get_actor", name, ns)
-    return rt.handle_for(actor_id, meta, http_url, caller_options, created_here=False)
+    return ActorHandle(actor_id, meta, http_url, rt.state_for(actor_id, meta, caller_options, created_here=False))
 
 
 def list_actors() -> list[ActorInfo]:
     """Every actor of every namespace on the node, as ``ActorInfo`` records."""
-    return list(_runtime().node_request("list"))
+    return list(require_runtime().node_request("list"))

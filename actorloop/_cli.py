@@ -10,8 +10,9 @@ import time
 import uuid
 from typing import Any
 
-from ._client import SyncNodeChannel, read_secret
+from ._connection import SyncNodeChannel
 from ._node import default_daemon_dir, node_running, prepare_dir, start_node_process
+from ._runtime import read_secret
 
 
 class _CliError(Exception):

@@ -26,6 +26,7 @@ import socket
 import struct
 import tempfile
 import threading
+import traceback
 import weakref
 from typing import Any, Callable, cast
 
@@ -232,6 +233,12 @@ class SegmentPool:
         except OSError:
             pass
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the segments are the parent's; never close or remove them from here."""
+        self._lock = threading.Lock()
+        self._free, self._busy, self._free_bytes = [], {}, 0
+        self._pid = os.getpid()
+
     def close(self) -> None:
         """Remove every segment (receivers keep the mappings they hold)."""
         with self._lock:
@@ -243,6 +250,14 @@ class SegmentPool:
 
 segment_pool = SegmentPool()
 atexit.register(segment_pool.close)
+
+
+def hold_payload(payload: bytes) -> None:
+    """The caller keeps ``payload`` to send it again (a retry, or a call not yet delivered)."""
+
+
+def unhold_payload(payload: bytes) -> None:
+    """The caller no longer keeps ``payload`` for sending again."""
 
 
 def _dumps_with_buffers(msg: tuple[Any, ...]) -> bytes:
@@ -546,6 +561,39 @@ class FrameProtocol(asyncio.Protocol):
     def _send_release(self, name: str) -> None:
         if self.transport is not None and not self.closed:
             self.send(pickle.dumps((RELEASE, name), 5))
+
+
+# -- errors the node answers with ------------------------------------------------
+
+
+class NodeTraceback(Exception):
+    """The node's own traceback of an error it answered with; the ``__cause__`` of that error here."""
+
+
+def node_error(value: tuple[Any, ...]) -> BaseException:
+    """The exception to raise for a node's error answer ``(exception, type_name, message, traceback)``.
+
+    The node sends the exception itself, so its class and arguments survive;
+    its traceback (which pickling drops) comes along as text and becomes
+    the ``__cause__``.
+    """
+    exc, type_name, message, tb = value
+    if not isinstance(exc, Exception):
+        exc = RuntimeError(f"{type_name}: {message}")
+    if tb:
+        exc.__cause__ = NodeTraceback(f"in the actorloop node:\n{tb}")
+    return exc
+
+
+def format_node_error(exc: BaseException) -> tuple[Any, ...]:
+    """What the node sends back for ``exc`` (see ``node_error``)."""
+    tb = "".join(traceback.format_exception(exc)) if not isinstance(exc, (ValueError, TypeError)) else ""
+    try:
+        dumps(exc)
+        sendable: BaseException | None = exc
+    except Exception:
+        sendable = None
+    return (sendable, type(exc).__name__, str(exc), tb)
 
 
 # -- blocking helpers (the sync node channel, the zygote) ----------------------

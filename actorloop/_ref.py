@@ -14,15 +14,48 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+import weakref
 from asyncio import events
-from typing import TYPE_CHECKING, Any, Generator, Generic, TypeVar
+from typing import Any, Generator, Generic, Protocol, TypeVar
 
 from .exceptions import TaskCancelledError
 
-if TYPE_CHECKING:
-    from ._client import ActorConnection
-
 T = TypeVar("T")
+
+
+class CallOwner(Protocol):
+    """What a ref needs of whoever sent its call: a way to cancel it (from any thread)."""
+
+    def cancel_call(self, call_id: int) -> None: ...
+
+
+#: Loops whose thread does not exist in this process (the home loop of the
+#: parent, after a fork): their refs can never resolve here.
+abandoned_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+#: Set while the process shuts down: refs dropped then fail quietly.
+_quiet = False
+#: Errors already reported as never fetched (type name, message): each is reported once.
+_reported: set[tuple[str, str]] = set()
+_REPORTED_MAX = 1000
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence (or not) the report of errors nobody fetched; on while the runtime shuts down."""
+    global _quiet
+    _quiet = quiet
+
+
+def _check_resolvable(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed():
+        raise RuntimeError(
+            "this ObjectRef belongs to an event loop that has been closed; its result can no longer arrive"
+        )
+    if loop in abandoned_loops:
+        raise RuntimeError(
+            "this ObjectRef was made before this process was forked; its result goes to the parent process. "
+            "Call actorloop.init() in the child and make the call again"
+        )
 
 _FutureBase: Any = asyncio.Future
 _blocking = _FutureBase.__dict__["_asyncio_future_blocking"]
@@ -47,12 +80,12 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
 
     __slots__ = ("_conn", "_call_id", "_actor", "_waiter")
 
-    _conn: ActorConnection | None
+    _conn: CallOwner | None
     _call_id: int
     _actor: Any
-    _waiter: SyncWaiter | None
+    _waiter: SyncWaiter | _Waiters | None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: ActorConnection | None, call_id: int, actor: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: CallOwner | None, call_id: int, actor: Any) -> None:
         super().__init__(loop=loop)
         self._conn = conn
         self._call_id = call_id
@@ -82,10 +115,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
 
     async def _await_from(self, loop: asyncio.AbstractEventLoop, owner: asyncio.AbstractEventLoop) -> T:
         if not self.done():
-            if owner.is_closed():
-                raise RuntimeError(
-                    "this ObjectRef belongs to an event loop that has been closed; its result can no longer arrive"
-                )
+            _check_resolvable(owner)
             bridge: asyncio.Future[None] = loop.create_future()
 
             def wake(_: Any) -> None:
@@ -160,6 +190,24 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         state = "done" if self.done() else "pending"
         return f"ObjectRef(call={self._call_id}, {state})"
 
+    def __del__(self) -> None:
+        # Replaces asyncio's "exception was never retrieved" (a traceback per
+        # ref: thousands of lines when many calls fail at once) with one line
+        # per distinct error, and silence while the process shuts down.
+        if _quiet or not self._log_traceback:
+            return
+        exc = self._exception
+        key = (type(exc).__name__, str(exc).split("\n", 1)[0][:300])
+        if key in _reported:
+            return
+        if len(_reported) < _REPORTED_MAX:
+            _reported.add(key)
+        message = f"actorloop: a call failed and nobody fetched its result: {key[0]}: {key[1]}"
+        try:
+            self.get_loop().call_exception_handler({"message": message})
+        except Exception:
+            pass
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "an ObjectRef cannot be pickled; pass it as a top-level argument of a .remote() call "
@@ -170,6 +218,45 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class _Waiters:
+    """Several threads blocked on one ref: each gets the notification."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self, waiters: tuple[SyncWaiter, ...]) -> None:
+        self.waiters = waiters
+
+    def notify(self, ref: ObjectRef[Any]) -> None:
+        for waiter in self.waiters:
+            waiter.notify(ref)
+
+
+# Taken only by threads that start or stop waiting (never on the loop's path,
+# never in a finalizer): the loop reads ``ref._waiter`` without it.
+_waiters_lock = threading.Lock()
+
+
+def _add_waiter(ref: ObjectRef[Any], waiter: SyncWaiter) -> None:
+    with _waiters_lock:
+        current = ref._waiter
+        if current is None:
+            ref._waiter = waiter
+        elif isinstance(current, _Waiters):
+            ref._waiter = _Waiters((*current.waiters, waiter))
+        else:
+            ref._waiter = _Waiters((current, waiter))
+
+
+def _remove_waiter(ref: ObjectRef[Any], waiter: SyncWaiter) -> None:
+    with _waiters_lock:
+        current = ref._waiter
+        if current is waiter:
+            ref._waiter = None
+        elif isinstance(current, _Waiters):
+            rest = tuple(w for w in current.waiters if w is not waiter)
+            ref._waiter = None if not rest else rest[0] if len(rest) == 1 else _Waiters(rest)
 
 
 class SyncWaiter:
@@ -211,11 +298,11 @@ def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | Non
     if done_count >= num_returns or not pending:
         return done_count
     for ref in pending:
-        if ref.get_loop().is_closed():
-            raise RuntimeError("an ObjectRef belongs to an event loop that has been closed; its result can't arrive")
+        _check_resolvable(ref.get_loop())
     waiter = SyncWaiter(pending, num_returns - done_count)
-    for ref in pending:
-        ref._waiter = waiter
+    registered = pending
+    for ref in registered:
+        _add_waiter(ref, waiter)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
@@ -229,7 +316,6 @@ def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | Non
                 break
             waiter.wait(left)
     finally:
-        for ref in refs:
-            if ref._waiter is waiter:
-                ref._waiter = None
+        for ref in registered:
+            _remove_waiter(ref, waiter)
     return sum(1 for r in refs if r.done())

@@ -23,8 +23,8 @@ from typing import Any, Callable, NoReturn
 import cloudpickle
 
 from . import _protocol as proto
-from ._actor import DEFAULT_GROUP, READY_METHOD, ClassMeta
-from ._client import Runtime, set_runtime
+from ._meta import DEFAULT_GROUP, READY_METHOD, ClassMeta
+from ._runtime import Runtime, set_runtime
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None

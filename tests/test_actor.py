@@ -1,4 +1,4 @@
-"""Actor classes, options, handles and methods (actorloop/_actor.py)."""
+"""Actor classes, options, handles and methods (actorloop/_handles.py, _meta.py)."""
 
 from __future__ import annotations
 

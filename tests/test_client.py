@@ -1,4 +1,4 @@
-"""The caller's side: names, namespaces, handles, pending limits, logs (actorloop/_client.py)."""
+"""The caller's side: names, namespaces, handles, pending limits, logs (actorloop/_runtime.py, _connection.py)."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def test_big_arrays_leave_no_segments_behind(node: None) -> None:
     for _ in range(5):
         assert (actorloop.get(e.echo.remote(arr)) == 1).all()
     # reused, not piling up: a handful of segments for 10 transfers
-    runtime = actorloop._client.get_runtime()
+    runtime = actorloop._runtime.get_runtime()
     assert runtime is not None
     prefix = proto.shm_prefix_for(runtime.node_dir)
     mine = [n for n in os.listdir(proto._SHM_DIR) if n.startswith(prefix)]

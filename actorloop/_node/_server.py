@@ -9,6 +9,7 @@ talk to actors directly.  Every way an actor ends (return from
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import secrets
@@ -16,12 +17,13 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import _protocol as proto
-from .._actor import ActorInfo
+from .._meta import ActorInfo
+
+_log = logging.getLogger("actorloop.node")
 
 #: How many actors (alive, starting or restarting) one node runs at most.
 MAX_ACTORS = 10_000
@@ -579,9 +581,9 @@ class NodeServerConnection(proto.FrameProtocol):
 
     def _reply_error(self, req_id: int, exc: Exception) -> None:
         if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)):
-            traceback.print_exc()
+            _log.error("actorloop node: a request failed", exc_info=exc)
         if req_id and not self.closed:
-            self.send(proto.dumps((req_id, False, (type(exc).__name__, str(exc)))))
+            self.send(proto.dumps((req_id, False, proto.format_node_error(exc))))
 
     def push(self, *msg: Any) -> None:
         self.send(proto.dumps((0, *msg)))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import actorloop
-from actorloop import ActorDiedError, ActorInfo, _client
+from actorloop import ActorDiedError, ActorInfo
+from actorloop import _runtime as _client
 
 from ._helpers import alive, wait_gone, wait_until
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import actorloop
-from actorloop import _client
 from actorloop import _protocol as proto
+from actorloop import _runtime as _client
 from actorloop._node._server import Node
 
 from ._helpers import PY, alive
@@ -330,7 +330,8 @@ def test_malformed_requests_to_the_node_close_only_that_connection(
         else:
             replies = [proto.loads(proto.recv_frame_blocking(sock)) for _ in range(1 if outcome == "no reply" else 2)]
             if outcome != "no reply":
-                assert replies[0][:2] == (1, False) and replies[0][2][0] == outcome
+                assert replies[0][:2] == (1, False) and replies[0][2][1] == outcome
+                assert type(proto.node_error(replies[0][2])).__name__ == outcome
             assert replies[-1][:2] == (77, True)
     finally:
         sock.close()
@@ -354,7 +355,7 @@ def test_bad_arguments_after_hello_get_an_error_reply(target: Target) -> None:
             req_id, ok, value = proto.loads(proto.recv_frame_blocking(sock))
             replies[req_id] = (ok, value)
         assert replies[1][0] and replies[6][0] and replies[4] == (True, None)
-        assert replies[2][0] is False and replies[2][1][0] == "TypeError"
+        assert replies[2][0] is False and replies[2][1][1] == "TypeError"
         assert replies[3][0] is False
         assert replies[5][0] is True and replies[5][1][0] == "DEAD"
     finally:

@@ -231,7 +231,7 @@ def node_request(node_dir: str, op: str, *args: object) -> object:
     """One request to the node at ``node_dir`` on a connection of its own (as the CLI does)."""
     import uuid
 
-    from actorloop._client import SyncNodeChannel
+    from actorloop._connection import SyncNodeChannel
 
     channel = SyncNodeChannel(
         os.path.join(node_dir, "node.sock"),

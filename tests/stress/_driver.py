@@ -19,7 +19,7 @@ import os
 import sys
 
 import actorloop
-from actorloop import _client
+from actorloop import _runtime as _client
 
 
 @actorloop.remote

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import actorloop
-from actorloop import _client
 from actorloop import _protocol as proto
+from actorloop import _runtime as _client
 
 from ._common import closed_by_peer, frame, raw_connect, rss_mib, scaled, secret_of
 

@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 import actorloop
-from actorloop import PendingCallsLimitExceeded, SerializationError, TaskCancelledError, _client
+from actorloop import PendingCallsLimitExceeded, SerializationError, TaskCancelledError
 from actorloop import _protocol as proto
+from actorloop import _runtime as _client
 
 from ._common import (
     closed_by_peer,

@@ -1,127 +1,22 @@
-"""Actor classes, handles and methods: what ``@actorloop.remote`` gives you."""
+"""Actor classes, handles and methods: what ``@actorloop.remote`` gives you.
+
+The top of the caller's layers: a handle holds the runtime's ``ActorState``
+for its actor and turns ``handle.method.remote(...)`` into
+``ActorState.submit``.  Handles count themselves so that an anonymous actor
+ends once its creator drops every one; a handle's ``__del__`` only posts to
+the home loop (see ``_runtime.ActorState.handle_dropped``).
+"""
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar, overload
 
+from ._meta import DEFAULT_GROUP, READY_METHOD, ClassMeta, check_groups, collect_meta, validate_options
 from ._ref import ObjectRef
+from ._runtime import ActorState, require_runtime
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-READY_METHOD = "__actorloop_ready__"
-DEFAULT_GROUP = "_default"
-
-#: Options an actor class accepts, and their defaults.
-ACTOR_OPTIONS: dict[str, Any] = {
-    "name": None,
-    "namespace": None,
-    "lifetime": None,
-    "get_if_exists": False,
-    "max_concurrency": None,
-    "concurrency_groups": None,
-    "max_restarts": 0,
-    "max_task_retries": 0,
-    "max_pending_calls": -1,
-    "http_port": 0,
-    "http_host": "127.0.0.1",
-}
-#: Ray's resource options: accepted, no effect on one machine.
-IGNORED_OPTIONS = frozenset({"num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type"})
-
-
-@dataclass(frozen=True)
-class MethodMeta:
-    is_async: bool
-    group: str | None
-
-
-@dataclass
-class ClassMeta:
-    """What a caller needs to know of an actor class, without the class itself."""
-
-    class_name: str
-    methods: dict[str, MethodMeta]
-    is_async: bool
-    groups: dict[str, int] = field(default_factory=dict)
-    has_routes: bool = False
-
-
-def _validate_options(opts: dict[str, Any], where: str) -> None:
-    for key in opts:
-        if key not in ACTOR_OPTIONS and key not in IGNORED_OPTIONS:
-            raise TypeError(f"{where}: unknown option {key!r}; known options: {', '.join(sorted(ACTOR_OPTIONS))}")
-    name = opts.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
-        if len(name) > 256:
-            raise ValueError(f"{where}: name is {len(name)} characters long; the limit is 256")
-    namespace = opts.get("namespace")
-    if namespace is not None and (not isinstance(namespace, str) or not namespace or len(namespace) > 256):
-        raise ValueError(f"{where}: namespace must be a non-empty string of at most 256 characters, got {namespace!r}")
-    lifetime = opts.get("lifetime")
-    if lifetime not in (None, "detached", "non_detached"):
-        raise ValueError(f"{where}: lifetime must be None or 'detached', got {lifetime!r}")
-    mc = opts.get("max_concurrency")
-    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
-        raise ValueError(f"{where}: max_concurrency must be a positive integer, got {mc!r}")
-    groups = opts.get("concurrency_groups")
-    if groups is not None:
-        if not isinstance(groups, dict):
-            raise TypeError(f"{where}: concurrency_groups must be a dict of name -> limit, got {type(groups).__name__}")
-        for gname, limit in groups.items():
-            if not isinstance(gname, str) or not gname:
-                raise ValueError(f"{where}: concurrency group names must be non-empty strings, got {gname!r}")
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-                raise ValueError(f"{where}: concurrency group {gname!r} needs a positive integer limit, got {limit!r}")
-    for key in ("max_restarts", "max_task_retries", "max_pending_calls"):
-        value = opts.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < -1):
-            raise ValueError(f"{where}: {key} must be an integer >= -1, got {value!r}")
-    port = opts.get("http_port")
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535):
-        raise ValueError(f"{where}: http_port must be an integer from 0 to 65535, got {port!r}")
-    host = opts.get("http_host")
-    if host is not None and (not isinstance(host, str) or not host):
-        raise ValueError(f"{where}: http_host must be a non-empty string, got {host!r}")
-
-
-def _collect_meta(cls: type) -> ClassMeta:
-    methods: dict[str, MethodMeta] = {}
-    is_async = False
-    for name, attr in inspect.getmembers(cls):
-        func = attr
-        static = inspect.getattr_static(cls, name, None)
-        if isinstance(static, (staticmethod, classmethod)):
-            func = static.__func__
-        if not (inspect.isfunction(func) or inspect.ismethod(func)):
-            continue
-        coroutine = inspect.iscoroutinefunction(func)
-        if coroutine:
-            is_async = True
-        if name.startswith("_"):
-            continue
-        opts = getattr(func, "__actorloop_method__", None) or {}
-        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"))
-    from ._http import collect_routes
-
-    # The worker serves the same collect_routes(cls); a route declared twice fails here, not in the actor.
-    has_routes = bool(collect_routes(cls))
-    return ClassMeta(cls.__name__, methods, is_async, has_routes=has_routes)
-
-
-def _check_groups(meta: ClassMeta, groups: dict[str, int] | None, where: str) -> None:
-    known = groups or {}
-    for mname, mmeta in meta.methods.items():
-        if mmeta.group is not None and mmeta.group not in known:
-            raise ValueError(
-                f"{where}: method {mname!r} is in concurrency group {mmeta.group!r}, which the actor does not "
-                f"declare (declared: {sorted(known) or 'none'})"
-            )
-
 
 class ActorClass(Generic[T]):
     """An actor class: call ``.remote(...)`` to start an actor, ``.options(...)`` to change options.
@@ -143,12 +38,12 @@ class ActorClass(Generic[T]):
     def __init__(self, cls: type[T], options: dict[str, Any]) -> None:
         if not isinstance(cls, type):
             raise TypeError(f"@actorloop.remote takes a class, got {cls!r}")
-        _validate_options(options, f"@actorloop.remote on {cls.__name__}")
+        validate_options(options, f"@actorloop.remote on {cls.__name__}")
         self._cls = cls
         self._options = dict(options)
-        self._meta = _collect_meta(cls)
+        self._meta = collect_meta(cls)
         if options.get("concurrency_groups") is not None:
-            _check_groups(self._meta, options["concurrency_groups"], f"@actorloop.remote on {cls.__name__}")
+            check_groups(self._meta, options["concurrency_groups"], f"@actorloop.remote on {cls.__name__}")
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -166,16 +61,15 @@ class ActorClass(Generic[T]):
 
     def options(self, **options: Any) -> _ActorClassWithOptions[T]:
         """Override options for one actor: ``Counter.options(name="c").remote()``."""
-        _validate_options(options, f"{self._cls.__name__}.options()")
+        validate_options(options, f"{self._cls.__name__}.options()")
         merged = dict(self._options)
         merged.update(options)
         return _ActorClassWithOptions(self, merged)
 
     def _create(self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
-        from ._client import get_or_init_runtime
-
-        _check_groups(self._meta, options.get("concurrency_groups"), f"{self._cls.__name__}.remote()")
-        return get_or_init_runtime().create_actor(self._cls, self._meta, options, args, kwargs)
+        check_groups(self._meta, options.get("concurrency_groups"), f"{self._cls.__name__}.remote()")
+        state, http_url = require_runtime().create_actor(self._cls, self._meta, options, args, kwargs)
+        return ActorHandle(state.actor_id, state.meta, http_url, state)
 
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__module__}.{self._cls.__qualname__})"
@@ -191,7 +85,7 @@ class _ActorClassWithOptions(Generic[T]):
         return self._actor_class._create(self._options, args, kwargs)
 
     def options(self, **options: Any) -> _ActorClassWithOptions[T]:
-        _validate_options(options, f"{self._actor_class._cls.__name__}.options()")
+        validate_options(options, f"{self._actor_class._cls.__name__}.options()")
         merged = dict(self._options)
         merged.update(options)
         return _ActorClassWithOptions(self._actor_class, merged)
@@ -202,7 +96,7 @@ class ActorMethod:
 
     __slots__ = ("_state", "_meta", "_http_url", "_name", "_group")
 
-    def __init__(self, state: Any, meta: ClassMeta, http_url: str | None, name: str, group: str | None) -> None:
+    def __init__(self, state: ActorState, meta: ClassMeta, http_url: str | None, name: str, group: str | None) -> None:
         # A method keeps its actor alive as a handle does, but without holding
         # the handle: handles cache their methods, and that cycle would keep an
         # anonymous actor alive until the garbage collector happened to run.
@@ -211,14 +105,14 @@ class ActorMethod:
         self._http_url = http_url
         self._name = name
         self._group = group
-        state.handle_created(self)
+        state.handle_made()
 
     def __del__(self) -> None:
         try:
             state = self._state
         except AttributeError:
             return
-        state.handle_deleted()
+        state.handle_dropped()
 
     def remote(self, *args: Any, **kwargs: Any) -> ObjectRef[Any]:
         """Call the method in the actor; returns an ObjectRef at once."""
@@ -263,12 +157,12 @@ class ActorHandle(Generic[T]):
     _meta: ClassMeta
     http_url: str | None
 
-    def __init__(self, actor_id: str, meta: ClassMeta, http_url: str | None, state: Any) -> None:
+    def __init__(self, actor_id: str, meta: ClassMeta, http_url: str | None, state: ActorState) -> None:
         self._actor_id = actor_id
         self._meta = meta
         self.http_url = http_url
         self._runtime_state = state
-        state.handle_created(self)
+        state.handle_made()
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") and name != READY_METHOD:
@@ -290,7 +184,7 @@ class ActorHandle(Generic[T]):
     def __del__(self) -> None:
         state = self.__dict__.get("_runtime_state")
         if state is not None:
-            state.handle_deleted()
+            state.handle_dropped()
 
     def __reduce__(self) -> Any:
         self._runtime_state.passed_on = True
@@ -307,9 +201,8 @@ class ActorHandle(Generic[T]):
 
 
 def _rebuild_handle(actor_id: str, meta: ClassMeta, http_url: str | None, caller_options: dict[str, Any]) -> Any:
-    from ._client import get_or_init_runtime
-
-    return get_or_init_runtime().handle_for(actor_id, meta, http_url, caller_options, created_here=False)
+    state = require_runtime().state_for(actor_id, meta, caller_options, created_here=False)
+    return ActorHandle(actor_id, meta, http_url, state)
 
 
 def _rebuild_method(
@@ -317,20 +210,6 @@ def _rebuild_method(
 ) -> ActorMethod:
     handle = _rebuild_handle(actor_id, meta, http_url, caller_options)
     return ActorMethod(handle._runtime_state, meta, http_url, name, group)
-
-
-@dataclass(frozen=True)
-class ActorInfo:
-    """One actor as ``actorloop.list_actors()`` reports it."""
-
-    actor_id: str
-    class_name: str
-    name: str | None
-    namespace: str | None
-    state: str
-    pid: int | None
-    detached: bool
-    restarts: int
 
 
 @overload
@@ -362,7 +241,7 @@ def remote(*args: Any, **options: Any) -> Any:
                 "actorloop runs actors (classes), not remote functions"
             )
         return ActorClass(target, {})
-    _validate_options(options, "@actorloop.remote(...)")
+    validate_options(options, "@actorloop.remote(...)")
 
     def decorate(cls: type[T]) -> ActorClass[T]:
         if not isinstance(cls, type):

@@ -1,0 +1,510 @@
+"""Connections of a calling process: to actors (one per event loop and actor) and to the node.
+
+``ActorConnection`` carries one loop's calls to one actor and survives the
+actor's restarts by reconnecting.  What it needs of the rest of the process
+is the small ``ActorLink`` protocol (how to wait for the actor, the secret,
+call accounting), so this layer never imports the runtime above it.
+
+A call is *delivered* once its bytes were accepted by the socket of a live
+actor process.  When the actor dies, only delivered calls were in flight:
+they are retried (``max_task_retries``) or fail with ``ActorDiedError``.
+Every other call - queued on this side, or written after the actor was
+already gone - waits for the restarted actor, as SPEC section 6 promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import socket
+import threading
+from asyncio import events
+from typing import Any, Callable, Protocol, cast
+
+from . import _protocol as proto
+from ._meta import ClassMeta
+from ._ref import ObjectRef
+from .exceptions import ActorDiedError, SerializationError, _make_task_error
+
+__all__ = [
+    "ActorConnection",
+    "ActorLink",
+    "NodeConnection",
+    "SyncNodeChannel",
+    "connect_unix",
+]
+
+_get_running_loop = events._get_running_loop
+
+
+# -- node channels ---------------------------------------------------------------
+
+
+class SyncNodeChannel:
+    """A blocking request/reply socket to the node, shared by all threads under a lock."""
+
+    def __init__(self, path: str, secret: bytes, hello: tuple[Any, ...]) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise ConnectionError(f"cannot reach the actorloop node at {path}: {exc}") from exc
+        self._sock.sendall(proto.make_hello(secret))
+        self.request(*hello)
+
+    def request(self, op: str, *args: Any) -> Any:
+        with self._lock:
+            req_id = next(self._ids)
+            try:
+                proto.send_frame_blocking(self._sock, proto.dumps((req_id, op, args)))
+                reply = proto.loads(proto.recv_frame_blocking(self._sock))
+            except (OSError, ConnectionError) as exc:
+                raise ConnectionError(f"lost the connection to the actorloop node: {exc}") from exc
+        _, ok, value = reply
+        if not ok:
+            raise proto.node_error(value)
+        return value
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+class NodeConnection(proto.FrameProtocol):
+    """The async channel to the node on the home loop: requests, and the node's pushes (log lines)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, secret: bytes, on_push: Callable[[tuple[Any, ...]], None]
+    ) -> None:
+        super().__init__(loop)
+        self._secret = secret
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._on_push = on_push
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        transport.write(proto.make_hello(self._secret))
+        super().connection_made(transport)
+
+    def request(self, op: str, *args: Any) -> asyncio.Future[Any]:
+        fut = self.loop.create_future()
+        if self.closed:
+            fut.set_exception(ConnectionError("the connection to the actorloop node is closed"))
+            return fut
+        req_id = next(self._ids)
+        self._waiting[req_id] = fut
+        self.send(proto.dumps((req_id, op, args)))
+        return fut
+
+    def notify(self, op: str, *args: Any) -> None:
+        if not self.closed:
+            self.send(proto.dumps((0, op, args)))
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        for data in frames:
+            msg = proto.loads(data)
+            req_id = msg[0]
+            if req_id == 0:
+                self._on_push(msg[1:])
+                continue
+            fut = self._waiting.pop(req_id, None)
+            if fut is None or fut.done():
+                continue
+            _, ok, value = msg
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(proto.node_error(value))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("the actorloop node ended"))
+        self._waiting.clear()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+# -- one loop's connection to one actor ---------------------------------------------
+
+
+class ActorLink(Protocol):
+    """What an ActorConnection needs of the process's knowledge of its actor."""
+
+    actor_id: str
+    meta: ClassMeta
+    max_task_retries: int
+    secret: bytes
+
+    async def wait_actor(self, min_epoch: int) -> tuple[Any, ...]:
+        """Wait until the actor is alive at ``min_epoch`` or later; ("ALIVE", epoch, path, why) or ("DEAD", why)."""
+        ...
+
+    def calls_finished(self, count: int) -> None:
+        """``count`` calls of this actor left the pending table (answered, failed or cancelled)."""
+        ...
+
+    def connection_ended(self, conn: ActorConnection) -> None:
+        """``conn``'s loop is going away: forget it, so the next call there opens a new one."""
+        ...
+
+    def quiet(self) -> bool:
+        """Whether the process is shutting down (refs failed now are not reported as unfetched)."""
+        ...
+
+
+class Pending:
+    """One call sent and not yet answered.
+
+    ``payload`` is kept while the call may have to be sent again: until it
+    is delivered, and after that only if it has retries left.
+    """
+
+    __slots__ = ("ref", "payload", "retries_left", "delivered")
+
+    def __init__(self, ref: ObjectRef[Any], payload: bytes | None, retries_left: int) -> None:
+        self.ref = ref
+        self.payload = payload
+        self.retries_left = retries_left
+        self.delivered = False
+
+    def mark_delivered(self) -> None:
+        self.delivered = True
+        if self.retries_left == 0 and self.payload is not None:
+            proto.unhold_payload(self.payload)
+            self.payload = None
+
+
+class ActorConnection(proto.FrameProtocol):
+    """One event loop's connection to one actor; survives restarts by reconnecting."""
+
+    direct_writes = True
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, link: ActorLink) -> None:
+        super().__init__(loop)
+        self.link = link
+        self.ids = itertools.count(1)
+        self.pending: dict[int, Pending] = {}
+        # Calls queued for the next flush, not yet accepted by the socket.
+        self._unsent: list[Pending] = []
+        self.epoch = -1
+        self.dead_error: str | None = None
+        self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
+
+    # -- connecting ----------------------------------------------------------
+
+    def start(self) -> None:
+        self.loop.create_task(self._guarded(self._connect(0)))
+
+    async def _guarded(self, job: Any) -> None:
+        """Run a (re)connecting job; if it is cancelled, its loop is shutting down (asyncio.run's end):
+        stop for good, rather than let the closing transport start another job the loop never runs."""
+        try:
+            await job
+        except asyncio.CancelledError:
+            self.link.connection_ended(self)
+            self.dead_error = "the event loop of this connection was shut down while it reconnected"
+            self._out = []
+            for call_id in list(self.pending):
+                self._fail(call_id, ActorDiedError(self.dead_error))
+            if self.transport is not None:
+                self.transport.abort()
+            raise
+
+    async def _connect(self, min_epoch: int) -> None:
+        while True:
+            try:
+                status = await self.link.wait_actor(min_epoch)
+            except ConnectionError as exc:
+                self._die(f"the actorloop node is unreachable: {exc}")
+                return
+            if status[0] == "DEAD":
+                self._die(status[1])
+                return
+            epoch, path = status[1], status[2]
+            try:
+                await self.loop.create_unix_connection(lambda: self, sock=await connect_unix(path))
+            except OSError:
+                # The actor ended between the node's answer and our connect:
+                # wait for whatever comes next (restart or death).
+                min_epoch = epoch + 1
+                continue
+            self.epoch = epoch
+            return
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.closed = False
+        transport.write(proto.make_hello(self.link.secret))
+        super().connection_made(transport)
+
+    def _flush(self) -> None:
+        unsent = self._unsent
+        if not unsent:
+            super()._flush()
+            return
+        transport = self.transport
+        super()._flush()
+        # Written, and the socket took it (a write to a peer that is already
+        # gone fails at once and closes the transport): delivered.
+        if transport is not None and not self._out and not transport.is_closing():
+            self._unsent = []
+            for entry in unsent:
+                entry.mark_delivered()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._drop_direct_fd()
+        self.transport = None
+        self._buffer.clear()
+        self._unsent = []
+        if self.dead_error is not None or self.loop.is_closed():
+            return
+        inflight = sorted(self.pending.items())
+        self._out = []
+        self.loop.create_task(self._guarded(self._recover(inflight)))
+
+    async def _recover(self, inflight: list[tuple[int, Pending]]) -> None:
+        try:
+            status = await self.link.wait_actor(self.epoch + 1)
+        except ConnectionError as exc:
+            status = ("DEAD", f"the actorloop node is unreachable: {exc}")
+        if status[0] == "DEAD":
+            self._die(status[1])
+            return
+        why = status[3] if len(status) > 3 else "it crashed"
+        resend: list[bytes] = []
+        for call_id, entry in inflight:
+            if self.pending.get(call_id) is not entry:
+                continue
+            if not entry.delivered:
+                if entry.payload is None:  # a call still waiting for its ref arguments: it sends itself later
+                    continue
+                # Otherwise it never reached the old process: it simply goes to the new one.
+            elif entry.retries_left != 0:
+                entry.retries_left -= 1 if entry.retries_left > 0 else 0
+            else:
+                self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
+                continue
+            entry.delivered = False
+            resend.append(proto.frame(entry.payload))
+            self._unsent.append(entry)
+        self._out = resend + self._out
+        await self._connect(status[1])
+
+    def _die(self, reason: str) -> None:
+        self.dead_error = reason
+        self._out = []
+        self._unsent = []
+        for call_id in list(self.pending):
+            self._fail(call_id, ActorDiedError(reason))
+        while self._blocked:
+            self._blocked.popleft()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, call_id: int, error: BaseException) -> None:
+        entry = self.pending.pop(call_id, None)
+        if entry is None:
+            return
+        if entry.payload is not None:
+            proto.unhold_payload(entry.payload)
+        ref = entry.ref
+        if not ref.done():
+            ref.set_exception(error)
+            if self.link.quiet():
+                ref._log_traceback = False  # type: ignore[misc]  # asyncio.Future internals
+            ref._wake_waiter()
+        self.link.calls_finished(1)
+
+    # -- calls -----------------------------------------------------------------
+
+    def _new_pending(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> Pending:
+        entry = Pending(ref, payload, self.link.max_task_retries)
+        proto.hold_payload(payload)
+        self.pending[call_id] = entry
+        return entry
+
+    def send_call(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
+        if ref.done():  # cancelled before it left the process
+            self.link.calls_finished(1)
+            return
+        entry = self._new_pending(call_id, ref, payload)
+        if self.dead_error is not None:
+            self._fail(call_id, ActorDiedError(self.dead_error))
+            return
+        if self._blocked:
+            self._blocked.append(lambda: self._send_now(entry, payload))
+        else:
+            self._send_now(entry, payload)
+
+    def _send_now(self, entry: Pending, payload: bytes) -> bool:
+        self._unsent.append(entry)
+        self.send(payload)
+        return True
+
+    def call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> bool:
+        """Send a sync caller's call straight from its thread; False if it must go through the loop.
+
+        Only a lone call goes straight out (the sequential case, where the hop
+        to the loop costs most); while others are in flight, calls go through
+        the loop, which sends each batch in one write.
+        """
+        if self.pending or self._fd < 0 or self.dead_error is not None or self._blocked or self.queued_from_threads:
+            return False
+        # Registered before it is written: the answer may come back at once.
+        entry = self._new_pending(call_id, ref, payload)
+        try:
+            if self.write_from_thread(payload):
+                entry.mark_delivered()
+                return True
+        except OSError:
+            entry.mark_delivered()  # half written on a broken socket: it may have reached the actor
+            return True
+        if self.pending.get(call_id) is entry:
+            self.pending.pop(call_id, None)
+            proto.unhold_payload(payload)
+        return False
+
+    def send_call_with_refs(
+        self,
+        call_id: int,
+        ref: ObjectRef[Any],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        group: str | None,
+    ) -> None:
+        """A call whose arguments include refs: it and every later call wait for them, in order."""
+        if self.dead_error is not None:
+            self.pending[call_id] = Pending(ref, None, 0)
+            self._fail(call_id, ActorDiedError(self.dead_error))
+            return
+        task = self.loop.create_task(_resolve_refs(args, kwargs))
+        self.pending[call_id] = Pending(ref, None, 0)
+
+        def release() -> bool:
+            if not task.done():
+                return False
+            if ref.done():
+                self._fail(call_id, asyncio.CancelledError())
+                return True
+            if call_id not in self.pending:  # failed meanwhile (the actor died)
+                return True
+            try:
+                real_args, real_kwargs = task.result()
+            except BaseException as exc:  # an argument's own call failed: so does this one
+                self._fail(call_id, exc)
+                return True
+            try:
+                payload = proto.dumps_call(
+                    (proto.CALL, call_id, method, real_args, real_kwargs, group), real_args, real_kwargs
+                )
+            except Exception as exc:
+                where = f"{self.link.meta.class_name}.{method}"
+                self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
+                return True
+            del self.pending[call_id]
+            entry = self._new_pending(call_id, ref, payload)
+            return self._send_now(entry, payload)
+
+        self._blocked.append(release)
+        task.add_done_callback(lambda _: self._drain_blocked())
+
+    def _drain_blocked(self) -> None:
+        while self._blocked:
+            if not self._blocked[0]():
+                return
+            self._blocked.popleft()
+
+    def cancel_call(self, call_id: int) -> None:
+        """Cancel a call remotely; safe from any thread."""
+        if _get_running_loop() is not self.loop:
+            self.loop.call_soon_threadsafe(self.cancel_call, call_id)
+            return
+        entry = self.pending.pop(call_id, None)
+        if entry is None:
+            return
+        if entry.payload is not None:
+            proto.unhold_payload(entry.payload)
+        self.link.calls_finished(1)
+        if self.dead_error is None:
+            self.send(proto.dumps((proto.CANCEL, call_id)))
+
+    def frames_received(self, frames: list[bytes]) -> None:
+        pending = self.pending
+        finished = 0
+        for data in frames:
+            try:
+                msg = proto.loads(data, self.release_later)
+            except Exception as exc:
+                # A result this process cannot unpickle fails its own call, not the connection.
+                msg = self._unreadable_result(data, exc)
+            if msg[0] == proto.RELEASE:
+                proto.segment_pool.release(msg[1])
+                continue
+            entry = pending.pop(msg[1], None)
+            if entry is None:
+                continue
+            finished += 1
+            if entry.payload is not None:
+                proto.unhold_payload(entry.payload)
+            ref = entry.ref
+            if ref.done():
+                continue
+            kind = msg[0]
+            if kind == proto.RESULT_OK:
+                ref.set_result(msg[2])
+            elif kind == proto.RESULT_ERR:
+                ref.set_exception(self._error_from(msg))
+            if ref._waiter is not None:
+                ref._wake_waiter()
+        if finished:
+            self.link.calls_finished(finished)
+
+    def _unreadable_result(self, data: bytes, exc: Exception) -> tuple[Any, ...]:
+        peeked = proto.peek_kind_and_id(data)
+        call_id = peeked[1] if peeked is not None else None
+        error = SerializationError(
+            f"could not unpickle the result of a call to {self.link.meta.class_name}: {type(exc).__name__}: {exc}"
+        )
+        return (proto.RESULT_ERR, call_id, error, "SerializationError", str(error), "")
+
+    def _error_from(self, msg: tuple[Any, ...]) -> BaseException:
+        _, _, cause, type_name, message, remote_tb = msg
+        if isinstance(cause, (ActorDiedError, SerializationError)) and not remote_tb:
+            return cause
+        text = f"{type_name}: {message}\n\nRemote traceback:\n{remote_tb}"
+        return _make_task_error(text, cause, remote_tb)
+
+
+async def connect_unix(path: str) -> socket.socket:
+    """A connected Unix socket.  EAGAIN means the listener's backlog is full (its loop is busy while many
+    callers connect): wait and try again.  asyncio's own connect takes EAGAIN for a connection in progress
+    and hands back a socket that is not connected."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.connect(path)
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    real_args = tuple([await a if isinstance(a, ObjectRef) else a for a in args])
+    real_kwargs = {k: (await v if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()}
+    return real_args, real_kwargs

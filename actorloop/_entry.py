@@ -1,0 +1,71 @@
+"""The one way into an event loop from other threads, finalizers and signal handlers.
+
+Modelled on trio's entry queue.  Anything that must run on a loop but starts
+elsewhere - a sync caller's call, a handle's ``__del__``, a segment release
+from a worker thread, a signal - goes through ``EntryQueue.put``.  ``put``
+takes no lock: it appends to a ``deque`` (atomic under the GIL) and wakes
+the loop at most once per batch.  That makes it safe where a lock is not:
+inside ``__del__`` (a garbage-collector pass may run a finalizer on a thread
+that already holds any of our locks), in a signal handler, or from a thread
+racing the loop's shutdown.  The loop drains the whole queue in one
+callback, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any, Callable
+
+__all__ = ["EntryQueue"]
+
+_log = logging.getLogger("actorloop")
+
+
+class EntryQueue:
+    """Jobs for one loop, put from anywhere, run on the loop in the order they were put.
+
+    Example::
+
+        entry = EntryQueue(loop)
+        entry.put(print, "runs on the loop")          # from any thread or finalizer
+    """
+
+    __slots__ = ("loop", "_jobs", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._jobs: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._scheduled = False
+
+    def put(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run ``fn(*args)`` on the loop soon; False if the loop is closed (the job is dropped).
+
+        Never blocks and never raises, so it is safe in finalizers and signal handlers.
+        """
+        self._jobs.append((fn, args))
+        if not self._scheduled:
+            # A lost race here costs one spare wake-up, never a lost job: the
+            # drain clears the flag before it reads the queue.
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nobody will run it
+                self._jobs.clear()
+                return False
+        return True
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        jobs = self._jobs
+        while jobs:
+            fn, args = jobs.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                _log.exception("actorloop: a job posted to the event loop failed")
+
+    def run_pending(self) -> None:
+        """Run what is queued now, on the calling thread (which must be the loop's, or the loop is gone)."""
+        self._drain()

@@ -1,0 +1,140 @@
+"""What the node, the actor process and callers know of an actor class, without the class itself.
+
+The bottom of the actor layers: option names and their checks, per-class
+metadata (methods, groups, routes), and ``ActorInfo``.  It imports nothing
+of actorloop but the route collector, so the node and the worker use it
+without pulling in handles or the runtime.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._http import collect_routes
+
+READY_METHOD = "__actorloop_ready__"
+DEFAULT_GROUP = "_default"
+
+#: Options an actor class accepts, and their defaults.
+ACTOR_OPTIONS: dict[str, Any] = {
+    "name": None,
+    "namespace": None,
+    "lifetime": None,
+    "get_if_exists": False,
+    "max_concurrency": None,
+    "concurrency_groups": None,
+    "max_restarts": 0,
+    "max_task_retries": 0,
+    "max_pending_calls": -1,
+    "http_port": 0,
+    "http_host": "127.0.0.1",
+}
+#: Ray's resource options: accepted, no effect on one machine.
+IGNORED_OPTIONS = frozenset({"num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type"})
+
+
+@dataclass(frozen=True)
+class MethodMeta:
+    is_async: bool
+    group: str | None
+
+
+@dataclass
+class ClassMeta:
+    """What a caller needs to know of an actor class, without the class itself."""
+
+    class_name: str
+    methods: dict[str, MethodMeta]
+    is_async: bool
+    groups: dict[str, int] = field(default_factory=dict)
+    has_routes: bool = False
+
+
+def validate_options(opts: dict[str, Any], where: str) -> None:
+    for key in opts:
+        if key not in ACTOR_OPTIONS and key not in IGNORED_OPTIONS:
+            raise TypeError(f"{where}: unknown option {key!r}; known options: {', '.join(sorted(ACTOR_OPTIONS))}")
+    name = opts.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: name must be a non-empty string, got {name!r}")
+        if len(name) > 256:
+            raise ValueError(f"{where}: name is {len(name)} characters long; the limit is 256")
+    namespace = opts.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or not namespace or len(namespace) > 256):
+        raise ValueError(f"{where}: namespace must be a non-empty string of at most 256 characters, got {namespace!r}")
+    lifetime = opts.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError(f"{where}: lifetime must be None or 'detached', got {lifetime!r}")
+    mc = opts.get("max_concurrency")
+    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
+        raise ValueError(f"{where}: max_concurrency must be a positive integer, got {mc!r}")
+    groups = opts.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise TypeError(f"{where}: concurrency_groups must be a dict of name -> limit, got {type(groups).__name__}")
+        for gname, limit in groups.items():
+            if not isinstance(gname, str) or not gname:
+                raise ValueError(f"{where}: concurrency group names must be non-empty strings, got {gname!r}")
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"{where}: concurrency group {gname!r} needs a positive integer limit, got {limit!r}")
+    for key in ("max_restarts", "max_task_retries", "max_pending_calls"):
+        value = opts.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < -1):
+            raise ValueError(f"{where}: {key} must be an integer >= -1, got {value!r}")
+    port = opts.get("http_port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535):
+        raise ValueError(f"{where}: http_port must be an integer from 0 to 65535, got {port!r}")
+    host = opts.get("http_host")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise ValueError(f"{where}: http_host must be a non-empty string, got {host!r}")
+
+
+def collect_meta(cls: type) -> ClassMeta:
+    methods: dict[str, MethodMeta] = {}
+    is_async = False
+    for name, attr in inspect.getmembers(cls):
+        func = attr
+        static = inspect.getattr_static(cls, name, None)
+        if isinstance(static, (staticmethod, classmethod)):
+            func = static.__func__
+        if not (inspect.isfunction(func) or inspect.ismethod(func)):
+            continue
+        coroutine = inspect.iscoroutinefunction(func)
+        if coroutine:
+            is_async = True
+        if name.startswith("_"):
+            continue
+        opts = getattr(func, "__actorloop_method__", None) or {}
+        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"))
+    # The worker serves the same collect_routes(cls); a route declared twice fails here, not in the actor.
+    has_routes = bool(collect_routes(cls))
+    return ClassMeta(cls.__name__, methods, is_async, has_routes=has_routes)
+
+
+def check_groups(meta: ClassMeta, groups: dict[str, int] | None, where: str) -> None:
+    known = groups or {}
+    for mname, mmeta in meta.methods.items():
+        if mmeta.group is not None and mmeta.group not in known:
+            raise ValueError(
+                f"{where}: method {mname!r} is in concurrency group {mmeta.group!r}, which the actor does not "
+                f"declare (declared: {sorted(known) or 'none'})"
+            )
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """One actor as ``actorloop.list_actors()`` reports it."""
+
+    actor_id: str
+    class_name: str
+    name: str | None
+    namespace: str | None
+    state: str
+    pid: int | None
+    detached: bool
+    restarts: int
+
+

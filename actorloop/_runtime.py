@@ -1,0 +1,610 @@
+"""The process-global runtime: this process's link to one node, and the home loop.
+
+This module owns the one global (``get_runtime``); ``init()`` and
+``shutdown()`` of the public API come down to ``start`` and ``stop`` here.
+The *home loop* runs the node channel and sync callers' calls: a private
+background thread in a driver (the "blocking portal" pattern: sync code
+drives a loop in another thread), the actor's own loop inside an actor.
+Other threads reach it only through its ``EntryQueue``.
+
+After ``os.fork()`` the child starts with no runtime: the parent's home
+loop thread does not exist there, so its refs raise instead of hanging, its
+handles refuse calls, and its exit handlers never touch the parent's node,
+segments or files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import stat
+import sys
+import threading
+import uuid
+from asyncio import events
+from typing import Any
+
+import cloudpickle
+
+from . import _protocol as proto
+from . import _ref
+from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
+from ._entry import EntryQueue
+from ._meta import DEFAULT_GROUP, ClassMeta
+from ._node import EmbeddedNode, default_daemon_dir, node_running
+from ._ref import ObjectRef
+from .exceptions import PendingCallsLimitExceeded, SerializationError
+
+__all__ = ["ActorState", "Runtime", "get_runtime", "require_runtime", "set_runtime", "start"]
+
+_get_running_loop = events._get_running_loop
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.RLock()
+
+
+def get_runtime() -> Runtime | None:
+    """This process's runtime, or None before ``init()`` (and after ``shutdown()``)."""
+    return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    global _runtime
+    _runtime = rt
+
+
+def runtime_lock() -> threading.RLock:
+    return _runtime_lock
+
+
+def require_runtime() -> Runtime:
+    """The process's runtime, calling ``init()`` first if nobody did (as Ray does)."""
+    rt = _runtime
+    if rt is not None:
+        return rt
+    with _runtime_lock:
+        if _runtime is None:
+            start()
+    assert _runtime is not None
+    return _runtime
+
+
+def start(
+    address: str | None = None, *, namespace: str | None = None, log_to_driver: bool = True
+) -> Runtime:
+    """Connect this process to a node (see ``actorloop.init``) and make it the process's runtime."""
+    with _runtime_lock:
+        if _runtime is not None:
+            raise RuntimeError("actorloop is already initialized in this process")
+        embedded: EmbeddedNode | None = None
+        if address is None:
+            address = os.environ.get("ACTORLOOP_ADDRESS") or None
+            if address is None:
+                daemon = default_daemon_dir()
+                address = daemon if node_running(daemon) else "local"
+        elif address == "auto":
+            daemon = default_daemon_dir()
+            if not node_running(daemon):
+                raise ConnectionError(
+                    f"no actorloop node is running at {daemon}; start one with `actorloop start` "
+                    "(or call init() without an address to use an embedded node)"
+                )
+            address = daemon
+        if address == "local":
+            embedded = EmbeddedNode()
+            node_dir = embedded.dir
+        else:
+            node_dir = os.path.abspath(address)
+            if not node_running(node_dir):
+                raise ConnectionError(f"no actorloop node answers at {node_dir}")
+        try:
+            rt = Runtime(
+                node_dir,
+                namespace or f"anonymous-{uuid.uuid4().hex[:12]}",
+                log_to_driver,
+                embedded_node=embedded,
+            )
+            rt.connect_node_sync(("hello", rt.client_id, "driver", os.getpid(), log_to_driver, rt.namespace))
+        except BaseException:
+            if embedded is not None:
+                embedded.proc.kill()
+                embedded.stop()
+            raise
+        if embedded is not None:
+            # Processes this driver starts join its embedded node.
+            os.environ["ACTORLOOP_ADDRESS"] = node_dir
+        _ref.set_quiet(False)
+        set_runtime(rt)
+        return rt
+
+
+def stop() -> None:
+    """Disconnect the driver's runtime from its node (its actors end; an embedded node ends too)."""
+    with _runtime_lock:
+        rt = _runtime
+        if rt is None or rt.role != "driver":
+            return
+        set_runtime(None)
+        if rt.embedded_node is not None and os.environ.get("ACTORLOOP_ADDRESS") == rt.node_dir:
+            del os.environ["ACTORLOOP_ADDRESS"]
+        rt.shutdown()
+
+
+# -- per-actor state in this process -------------------------------------------
+
+
+class ActorState:
+    """What this process knows of one actor; shared by all its handles here (an ``ActorLink``)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        actor_id: str,
+        meta: ClassMeta,
+        caller_options: dict[str, Any],
+        created_here: bool,
+        anonymous: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.actor_id = actor_id
+        self.meta = meta
+        self.secret = runtime.secret
+        self.options_for_callers = caller_options
+        self.max_task_retries: int = caller_options.get("max_task_retries", 0)
+        self.max_pending_calls: int = caller_options.get("max_pending_calls", -1)
+        self.created_here = created_here
+        self.anonymous = anonymous
+        self.passed_on = False
+        # Handles made (any thread, under the lock) and dropped (counted on the
+        # home loop only: a handle's __del__ may run inside any lock we hold).
+        self.handles_made = 0
+        self.handles_dropped = 0
+        self.pending = 0
+        self._lock = threading.Lock()
+        self.conns: dict[asyncio.AbstractEventLoop, ActorConnection] = {}
+        self.released = False
+
+    # -- handle bookkeeping: an anonymous actor ends once its creator drops every handle
+
+    def handle_made(self) -> None:
+        with self._lock:
+            self.handles_made += 1
+
+    def handle_dropped(self) -> None:
+        """Called from ``__del__``: takes no lock, only posts to the home loop."""
+        self.runtime.entry.put(self._count_dropped)
+
+    def _count_dropped(self) -> None:
+        self.handles_dropped += 1
+        self._release_if_unused()
+
+    def calls_finished(self, count: int) -> None:
+        with self._lock:
+            self.pending -= count
+        self._release_if_unused()
+
+    def _release_if_unused(self) -> None:
+        if not self.created_here or not self.anonymous or self.passed_on:
+            return
+        with self._lock:
+            if self.released or self.pending > 0 or self.handles_made > self.handles_dropped:
+                return
+            self.released = True
+        self.runtime.release_actor(self.actor_id)
+
+    # -- ActorLink -------------------------------------------------------------
+
+    async def wait_actor(self, min_epoch: int) -> tuple[Any, ...]:
+        return await self.runtime.wait_actor(self.actor_id, min_epoch)
+
+    def connection_ended(self, conn: ActorConnection) -> None:
+        with self._lock:
+            if self.conns.get(conn.loop) is conn:
+                del self.conns[conn.loop]
+
+    def quiet(self) -> bool:
+        return self.runtime.closed
+
+    # -- calls -----------------------------------------------------------------
+
+    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], group: str | None) -> ObjectRef[Any]:
+        rt = self.runtime
+        if rt.closed:
+            raise RuntimeError(rt.closed_reason())
+        loop = _get_running_loop()
+        threadsafe = False
+        if loop is None or loop.is_closed():
+            loop = rt.home_loop
+            threadsafe = True
+        conn = self.conns.get(loop)
+        if conn is None:
+            conn = self._new_connection(loop, threadsafe)
+        with self._lock:
+            if self.max_pending_calls >= 0 and self.pending >= self.max_pending_calls:
+                raise PendingCallsLimitExceeded(
+                    f"{self.meta.class_name}.{method}: this caller already has {self.pending} calls pending "
+                    f"(max_pending_calls={self.max_pending_calls})"
+                )
+            self.pending += 1
+        call_id = next(conn.ids)
+        ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id, self)
+        has_refs = False
+        for value in args:
+            if isinstance(value, ObjectRef):
+                has_refs = True
+                break
+        else:
+            if kwargs:
+                for value in kwargs.values():
+                    if isinstance(value, ObjectRef):
+                        has_refs = True
+                        break
+        if has_refs:
+            if threadsafe:
+                conn.count_queued_from_thread(1)
+                rt.entry.put(_send_with_refs_posted, conn, call_id, ref, method, args, kwargs, group)
+            else:
+                conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
+            return ref
+        try:
+            payload = proto.dumps_call((proto.CALL, call_id, method, args, kwargs, group), args, kwargs)
+        except Exception as exc:
+            self.calls_finished(1)
+            raise SerializationError(
+                f"could not pickle the arguments of {self.meta.class_name}.{method}: {exc}"
+            ) from exc
+        if not threadsafe:
+            conn.send_call(call_id, payload, ref)
+        elif not conn.call_from_thread(call_id, payload, ref):
+            conn.count_queued_from_thread(1)
+            rt.entry.put(_send_posted, conn, call_id, payload, ref)
+        return ref
+
+    def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
+        with self._lock:
+            conn = self.conns.get(loop)
+            if conn is not None:
+                return conn
+            for old_loop in [lp for lp in self.conns if lp.is_closed()]:
+                del self.conns[old_loop]
+            conn = ActorConnection(loop, self)
+            self.conns[loop] = conn
+        if threadsafe:
+            self.runtime.entry.put(conn.start)
+        else:
+            conn.start()
+        return conn
+
+
+def _send_posted(conn: ActorConnection, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
+    conn.count_queued_from_thread(-1)
+    conn.send_call(call_id, payload, ref)
+
+
+def _send_with_refs_posted(
+    conn: ActorConnection,
+    call_id: int,
+    ref: ObjectRef[Any],
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    group: str | None,
+) -> None:
+    conn.count_queued_from_thread(-1)
+    conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
+
+
+# -- the runtime -----------------------------------------------------------------
+
+
+class Runtime:
+    """This process's connection to one node."""
+
+    def __init__(
+        self,
+        node_dir: str,
+        namespace: str,
+        log_to_driver: bool,
+        *,
+        home_loop: asyncio.AbstractEventLoop | None = None,
+        client_id: str | None = None,
+        role: str = "driver",
+        embedded_node: Any = None,
+    ) -> None:
+        self.node_dir = node_dir
+        self.namespace = namespace
+        self.log_to_driver = log_to_driver
+        self.client_id = client_id or uuid.uuid4().hex
+        self.role = role
+        self.embedded_node = embedded_node
+        self.secret = read_secret(node_dir)
+        proto.set_shm_prefix(node_dir, self.client_id)
+        self.node_socket = os.path.join(node_dir, "node.sock")
+        self._actors: dict[str, ActorState] = {}
+        self._actors_lock = threading.Lock()
+        self._sync_channel: SyncNodeChannel | None = None
+        self._sync_lock = threading.Lock()
+        self.closed = False
+        self.forked_away = False
+        if home_loop is None:
+            self._own_home_thread = True
+            self.home_loop = _new_loop()
+            started = threading.Event()
+            self._home_thread = threading.Thread(
+                target=self._run_home_loop, args=(started,), name="actorloop-home", daemon=True
+            )
+            self._home_thread.start()
+            started.wait()
+        else:
+            self._own_home_thread = False
+            self.home_loop = home_loop
+        #: The one way into the home loop from other threads and finalizers.
+        self.entry = EntryQueue(self.home_loop)
+        self.node: NodeConnection | None = None
+
+    def _run_home_loop(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.home_loop)
+        self.home_loop.call_soon(started.set)
+        try:
+            self.home_loop.run_forever()
+        finally:
+            try:
+                self.home_loop.run_until_complete(self.home_loop.shutdown_asyncgens())
+            except Exception:
+                pass
+
+    def closed_reason(self) -> str:
+        if self.forked_away:
+            return (
+                "this actor handle was made before this process was forked; it belongs to the parent. "
+                "Call actorloop.init() in the child and get a handle there (actorloop.get_actor for named actors)"
+            )
+        return "actorloop.shutdown() was called: this handle's runtime is gone; call actorloop.init() again"
+
+    # -- node channels -----------------------------------------------------
+
+    async def connect_node(self, hello: tuple[Any, ...]) -> Any:
+        """Open the async node channel on the home loop and say hello; returns the node's answer."""
+        loop = self.home_loop
+        _, conn = await loop.create_unix_connection(
+            lambda: NodeConnection(loop, self.secret, self._on_push), sock=await connect_unix(self.node_socket)
+        )
+        self.node = conn
+        return await conn.request(*hello)
+
+    def connect_node_sync(self, hello: tuple[Any, ...]) -> Any:
+        return asyncio.run_coroutine_threadsafe(self.connect_node(hello), self.home_loop).result()
+
+    def node_request(self, op: str, *args: Any) -> Any:
+        """A short blocking request to the node, from any thread (the home loop's too)."""
+        channel = self._sync_channel
+        if channel is None:
+            with self._sync_lock:
+                if self._sync_channel is None:
+                    self._sync_channel = SyncNodeChannel(
+                        self.node_socket,
+                        self.secret,
+                        ("hello", self.client_id, "sync", os.getpid(), False, self.namespace),
+                    )
+                channel = self._sync_channel
+        return channel.request(op, *args)
+
+    async def wait_actor(self, actor_id: str, min_epoch: int) -> tuple[Any, ...]:
+        """Wait until the actor is alive at ``min_epoch`` or later (or dead), from any loop."""
+        loop = _get_running_loop()
+        if loop is self.home_loop:
+            return await self._wait_actor_home(actor_id, min_epoch)  # type: ignore[no-any-return]
+        cf = asyncio.run_coroutine_threadsafe(self._wait_actor_home(actor_id, min_epoch), self.home_loop)
+        return await asyncio.wrap_future(cf)  # type: ignore[no-any-return]
+
+    async def _wait_actor_home(self, actor_id: str, min_epoch: int) -> Any:
+        node = self.node
+        if node is None or node.closed:
+            raise ConnectionError("the actorloop node ended")
+        return await node.request("wait_actor", actor_id, min_epoch)
+
+    def _on_push(self, msg: tuple[Any, ...]) -> None:
+        op = msg[0]
+        if op == "log":
+            _, stream_no, text = msg
+            stream = sys.stdout if stream_no == 1 else sys.stderr
+            try:
+                stream.write(text)
+                stream.flush()
+            except Exception:
+                pass
+
+    # -- actors ------------------------------------------------------------
+
+    def create_actor(
+        self,
+        cls: type,
+        meta: ClassMeta,
+        options: dict[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[ActorState, str | None]:
+        """Register a new actor with the node; returns its state here and its HTTP URL."""
+        if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            if _get_running_loop() is not None:
+                raise TypeError(
+                    f"{cls.__name__}.remote(): ObjectRef constructor arguments can't be resolved inside a running "
+                    "event loop; await them first and pass the values"
+                )
+            refs = [a for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
+            _ref.wait_sync(refs, len(refs), None)
+            args = tuple(a._result_now() if isinstance(a, ObjectRef) else a for a in args)
+            kwargs = {k: v._result_now() if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+        try:
+            class_blob = cloudpickle.dumps(cls, 5)
+        except Exception as exc:
+            raise SerializationError(f"could not pickle actor class {cls.__name__}: {exc}") from exc
+        try:
+            args_blob = cloudpickle.dumps((args, kwargs), 5)
+        except Exception as exc:
+            raise SerializationError(f"could not pickle the constructor arguments of {cls.__name__}: {exc}") from exc
+        groups = dict(options.get("concurrency_groups") or {})
+        max_concurrency = options.get("max_concurrency")
+        if max_concurrency is None:
+            max_concurrency = 1000 if meta.is_async else 1
+        handle_meta = ClassMeta(meta.class_name, meta.methods, meta.is_async, groups, meta.has_routes)
+        lifetime = options.get("lifetime")
+        name = options.get("name")
+        caller_options = {
+            "max_task_retries": options.get("max_task_retries", 0),
+            "max_pending_calls": options.get("max_pending_calls", -1),
+        }
+        http = None
+        if meta.has_routes:
+            http = (options.get("http_host") or "127.0.0.1", options.get("http_port") or 0)
+        spec = {
+            "class_blob": class_blob,
+            "args_blob": args_blob,
+            "meta": handle_meta,
+            "class_name": meta.class_name,
+            "name": name,
+            "namespace": options.get("namespace") or self.namespace,
+            "detached": lifetime == "detached",
+            "get_if_exists": bool(options.get("get_if_exists")),
+            "max_restarts": options.get("max_restarts", 0),
+            "max_concurrency": max_concurrency,
+            "groups": groups,
+            "default_group": DEFAULT_GROUP,
+            "caller_options": caller_options,
+            "http": http,
+            "sys_path": list(sys.path),
+            "cwd": os.getcwd(),
+            "owner_namespace": self.namespace,
+        }
+        actor_id, got_meta, http_url, got_caller_options, existed = self.node_request("create", spec)
+        if existed:
+            return self.state_for(actor_id, got_meta, got_caller_options, created_here=False), http_url
+        state = self.state_for(
+            actor_id,
+            handle_meta,
+            caller_options,
+            created_here=True,
+            anonymous=name is None and lifetime != "detached",
+        )
+        return state, http_url
+
+    def state_for(
+        self,
+        actor_id: str,
+        meta: ClassMeta,
+        caller_options: dict[str, Any],
+        *,
+        created_here: bool,
+        anonymous: bool = False,
+    ) -> ActorState:
+        """The state shared by this process's handles to ``actor_id`` (made on first use)."""
+        with self._actors_lock:
+            state = self._actors.get(actor_id)
+            if state is None or state.released:
+                state = ActorState(self, actor_id, meta, caller_options, created_here, anonymous)
+                self._actors[actor_id] = state
+        return state
+
+    def release_actor(self, actor_id: str) -> None:
+        if self.closed:
+            return
+        with self._actors_lock:
+            self._actors.pop(actor_id, None)
+        self.entry.put(self._notify_release, actor_id)
+
+    def _notify_release(self, actor_id: str) -> None:
+        if self.node is not None:
+            self.node.notify("release", actor_id)
+
+    # -- ending ------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Say goodbye to the node (it ends our actors and sends their last log lines), then stop."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.home_loop
+        if self.node is not None and not loop.is_closed():
+            try:
+                asyncio.run_coroutine_threadsafe(self._bye(), loop).result(timeout=10)
+            except Exception:
+                pass
+        if self._sync_channel is not None:
+            self._sync_channel.close()
+        proto.segment_pool.close()
+        if self._own_home_thread and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            self._home_thread.join(timeout=5)
+            try:
+                loop.close()
+            except Exception:
+                pass
+        node = self.embedded_node
+        if node is not None:
+            node.stop()
+
+    async def _bye(self) -> None:
+        node = self.node
+        if node is None or node.closed:
+            return
+        try:
+            await asyncio.wait_for(node.request("bye"), 8)
+        except Exception:
+            pass
+        node.close()
+
+
+def read_secret(node_dir: str) -> bytes:
+    """The node's secret: a 0600 regular file of ours in ``node_dir`` (never followed through a symlink)."""
+    path = os.path.join(node_dir, "secret")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConnectionError(f"no actorloop node at {node_dir} (cannot read its secret: {exc.strerror})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o600:
+            raise ConnectionError(
+                f"{path} is not a 0600 file of yours; refusing to trust that node (remove {node_dir} "
+                "or set $ACTORLOOP_DIR)"
+            )
+        secret = os.read(fd, proto.SECRET_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(secret) != proto.SECRET_BYTES:
+        raise ConnectionError(f"the node secret in {node_dir} is damaged")
+    return secret
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+
+
+def _atexit_stop() -> None:
+    _ref.set_quiet(True)  # refs failed or dropped from here on are part of exiting, not errors to report
+    rt = _runtime
+    if rt is not None and rt.role == "driver":
+        stop()
+
+
+def _after_fork_in_child() -> None:
+    global _runtime, _runtime_lock
+    _runtime_lock = threading.RLock()
+    rt = _runtime
+    _runtime = None
+    if rt is None:
+        return
+    rt.closed = True
+    rt.forked_away = True
+    _ref.abandoned_loops.add(rt.home_loop)
+    proto.segment_pool.forget_after_fork()
+
+
+atexit.register(_atexit_stop)
+os.register_at_fork(after_in_child=_after_fork_in_child)
