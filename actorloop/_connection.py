@@ -194,8 +194,11 @@ class ActorConnection(proto.FrameProtocol):
         self.link = link
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
-        # Calls queued for the next flush, not yet accepted by the socket.
+        # Calls queued for the next flush, and calls written but not yet known
+        # to be accepted by the socket: neither counts as delivered.
         self._unsent: list[Pending] = []
+        self._written: list[Pending] = []
+        self._confirm_scheduled = False
         self.epoch = -1
         self.dead_error: str | None = None
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
@@ -248,24 +251,38 @@ class ActorConnection(proto.FrameProtocol):
         super().connection_made(transport)
 
     def _flush(self) -> None:
-        unsent = self._unsent
-        if not unsent:
-            super()._flush()
-            return
-        transport = self.transport
         super()._flush()
-        # Written, and the socket took it (a write to a peer that is already
-        # gone fails at once and closes the transport): delivered.
-        if transport is not None and not self._out and not transport.is_closing():
+        unsent = self._unsent
+        if unsent and not self._out:
+            # Written to the transport; uvloop performs the write at the end of
+            # this iteration, so whether the socket took it is known only then.
             self._unsent = []
-            for entry in unsent:
-                entry.mark_delivered()
+            self._written.extend(unsent)
+            if not self._confirm_scheduled:
+                self._confirm_scheduled = True
+                self.loop.call_soon(self._confirm_delivered)
+
+    def _confirm_delivered(self) -> None:
+        self._confirm_scheduled = False
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._written:
+            return  # the write failed (the peer was already gone): those calls go to the next process
+        if transport.get_write_buffer_size():
+            # Still in our buffer (the actor reads slowly): look again soon.
+            self._confirm_scheduled = True
+            self.loop.call_later(0.002, self._confirm_delivered)
+            return
+        written = self._written
+        self._written = []
+        for entry in written:
+            entry.mark_delivered()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
         self._unsent = []
+        self._written = []
         if self.dead_error is not None or self.loop.is_closed():
             return
         inflight = sorted(self.pending.items())
@@ -304,6 +321,7 @@ class ActorConnection(proto.FrameProtocol):
         self.dead_error = reason
         self._out = []
         self._unsent = []
+        self._written = []
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
         while self._blocked:

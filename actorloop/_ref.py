@@ -33,6 +33,9 @@ class CallOwner(Protocol):
 #: parent, after a fork): their refs can never resolve here.
 abandoned_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
+#: A blocked get() re-checks its refs this often even without a wake-up (a safety net, never the mechanism).
+FALLBACK_POLL_SECONDS = 0.25
+
 #: Set while the process shuts down: refs dropped then fail quietly.
 _quiet = False
 #: Errors already reported as never fetched (type name, message): each is reported once.
@@ -311,7 +314,8 @@ def wait_sync(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | Non
             if len(refs) - len(still) >= num_returns:
                 break
             pending = still
-            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            poll = FALLBACK_POLL_SECONDS
+            left = poll if deadline is None else min(poll, deadline - time.monotonic())
             if left <= 0:
                 break
             waiter.wait(left)
