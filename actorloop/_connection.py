@@ -311,8 +311,10 @@ class ActorConnection(proto.FrameProtocol):
             else:
                 self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
                 continue
+            payload = entry.payload
+            assert payload is not None  # kept while the call may be sent again
             entry.delivered = False
-            resend.append(proto.frame(entry.payload))
+            resend.append(proto.frame(payload))
             self._unsent.append(entry)
         self._out = resend + self._out
         await self._connect(status[1])
