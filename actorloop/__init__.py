@@ -20,9 +20,9 @@ errors, ``http`` the route decorators, ``util`` the ActorPool.  The engine is
 private, in layers that import only downwards::
 
     exceptions            the error tree
+    _entry                the one way into an event loop from threads and finalizers
     _protocol             frames, hello, node error answers (shared memory: _shm)
     _meta                 class metadata, options, ActorInfo
-    _entry                the one way into an event loop from threads and finalizers
     _ref                  ObjectRef and sync waiting
     _connection           a loop's connection to an actor; the node channels
     _runtime              the process-global runtime and its home loop

@@ -11,6 +11,7 @@ from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
 
 from . import _runtime
+from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import ActorInfo
 from ._ref import ObjectRef, wait_sync
@@ -183,7 +184,7 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
             finally:
                 done.set()
 
-        owner.call_soon_threadsafe(run)
+        entry_for(owner).put(run)
         if events._get_running_loop() is None:
             done.wait(5)
 

@@ -448,7 +448,7 @@ class ActorConnection(proto.FrameProtocol):
     def cancel_call(self, call_id: int) -> None:
         """Cancel a call remotely; safe from any thread."""
         if _get_running_loop() is not self.loop:
-            self.loop.call_soon_threadsafe(self.cancel_call, call_id)
+            self.entry.put(self.cancel_call, call_id)
             return
         entry = self.pending.pop(call_id, None)
         if entry is None:

@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
-from typing import Any, Callable
+import threading
+import weakref
+from typing import Any, Callable, Coroutine, TypeVar
 
-__all__ = ["EntryQueue"]
+__all__ = ["EntryQueue", "entry_for"]
+
+T = TypeVar("T")
 
 _log = logging.getLogger("actorloop")
 
@@ -44,6 +49,9 @@ class EntryQueue:
 
         Never blocks and never raises, so it is safe in finalizers and signal handlers.
         """
+        if self.loop.is_closed():
+            self._jobs.clear()
+            return False
         self._jobs.append((fn, args))
         if not self._scheduled:
             # A lost race here costs one spare wake-up, never a lost job: the
@@ -69,3 +77,43 @@ class EntryQueue:
     def run_pending(self) -> None:
         """Run what is queued now, on the calling thread (which must be the loop's, or the loop is gone)."""
         self._drain()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` as a task on the loop; its outcome arrives in the returned future (any thread)."""
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            if not result.set_running_or_notify_cancel():
+                coro.close()
+                return
+            task = self.loop.create_task(coro)
+
+            def copy(_: Any) -> None:
+                if task.cancelled():
+                    result.cancel()
+                elif task.exception() is not None:
+                    result.set_exception(task.exception())  # type: ignore[arg-type]
+                else:
+                    result.set_result(task.result())
+
+            task.add_done_callback(copy)
+
+        if not self.put(start):
+            coro.close()
+            result.set_exception(RuntimeError("the event loop is closed"))
+        return result
+
+
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EntryQueue] = weakref.WeakKeyDictionary()
+_queues_lock = threading.Lock()
+
+
+def entry_for(loop: asyncio.AbstractEventLoop) -> EntryQueue:
+    """The entry queue of ``loop`` (made on first use; look it up ahead of time where a finalizer will put)."""
+    queue = _queues.get(loop)
+    if queue is None:
+        with _queues_lock:
+            queue = _queues.get(loop)
+            if queue is None:
+                queue = _queues[loop] = EntryQueue(loop)
+    return queue

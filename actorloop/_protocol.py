@@ -32,6 +32,7 @@ from typing import Any, Callable, cast
 
 import cloudpickle
 
+from ._entry import entry_for
 from .exceptions import SerializationError
 
 MAGIC = b"ACTRLOOP\x01"
@@ -388,6 +389,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, expect_secret: bytes | None = None) -> None:
         self.loop = loop
+        # Looked up now: release_later runs in finalizers, where making one could take a lock.
+        self.entry = entry_for(loop)
         self.transport = None
         self._expect_secret = expect_secret
         self._buffer = bytearray()
@@ -550,13 +553,8 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = True
 
     def release_later(self, name: str) -> None:
-        """Tell the peer, from any thread, that we no longer map its segment ``name``."""
-        loop = self.loop
-        if not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._send_release, name)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        """Tell the peer, from any thread or finalizer, that we no longer map its segment ``name``."""
+        self.entry.put(self._send_release, name)
 
     def _send_release(self, name: str) -> None:
         if self.transport is not None and not self.closed:

@@ -18,6 +18,7 @@ import weakref
 from asyncio import events
 from typing import Any, Generator, Generic, Protocol, TypeVar
 
+from ._entry import entry_for
 from .exceptions import TaskCancelledError
 
 T = TypeVar("T")
@@ -120,16 +121,17 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         if not self.done():
             _check_resolvable(owner)
             bridge: asyncio.Future[None] = loop.create_future()
+            to_here = entry_for(loop)
+            to_owner = entry_for(owner)
 
             def wake(_: Any) -> None:
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(_set_none_if_pending, bridge)
+                to_here.put(_set_none_if_pending, bridge)
 
-            owner.call_soon_threadsafe(self.add_done_callback, wake)
+            to_owner.put(self.add_done_callback, wake)
             try:
                 await bridge
             except asyncio.CancelledError:
-                owner.call_soon_threadsafe(self.cancel)
+                to_owner.put(self.cancel)
                 raise
         return self._result_now()
 
@@ -186,7 +188,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         elif _get_running_loop() is owner:
             self.add_done_callback(copy)
         else:
-            owner.call_soon_threadsafe(self.add_done_callback, copy)
+            entry_for(owner).put(self.add_done_callback, copy)
         return cf
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ import cloudpickle
 from . import _protocol as proto
 from . import _ref
 from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
-from ._entry import EntryQueue
+from ._entry import entry_for
 from ._meta import DEFAULT_GROUP, ClassMeta
 from ._node import EmbeddedNode, default_daemon_dir, node_running
 from ._ref import ObjectRef
@@ -340,7 +340,7 @@ class Runtime:
             self._own_home_thread = False
             self.home_loop = home_loop
         #: The one way into the home loop from other threads and finalizers.
-        self.entry = EntryQueue(self.home_loop)
+        self.entry = entry_for(self.home_loop)
         self.node: NodeConnection | None = None
 
     def _run_home_loop(self, started: threading.Event) -> None:
@@ -374,7 +374,7 @@ class Runtime:
         return await conn.request(*hello)
 
     def connect_node_sync(self, hello: tuple[Any, ...]) -> Any:
-        return asyncio.run_coroutine_threadsafe(self.connect_node(hello), self.home_loop).result()
+        return self.entry.run(self.connect_node(hello)).result()
 
     def node_request(self, op: str, *args: Any) -> Any:
         """A short blocking request to the node, from any thread (the home loop's too)."""
@@ -395,7 +395,7 @@ class Runtime:
         loop = _get_running_loop()
         if loop is self.home_loop:
             return await self._wait_actor_home(actor_id, min_epoch)  # type: ignore[no-any-return]
-        cf = asyncio.run_coroutine_threadsafe(self._wait_actor_home(actor_id, min_epoch), self.home_loop)
+        cf = self.entry.run(self._wait_actor_home(actor_id, min_epoch))
         return await asyncio.wrap_future(cf)  # type: ignore[no-any-return]
 
     async def _wait_actor_home(self, actor_id: str, min_epoch: int) -> Any:
@@ -527,14 +527,14 @@ class Runtime:
         loop = self.home_loop
         if self.node is not None and not loop.is_closed():
             try:
-                asyncio.run_coroutine_threadsafe(self._bye(), loop).result(timeout=10)
+                self.entry.run(self._bye()).result(timeout=10)
             except Exception:
                 pass
         if self._sync_channel is not None:
             self._sync_channel.close()
         proto.segment_pool.close()
         if self._own_home_thread and not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
+            self.entry.put(loop.stop)
             self._home_thread.join(timeout=5)
             try:
                 loop.close()
