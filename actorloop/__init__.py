@@ -38,16 +38,21 @@ from __future__ import annotations
 
 import logging as _logging
 
+from . import actor as actor
 from . import exceptions as exceptions
 from . import http as http
 from . import util as util
+from ._api import InitContext as InitContext
+from ._api import available_resources as available_resources
 from ._api import cancel as cancel
+from ._api import cluster_resources as cluster_resources
 from ._api import get as get
 from ._api import get_actor as get_actor
 from ._api import init as init
 from ._api import is_initialized as is_initialized
 from ._api import kill as kill
 from ._api import list_actors as list_actors
+from ._api import nodes as nodes
 from ._api import shutdown as shutdown
 from ._api import wait as wait
 from ._handles import ActorClass as ActorClass
@@ -59,11 +64,18 @@ from ._ref import ObjectRef as ObjectRef
 from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError
 from .exceptions import ActorloopError as ActorloopError
+from .exceptions import ActorUnavailableError as ActorUnavailableError
 from .exceptions import GetTimeoutError as GetTimeoutError
+from .exceptions import ObjectLostError as ObjectLostError
+from .exceptions import OwnerDiedError as OwnerDiedError
 from .exceptions import PendingCallsLimitExceeded as PendingCallsLimitExceeded
+from .exceptions import RayActorError as RayActorError
+from .exceptions import RayError as RayError
+from .exceptions import RayTaskError as RayTaskError
 from .exceptions import SerializationError as SerializationError
 from .exceptions import TaskCancelledError as TaskCancelledError
 from .exceptions import TaskError as TaskError
+from .runtime_context import get_runtime_context as get_runtime_context
 from .util import ActorPool as ActorPool
 
 __version__ = "0.1.0"
@@ -74,23 +86,35 @@ __all__ = [
     "ActorHandle",
     "ActorInfo",
     "ActorPool",
+    "ActorUnavailableError",
     "ActorloopError",
     "GetTimeoutError",
+    "InitContext",
+    "ObjectLostError",
     "ObjectRef",
+    "OwnerDiedError",
     "PendingCallsLimitExceeded",
+    "RayActorError",
+    "RayError",
+    "RayTaskError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "actor",
+    "available_resources",
     "cancel",
+    "cluster_resources",
     "exceptions",
     "exit_actor",
     "get",
     "get_actor",
+    "get_runtime_context",
     "http",
     "init",
     "is_initialized",
     "kill",
     "list_actors",
+    "nodes",
     "method",
     "remote",
     "shutdown",

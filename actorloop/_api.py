@@ -6,6 +6,8 @@ gave them, and then asks the runtime (``_runtime``) or the refs (``_ref``).
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
@@ -13,12 +15,34 @@ from typing import Any, Sequence, TypeVar, overload
 from . import _runtime
 from ._entry import entry_for
 from ._handles import ActorHandle
-from ._meta import ActorInfo
+from ._meta import ActorInfo, env_vars_of
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
 from .exceptions import GetTimeoutError
 
 T = TypeVar("T")
+
+
+class InitContext(dict):  # type: ignore[type-arg]
+    """What ``init()`` returns: the node's ``address`` and this process's ``namespace``, as a dict.
+
+    It is also a context manager that shuts actorloop down at the end, as
+    Ray's is::
+
+        with actorloop.init():
+            ...                      # actorloop.shutdown() runs on leaving the block
+    """
+
+    def __enter__(self) -> InitContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+    @property
+    def address_info(self) -> dict[str, Any]:
+        """The same keys, as Ray's ``RayContext.address_info``."""
+        return dict(self)
 
 
 def init(
@@ -27,8 +51,10 @@ def init(
     namespace: str | None = None,
     log_to_driver: bool = True,
     ignore_reinit_error: bool = False,
+    runtime_env: dict[str, Any] | None = None,
+    num_cpus: int | None = None,
     **ray_options: Any,
-) -> dict[str, Any]:
+) -> InitContext:
     """Connect this process to a node, starting an embedded one if needed.
 
     ``address=None`` uses ``$ACTORLOOP_ADDRESS``, else the node that
@@ -36,9 +62,17 @@ def init(
     this process.  ``"auto"`` requires the started node; ``"local"`` always
     starts a new embedded node; any other string is a node's directory.
 
+    ``runtime_env={"env_vars": {...}}`` sets environment variables in every
+    actor this process creates (``.options(runtime_env=...)`` adds to them
+    per actor).  ``num_cpus`` is what ``cluster_resources()`` reports and
+    sizes the remote-function pool.  Ray's other options that mean nothing
+    on one machine are accepted (see ``IGNORED_INIT_OPTIONS``); unknown ones
+    raise ``TypeError``.
+
     Example::
 
-        actorloop.init(namespace="jobs")
+        with actorloop.init(namespace="jobs"):
+            ...
     """
     with _runtime.runtime_lock():
         if get_runtime() is not None:
@@ -49,25 +83,54 @@ def init(
                 "ignore_reinit_error=True"
             )
         for key in ray_options:
-            if key not in _IGNORED_INIT_OPTIONS:
+            if key not in IGNORED_INIT_OPTIONS:
                 raise TypeError(f"actorloop.init() got an unknown option {key!r}")
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+        if namespace is not None:
+            if not isinstance(namespace, str):
+                raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+            if not namespace:
+                raise ValueError('"" is not a valid namespace; pass None to get an anonymous one')
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a string (a node directory, 'auto' or 'local'), got {address!r}")
-        _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
+        env_vars = env_vars_of(runtime_env, "actorloop.init(runtime_env=...)")
+        if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
+            raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
+        rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
+        rt.env_vars = env_vars
+        rt.num_cpus = num_cpus
         return _context()
 
 
-_IGNORED_INIT_OPTIONS = frozenset(
-    {"num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard", "logging_level", "runtime_env"}
+#: Ray's init() options that mean nothing on one machine: accepted, no effect.
+IGNORED_INIT_OPTIONS = frozenset(
+    {
+        "num_gpus",
+        "resources",
+        "object_store_memory",
+        "include_dashboard",
+        "dashboard_host",
+        "logging_level",
+        "logging_format",
+        "configure_logging",
+        "local_mode",
+        "job_config",
+        "labels",
+        "storage",
+        "_temp_dir",
+        "_system_config",
+        "_node_ip_address",
+        "_memory",
+        "_redis_password",
+        "_plasma_directory",
+        "log_to_driver_level",
+    }
 )
 
 
-def _context() -> dict[str, Any]:
+def _context() -> InitContext:
     rt = get_runtime()
     assert rt is not None
-    return {"address": rt.node_dir, "namespace": rt.namespace}
+    return InitContext(address=rt.node_dir, namespace=rt.namespace)
 
 
 def shutdown() -> None:
@@ -216,3 +279,63 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
 def list_actors() -> list[ActorInfo]:
     """Every actor of every namespace on the node, as ``ActorInfo`` records."""
     return list(require_runtime().node_request("list"))
+
+
+def cluster_resources() -> dict[str, float]:
+    """This machine's resources, named as Ray names them: CPU, memory, object store, the node.
+
+    ``CPU`` is ``init(num_cpus=...)`` if given, else the number of CPUs;
+    ``memory`` is the physical memory and ``object_store_memory`` the size of
+    ``/dev/shm`` (where large arguments travel), in bytes.
+    """
+    rt = require_runtime()
+    cpus = rt.num_cpus if rt.num_cpus is not None else (os.cpu_count() or 1)
+    resources: dict[str, float] = {"CPU": float(cpus)}
+    try:
+        resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError):
+        pass
+    try:
+        shm = os.statvfs("/dev/shm")
+        resources["object_store_memory"] = float(shm.f_frsize * shm.f_blocks)
+    except OSError:
+        pass
+    resources["node:127.0.0.1"] = 1.0
+    resources["node:__internal_head__"] = 1.0
+    return resources
+
+
+def available_resources() -> dict[str, float]:
+    """The resources not in use: the same as ``cluster_resources()``.
+
+    One machine reserves nothing for actors or tasks (``num_cpus`` and the
+    like are accepted and have no effect), so nothing is ever subtracted;
+    ``memory`` is what the system reports as available now.
+    """
+    resources = cluster_resources()
+    try:
+        resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError):
+        pass
+    return resources
+
+
+def nodes() -> list[dict[str, Any]]:
+    """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
+    from .runtime_context import get_runtime_context
+
+    rt = require_runtime()
+    node_id = get_runtime_context().get_node_id()
+    return [
+        {
+            "NodeID": node_id,
+            "Alive": True,
+            "alive": True,
+            "NodeManagerAddress": "127.0.0.1",
+            "NodeManagerHostname": socket.gethostname(),
+            "NodeName": "127.0.0.1",
+            "RayletSocketName": os.path.join(rt.node_dir, "node.sock"),
+            "Resources": cluster_resources(),
+            "Labels": {},
+        }
+    ]

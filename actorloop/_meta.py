@@ -30,9 +30,48 @@ ACTOR_OPTIONS: dict[str, Any] = {
     "max_pending_calls": -1,
     "http_port": 0,
     "http_host": "127.0.0.1",
+    "runtime_env": None,
 }
-#: Ray's resource options: accepted, no effect on one machine.
-IGNORED_OPTIONS = frozenset({"num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "accelerator_type"})
+#: Ray's actor options that mean nothing on one machine: accepted, no effect.
+IGNORED_OPTIONS = frozenset(
+    {
+        "num_cpus",
+        "num_gpus",
+        "resources",
+        "memory",
+        "object_store_memory",
+        "accelerator_type",
+        "scheduling_strategy",
+        "placement_group",
+        "placement_group_bundle_index",
+        "placement_group_capture_child_tasks",
+        "enable_task_events",
+        "label_selector",
+        "fallback_strategy",
+        "allow_out_of_order_execution",
+        "_metadata",
+    }
+)
+
+
+def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:
+    """The environment variables of a Ray ``runtime_env``; any other key is refused (nothing is installed here)."""
+    if runtime_env is None:
+        return {}
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"{where}: runtime_env must be a dict, got {type(runtime_env).__name__}")
+    unsupported = sorted(set(runtime_env) - {"env_vars"})
+    if unsupported:
+        raise ValueError(
+            f"{where}: runtime_env supports only 'env_vars' on actorloop (actors run in this machine's own "
+            f"Python environment); unsupported: {', '.join(map(repr, unsupported))}"
+        )
+    env_vars = runtime_env.get("env_vars") or {}
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
+    ):
+        raise TypeError(f"{where}: runtime_env['env_vars'] must be a dict of str to str, got {env_vars!r}")
+    return dict(env_vars)
 
 
 @dataclass(frozen=True)
@@ -90,6 +129,7 @@ def validate_options(opts: dict[str, Any], where: str) -> None:
     host = opts.get("http_host")
     if host is not None and (not isinstance(host, str) or not host):
         raise ValueError(f"{where}: http_host must be a non-empty string, got {host!r}")
+    env_vars_of(opts.get("runtime_env"), where)
 
 
 def collect_meta(cls: type) -> ClassMeta:

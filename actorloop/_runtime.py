@@ -31,7 +31,7 @@ from . import _protocol as proto
 from . import _ref
 from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
 from ._entry import entry_for
-from ._meta import DEFAULT_GROUP, ClassMeta
+from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
 from ._node import EmbeddedNode, default_daemon_dir, node_running
 from ._ref import ObjectRef
 from .exceptions import PendingCallsLimitExceeded, SerializationError
@@ -327,6 +327,17 @@ class Runtime:
         self._sync_lock = threading.Lock()
         self.closed = False
         self.forked_away = False
+        #: Set by init(): environment variables for every actor this process creates, and Ray's num_cpus.
+        self.env_vars: dict[str, str] = {}
+        self.num_cpus: int | None = None
+        #: In an actor process: what the actor knows of itself (see actorloop.get_runtime_context()).
+        self.actor_id: str | None = None
+        self.actor_name: str | None = None
+        self.actor_epoch = 0
+        self.actor_meta: ClassMeta | None = None
+        self.actor_http_url: str | None = None
+        self.actor_caller_options: dict[str, Any] = {}
+        self.job_id: str = self.client_id
         if home_loop is None:
             self._own_home_thread = True
             self.home_loop = _new_loop()
@@ -473,9 +484,11 @@ class Runtime:
             "default_group": DEFAULT_GROUP,
             "caller_options": caller_options,
             "http": http,
+            "env_vars": {**self.env_vars, **env_vars_of(options.get("runtime_env"), f"{cls.__name__}.options()")},
             "sys_path": list(sys.path),
             "cwd": os.getcwd(),
             "owner_namespace": self.namespace,
+            "job_id": self.job_id,
         }
         actor_id, got_meta, http_url, got_caller_options, existed = self.node_request("create", spec)
         if existed:

@@ -3,20 +3,28 @@
 Every error derives from :class:`ActorloopError`; each is also exported at
 the top level (``actorloop.TaskError``)::
 
-    ActorloopError
-    ├── TaskError                   a method raised; also an instance of the
-    │                               original exception's class
-    ├── ActorDiedError              the actor's process ended (crash, kill,
-    │                               failed constructor, exit_actor)
+    ActorloopError (= RayError)
+    ├── TaskError (= RayTaskError)  a method or task raised; also an instance
+    │                               of the original exception's class
+    ├── RayActorError               the actor could not finish the call
+    │   ├── ActorDiedError          its process ended (crash, kill, failed
+    │   │                           constructor, exit_actor, sys.exit)
+    │   └── ActorUnavailableError   it cannot be reached for now
     ├── GetTimeoutError             (also TimeoutError) get()/wait timed out
     ├── TaskCancelledError          the call was cancelled with cancel()
+    ├── ObjectLostError             a ref's value is gone
+    │   └── OwnerDiedError          the process that owned it exited
     ├── SerializationError          (also TypeError) an argument or result
     │                               could not be pickled
     └── PendingCallsLimitExceeded   more calls than max_pending_calls
 
 They are grouped by what the caller can do: ``TaskError`` means the method's
-own code failed (inspect ``.cause``); ``ActorDiedError`` means the actor is
+own code failed (inspect ``.cause``); ``RayActorError`` means the actor is
 gone (restart it or give up); the rest are about the call itself.
+
+Ray's names are the same classes (``RayError is ActorloopError``,
+``RayTaskError is TaskError``), so ``except ray.exceptions.RayActorError``
+in Ray code keeps working after ``import actorloop as ray``.
 """
 
 from __future__ import annotations
@@ -26,11 +34,17 @@ from typing import Any
 __all__ = [
     "ActorloopError",
     "TaskError",
+    "RayActorError",
     "ActorDiedError",
+    "ActorUnavailableError",
     "GetTimeoutError",
     "TaskCancelledError",
+    "ObjectLostError",
+    "OwnerDiedError",
     "SerializationError",
     "PendingCallsLimitExceeded",
+    "RayError",
+    "RayTaskError",
 ]
 
 
@@ -60,13 +74,25 @@ class TaskError(ActorloopError):
     def __str__(self) -> str:
         return self.args[0] if self.args else ""
 
+    def as_instanceof_cause(self) -> TaskError:
+        """This error; it already is an instance of the cause's class (Ray's method of the same name)."""
+        return self
 
-class ActorDiedError(ActorloopError):
+
+class RayActorError(ActorloopError):
+    """Raised when an actor could not finish a call: it died, or cannot be reached for now."""
+
+
+class ActorDiedError(RayActorError):
     """Raised when the actor's process has ended, for calls in flight and later calls.
 
     The message says why: ``exit code N``, ``signal SIGNAME``, ``killed``, or
     the constructor's error with its traceback.
     """
+
+
+class ActorUnavailableError(RayActorError):
+    """Raised when an actor cannot be reached for now but may be later (Ray's name; kept for ``except``)."""
 
 
 class GetTimeoutError(ActorloopError, TimeoutError):
@@ -77,6 +103,14 @@ class TaskCancelledError(ActorloopError):
     """Raised when a result is asked for after ``actorloop.cancel(ref)`` cancelled its call."""
 
 
+class ObjectLostError(ActorloopError):
+    """Raised when a ref's value is no longer available."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """Raised when a ref's value is lost because the process that owned it exited."""
+
+
 class SerializationError(ActorloopError, TypeError):
     """Raised when an argument (in the caller) or a result (as the call's error) cannot be pickled."""
 
@@ -84,6 +118,10 @@ class SerializationError(ActorloopError, TypeError):
 class PendingCallsLimitExceeded(ActorloopError):
     """Raised by ``.remote()`` when this caller already has ``max_pending_calls`` calls unfinished."""
 
+
+#: Ray's names for the same classes.
+RayError = ActorloopError
+RayTaskError = TaskError
 
 _dual_classes: dict[type, type] = {}
 

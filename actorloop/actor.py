@@ -1,0 +1,14 @@
+"""Ray's ``ray.actor`` module path: the actor classes and ``exit_actor``.
+
+``from actorloop.actor import ActorHandle`` works where Ray code says
+``from ray.actor import ActorHandle``.
+"""
+
+from __future__ import annotations
+
+from ._handles import ActorClass as ActorClass
+from ._handles import ActorHandle as ActorHandle
+from ._handles import ActorMethod as ActorMethod
+from ._worker import exit_actor as exit_actor
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
