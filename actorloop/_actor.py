@@ -321,7 +321,11 @@ def _rebuild_method(
 
 @dataclass(frozen=True)
 class ActorInfo:
-    """One actor as ``actorloop.list_actors()`` reports it."""
+    """One actor as ``actorloop.list_actors()`` reports it.
+
+    ``death_cause`` says why the actor last ended: why it is ``"DEAD"``, or
+    why it is restarting or was restarted; ``None`` if it never ended.
+    """
 
     actor_id: str
     class_name: str
@@ -331,6 +335,7 @@ class ActorInfo:
     pid: int | None
     detached: bool
     restarts: int
+    death_cause: str | None = None
 
 
 @overload
