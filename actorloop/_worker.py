@@ -131,7 +131,7 @@ class _Lane:
 
     def _run_one(self, call: _Call) -> None:
         worker = self._worker
-        if call.cancelled or worker.ending == "stop":
+        if call.cancelled or worker.ending is not None:
             worker.post_done(call, None)
             return
         try:
@@ -238,6 +238,9 @@ class ActorWorker:
         #: How the actor is ending: None (it is not), "exit" (exit_actor), "sys.exit", or "stop" (the node asked).
         self.ending: str | None = None
         self._restartable_exit = False
+        #: Set once the actor shuts down: calls still running end without a reply
+        #: (their callers see ActorDiedError), not with the CancelledError we caused.
+        self.muted = False
         self._shutdown_timeout = _DEFAULT_SHUTDOWN_TIMEOUT
         self._exit_waiter: asyncio.Future[None] = loop.create_future()
 
@@ -316,6 +319,7 @@ class ActorWorker:
 
     async def _shutdown(self) -> None:
         """A graceful end: cancel running coroutines, then run ``__ray_shutdown__``, within the time limit."""
+        self.muted = True
         limit = self._shutdown_timeout
         deadline = self.loop.time() + limit
         tasks = [
@@ -355,6 +359,7 @@ class ActorWorker:
             _flush_and_exit(0)
         if self.ending is None:
             self.ending = "stop"
+            self.muted = True
             self._exit_reason = reason
             _set_none_if_pending(self._exit_waiter)
 
@@ -436,7 +441,7 @@ class ActorWorker:
             group.waiting.append(call)
 
     def _start(self, call: _Call) -> None:
-        if self.ending == "stop":
+        if self.ending is not None:
             return  # never started: its caller sees ActorDiedError once the actor is gone
         group = call.group
         group.active += 1
@@ -460,7 +465,7 @@ class ActorWorker:
         except asyncio.CancelledError as exc:
             _end_if_forked(self, exc)
             frame = None
-            if not call.cancelled and call.fut is None and self.ending != "stop":
+            if not call.cancelled and call.fut is None and not self.muted:
                 frame = self.encode_error(call, asyncio.CancelledError("the call was cancelled inside the actor"))
         except _ActorExit:
             _end_if_forked(self, None)
@@ -483,7 +488,7 @@ class ActorWorker:
         conn = call.conn
         if conn is not None:
             conn.running.pop(call.call_id, None)
-            if frame is not None and not call.cancelled and not conn.closed and self.ending != "stop":
+            if frame is not None and not call.cancelled and not conn.closed and not self.muted:
                 conn.send(frame)
         # HTTP calls carry a future instead of a connection; encode_* set it.
 
@@ -504,7 +509,7 @@ class ActorWorker:
             and call.group.direct
             and conn is not None
             and not call.cancelled
-            and self.ending != "stop"
+            and not self.muted
             and not self._done
             and call.group.lane.idle_queue()
         ):
