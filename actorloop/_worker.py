@@ -131,7 +131,7 @@ class _Lane:
 
     def _run_one(self, call: _Call) -> None:
         worker = self._worker
-        if call.cancelled or worker.ending is not None:
+        if call.cancelled or worker.exiting:
             worker.post_done(call, None)
             return
         try:
@@ -237,6 +237,8 @@ class ActorWorker:
         self.pid = os.getpid()
         #: How the actor is ending: None (it is not), "exit" (exit_actor), "sys.exit", or "stop" (the node asked).
         self.ending: str | None = None
+        #: Set at once, from any thread, when the actor starts to end: no queued call starts after it.
+        self.exiting = False
         self._restartable_exit = False
         #: Set once the actor shuts down: calls still running end without a reply
         #: (their callers see ActorDiedError), not with the CancelledError we caused.
@@ -359,6 +361,7 @@ class ActorWorker:
             _flush_and_exit(0)
         if self.ending is None:
             self.ending = "stop"
+            self.exiting = True
             self.muted = True
             self._exit_reason = reason
             _set_none_if_pending(self._exit_waiter)
@@ -409,7 +412,7 @@ class ActorWorker:
         kwargs: dict[str, Any],
         group_name: str | None,
     ) -> None:
-        if self.ending is not None:
+        if self.exiting:
             return  # the actor is ending: the caller sees ActorDiedError when it is gone
         entry = self.methods.get(name)
         if entry is None:
@@ -441,7 +444,7 @@ class ActorWorker:
             group.waiting.append(call)
 
     def _start(self, call: _Call) -> None:
-        if self.ending is not None:
+        if self.exiting:
             return  # never started: its caller sees ActorDiedError once the actor is gone
         group = call.group
         group.active += 1
@@ -617,6 +620,7 @@ class ActorWorker:
 
     def exit_requested(self, reason: str, *, code: int = 0, restartable: bool = False) -> None:
         """End the actor after the replies already made (exit_actor(), or sys.exit() when ``restartable``)."""
+        self.exiting = True
 
         def request() -> None:
             if self.ending is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -127,8 +128,12 @@ class ExitInInit:
 def test_sys_exit_in_a_method_ends_the_actor(node) -> None:  # type: ignore[no-untyped-def]
     h = Exiter.remote()
     pid = actorloop.get(h.ping.remote())
+    exiting = h.exit_with.remote(3)
+    queued = h.ping.remote()  # queued behind the exit: it never runs
     with pytest.raises(ActorDiedError, match=r"exit_with\(\) called sys\.exit\(3\).*exit code 3"):
-        actorloop.get(h.exit_with.remote(3), timeout=20)
+        actorloop.get(exiting, timeout=20)
+    with pytest.raises(ActorDiedError):
+        actorloop.get(queued, timeout=20)
     assert wait_gone([pid]) == []
     with pytest.raises(ActorDiedError, match=r"sys\.exit\(3\)"):
         actorloop.get(h.ping.remote(), timeout=20)
@@ -293,6 +298,16 @@ def test_an_actors_children_end_with_the_node(daemon, tmp_path) -> None:  # type
     assert wait_until(lambda: _gone(child), timeout=20), f"the child {child} outlived `actorloop stop`"
 
 
+def test_an_actors_children_end_when_the_node_is_killed(daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    node_pid = daemon.start()
+    result = run_script(write_script(tmp_path, "parent.py", DETACHED_PARENT), daemon.env)
+    assert result.returncode == 0, result.stderr
+    child = int(result.stdout.strip())
+    os.kill(node_pid, signal.SIGKILL)
+    # The zygote sees the node go and takes every actor's process group with it.
+    assert wait_until(lambda: _gone(child), timeout=20), f"the child {child} outlived its SIGKILLed node"
+
+
 OWNED_PARENT = """
 import subprocess, sys
 import actorloop
@@ -313,3 +328,40 @@ def test_an_actors_children_end_when_its_owner_exits(tmp_path) -> None:  # type:
     assert result.returncode == 0, result.stderr
     child = int(result.stdout.strip())
     assert wait_until(lambda: _gone(child), timeout=20), f"the child {child} outlived its actor's owner"
+
+
+def test_the_restart_back_off_doubles_up_to_its_cap_and_starts_over(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The schedule itself, on a node object that serves nothing: no process, no timing."""
+    import socket
+
+    from actorloop._node import _server
+
+    loop = asyncio.new_event_loop()
+    socks = [socket.socketpair() for _ in range(2)]
+    try:
+        node = _server.Node(loop, str(tmp_path), b"s" * 32, socks[0][0], socks[1][0], embedded_parent=None)
+        actor = _server._Actor("a1", {}, "owner", "C", None, "ns", False, max_restarts=-1)
+        node.actors["a1"] = actor
+        delays = []
+        for _ in range(10):
+            actor.alive_since = time.monotonic()  # it came up, and died at once
+            node._actor_exited(actor, 7 << 8)  # exit code 7
+            timer = actor.restart_timer
+            assert timer is not None
+            delays.append(round(timer.when() - loop.time(), 1))
+            timer.cancel()
+            actor.restart_timer = None
+        assert delays == [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
+        assert actor.restarts == 10 and actor.state == "RESTARTING"
+        assert actor.death_cause == "its process exited with exit code 7"
+        # An actor that stayed alive long enough starts over.
+        actor.alive_since = time.monotonic() - _server.RESTART_BACKOFF_RESET
+        node._actor_exited(actor, 7 << 8)
+        assert actor.restart_timer is not None
+        assert round(actor.restart_timer.when() - loop.time(), 1) == 0.0
+        actor.restart_timer.cancel()
+    finally:
+        loop.close()
+        for a, b in socks:
+            a.close()
+            b.close()
