@@ -41,6 +41,20 @@ from ._client import Runtime, set_runtime
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None
+#: True in a process forked inside an actor (by its user code), never in the actor itself.
+_forked_in_actor = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_in_actor
+    # The zygote forks actors before any worker exists; only a fork made by an
+    # actor (os.fork() in a method) happens with a current worker.
+    if _current_worker is not None:
+        _forked_in_actor = True
+
+
+# A flag read per call, rather than an os.getpid() system call per call.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ActorExit(BaseException):
@@ -137,18 +151,19 @@ class _Lane:
         try:
             value = call.func(*call.args, **call.kwargs)
         except _ActorExit:
-            _end_if_forked(worker, None)
+            _end_if_forked(None)
             worker.exit_requested("the actor called actorloop.exit_actor()")
             worker.post_done(call, worker.encode_ok(call, None))
         except SystemExit as exc:
-            _end_if_forked(worker, exc)
+            _end_if_forked(exc)
             worker.system_exit(call, exc)
             worker.post_done(call, None)
         except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
-            _end_if_forked(worker, exc)
+            _end_if_forked(exc)
             worker.post_done(call, worker.encode_error(call, exc))
         else:
-            _end_if_forked(worker, None)
+            if _forked_in_actor:  # checked inline: this is every call's path
+                _end_if_forked(None)
             worker.post_done(call, worker.encode_ok(call, value))
 
 
@@ -233,8 +248,6 @@ class ActorWorker:
         self.exit_code = 0
         self.http_server: Any = None
         self.runtime: Runtime | None = None
-        #: The actor's own pid: a process forked inside a method has another one.
-        self.pid = os.getpid()
         #: How the actor is ending: None (it is not), "exit" (exit_actor), "sys.exit", or "stop" (the node asked).
         self.ending: str | None = None
         #: Set at once, from any thread, when the actor starts to end: no queued call starts after it.
@@ -275,7 +288,7 @@ class ActorWorker:
                 await init(instance, *args, **kwargs)
             elif init is not None and init is not object.__init__:
                 # On a thread: a sync __init__ may block or call get() on other actors.
-                await self.loop.run_in_executor(None, lambda: _run_forked_safe(self, init, instance, args, kwargs))
+                await self.loop.run_in_executor(None, lambda: _run_forked_safe(init, instance, args, kwargs))
             self.instance = instance
             self._bind_methods(spec["meta"])
         except BaseException as exc:  # noqa: BLE001
@@ -466,23 +479,24 @@ class ActorWorker:
         try:
             value = await call.func(*call.args, **call.kwargs)
         except asyncio.CancelledError as exc:
-            _end_if_forked(self, exc)
+            _end_if_forked(exc)
             frame = None
             if not call.cancelled and call.fut is None and not self.muted:
                 frame = self.encode_error(call, asyncio.CancelledError("the call was cancelled inside the actor"))
         except _ActorExit:
-            _end_if_forked(self, None)
+            _end_if_forked(None)
             self.exit_requested("the actor called actorloop.exit_actor()")
             frame = self.encode_ok(call, None)
         except SystemExit as exc:
-            _end_if_forked(self, exc)
+            _end_if_forked(exc)
             self.system_exit(call, exc)
             frame = None
         except BaseException as exc:  # noqa: BLE001
-            _end_if_forked(self, exc)
+            _end_if_forked(exc)
             frame = self.encode_error(call, exc)
         else:
-            _end_if_forked(self, None)
+            if _forked_in_actor:  # checked inline: this is every call's path
+                _end_if_forked(None)
             frame = self.encode_ok(call, value)
         self._complete(call, frame)
         self._finished(call.group)
@@ -597,19 +611,20 @@ class ActorWorker:
             try:
                 value = await func(*args, **kwargs)
             except _ActorExit:
-                _end_if_forked(self, None)
+                _end_if_forked(None)
                 self.exit_requested("the actor called actorloop.exit_actor()")
                 return None
             except SystemExit as exc:
-                _end_if_forked(self, exc)
+                _end_if_forked(exc)
                 self.system_exit(None, exc)
                 raise
             except BaseException as exc:
-                _end_if_forked(self, exc)
+                _end_if_forked(exc)
                 raise
             finally:
                 self._finished(group)
-            _end_if_forked(self, None)
+            if _forked_in_actor:
+                _end_if_forked(None)
             return value
         call = _Call(None, 0, getattr(func, "__name__", "handler"), func, args, kwargs, is_async, group)
         call.fut = self.loop.create_future()
@@ -691,13 +706,13 @@ def _flush_and_exit(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _end_if_forked(worker: ActorWorker, exc: BaseException | None) -> None:
+def _end_if_forked(exc: BaseException | None) -> None:
     """In a process forked inside a method (``os.fork()``), end it as the method ended.
 
     The fork has one thread, the one that ran the method; were it to go on, it
     would run the actor's machinery as a second worker and deadlock the actor.
     """
-    if os.getpid() == worker.pid:
+    if not _forked_in_actor:
         return
     if exc is None or isinstance(exc, _ActorExit):
         code = 0
@@ -709,16 +724,14 @@ def _end_if_forked(worker: ActorWorker, exc: BaseException | None) -> None:
     _flush_and_exit(code)
 
 
-def _run_forked_safe(
-    worker: ActorWorker, func: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+def _run_forked_safe(func: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Run a sync ``__init__``; a process it forks ends where the constructor ends."""
     try:
         func(instance, *args, **kwargs)
     except BaseException as exc:
-        _end_if_forked(worker, exc)
+        _end_if_forked(exc)
         raise
-    _end_if_forked(worker, None)
+    _end_if_forked(None)
 
 
 _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(asyncio.__file__) + os.sep)
