@@ -144,6 +144,7 @@ class Node:
         self.stopped: asyncio.Future[None] = loop.create_future()
         self._server: asyncio.AbstractServer | None = None
         self._parent_seen = False
+        self._zygote_gone = False
 
     # -- life ------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ class Node:
             if actor.state != "DEAD":
                 self._end(actor, "the node stopped", no_restart=True, graceful=True)
         waits = [a.ended for a in self.actors.values() if a.ended is not None and not a.ended.done()]
-        if waits:
+        if waits and not self._zygote_gone:  # without a zygote no exit is ever reported
             await asyncio.wait(waits, timeout=self.shutdown_timeout + STOP_GRACE + 2)
         for zygote in (self.zygote, self.http_zygote):
             try:
@@ -265,6 +266,7 @@ class Node:
             if not data:
                 self.loop.remove_reader(zygote.fileno())
                 if not self.stopping:
+                    self._zygote_gone = True
                     print("actorloop node: the zygote ended; stopping", file=sys.stderr)
                     for actor in self.actors.values():
                         if actor.pid:

@@ -271,3 +271,12 @@ def test_shutdown_runs_on_actorloop_stop(daemon, tmp_path: Path) -> None:  # typ
     assert stopped.returncode == 0, stopped.stderr
     assert wait_gone([pid]) == []
     assert _lines(out) == ["shutdown"]
+
+
+def test_a_bad_shutdown_timeout_fails_the_start_and_says_why(daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon.env["ACTORLOOP_SHUTDOWN_TIMEOUT"] = "soon"
+    result = daemon.cli("start")
+    assert result.returncode != 0
+    assert "node.log" in result.stderr
+    log = Path(daemon.dir, "node.log").read_text()
+    assert "ACTORLOOP_SHUTDOWN_TIMEOUT='soon' is not a number of seconds" in log
