@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +283,46 @@ def test_a_bad_shutdown_timeout_fails_the_start_and_says_why(daemon) -> None:  #
     assert "node.log" in result.stderr
     log = Path(daemon.dir, "node.log").read_text()
     assert "ACTORLOOP_SHUTDOWN_TIMEOUT='soon' is not a number of seconds" in log
+
+
+OWNER_THAT_WAITS = """
+import os, sys, time
+import actorloop
+
+@actorloop.remote
+class Closer:
+    def __init__(self, path):
+        self.path = path
+    def pid(self):
+        return os.getpid()
+    def __ray_shutdown__(self):
+        with open(self.path, "a") as f:
+            f.write("shutdown\\n")
+
+actorloop.init(address="auto", namespace="graceful")
+c = Closer.options(name="killed-owner").remote(os.environ["OUT"])
+print(actorloop.get(c.pid.remote()), flush=True)
+time.sleep(300)
+"""
+
+
+def test_shutdown_runs_when_the_owner_is_sigkilled(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon.start()
+    out = tmp_path / "out"
+    script = write_script(tmp_path, "owner.py", OWNER_THAT_WAITS)
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], env=dict(daemon.env, OUT=str(out)), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdout is not None
+        pid = int(driver.stdout.readline())
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.wait()
+        if driver.stdout is not None:
+            driver.stdout.close()
+    assert wait_gone([pid]) == []
+    assert _lines(out) == ["shutdown"]
+    causes = run_script(write_script(tmp_path, "list.py", LIST_CAUSES), daemon.env)
+    assert "killed-owner DEAD its owner exited" in causes.stdout, causes
