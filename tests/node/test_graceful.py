@@ -326,3 +326,42 @@ def test_shutdown_runs_when_the_owner_is_sigkilled(daemon, tmp_path: Path) -> No
     assert _lines(out) == ["shutdown"]
     causes = run_script(write_script(tmp_path, "list.py", LIST_CAUSES), daemon.env)
     assert "killed-owner DEAD its owner exited" in causes.stdout, causes
+
+
+CALLER_DURING_STOP = """
+import time
+import actorloop
+
+@actorloop.remote
+class Slow:
+    def wait(self):
+        time.sleep(300)
+
+actorloop.init(address="auto", namespace="graceful")
+s = Slow.options(name="slow", lifetime="detached").remote()
+ref = s.wait.remote()
+print("calling", flush=True)
+try:
+    actorloop.get(ref, timeout=60)
+except actorloop.ActorDiedError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_a_call_cut_by_actorloop_stop_says_the_node_stopped(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon.start()
+    script = write_script(tmp_path, "caller.py", CALLER_DURING_STOP)
+    driver = subprocess.Popen([sys.executable, str(script)], env=daemon.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        assert driver.stdout.readline().strip() == "calling"
+        assert wait_until(lambda: "ALIVE" in daemon.cli("list").stdout, timeout=20)
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        rest = driver.stdout.read()
+    finally:
+        driver.kill()
+        driver.wait()
+        if driver.stdout is not None:
+            driver.stdout.close()
+    assert "died: the node stopped" in rest, rest
