@@ -116,14 +116,39 @@ def cmd_list(node_dir: str) -> None:
         actors = channel.request("list")
     finally:
         channel.close()
-    rows: list[list[Any]] = [["ACTOR_ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "RESTARTS", "DETACHED"]]
+    header = ["ACTOR_ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "RESTARTS", "DETACHED", "DEATH_CAUSE"]
+    rows: list[list[Any]] = [header]
     for a in actors:
+        cause = getattr(a, "death_cause", None)  # None from a node older than this CLI
         rows.append(
-            [a.actor_id, a.class_name, a.name or "-", a.namespace or "-", a.state, a.pid or "-", a.restarts, a.detached]
+            [
+                a.actor_id,
+                a.class_name,
+                a.name or "-",
+                a.namespace or "-",
+                a.state,
+                a.pid or "-",
+                a.restarts,
+                a.detached,
+                _one_line(cause) if cause else "-",
+            ]
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+#: The longest death cause `actorloop list` prints; list_actors() has the whole text.
+_MAX_CAUSE = 100
+
+
+def _one_line(text: str) -> str:
+    """A death cause on one line: a constructor's traceback is cut to its first and last lines."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "-"
+    line = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+    return line if len(line) <= _MAX_CAUSE else line[: _MAX_CAUSE - 3] + "..."
 
 
 def main(argv: list[str] | None = None) -> None:

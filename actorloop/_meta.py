@@ -166,7 +166,11 @@ def check_groups(meta: ClassMeta, groups: dict[str, int] | None, where: str) -> 
 
 @dataclass(frozen=True)
 class ActorInfo:
-    """One actor as ``actorloop.list_actors()`` reports it."""
+    """One actor as ``actorloop.list_actors()`` reports it.
+
+    ``death_cause`` says why the actor last ended: why it is ``"DEAD"``, or
+    why it is restarting or was restarted; ``None`` if it never ended.
+    """
 
     actor_id: str
     class_name: str
@@ -176,5 +180,4 @@ class ActorInfo:
     pid: int | None
     detached: bool
     restarts: int
-
-
+    death_cause: str | None = None

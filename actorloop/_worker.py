@@ -5,6 +5,19 @@ actor's loop, at most ``limit`` at once per group.  Sync methods never run
 on the loop (it must stay free for the HTTP server and other groups): they
 run on the group's worker threads.  In a sync actor each group is a FIFO
 lane served by ``limit`` threads, so calls run in the order they arrived.
+
+How an actor process ends (see ``ActorWorker.main``):
+
+- the node asks it to stop (its handles were dropped, its owner exited, the
+  node stops): running coroutines are cancelled, ``__ray_shutdown__`` runs
+  within the node's shutdown timeout, then the process exits;
+- ``exit_actor()``: the call returns None, then the same shutdown;
+- ``sys.exit()`` in a method: the process exits with that code at once,
+  without replying; the node may restart it (``max_restarts``);
+- its node connection is lost: it exits.
+
+A process forked inside a method (``os.fork()``) never runs any of this: it
+exits as soon as the method returns or raises in it.
 """
 
 from __future__ import annotations
@@ -28,10 +41,28 @@ from ._runtime import Runtime, set_runtime
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None
+#: True in a process forked inside an actor (by its user code), never in the actor itself.
+_forked_in_actor = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_in_actor
+    # The zygote forks actors before any worker exists; only a fork made by an
+    # actor (os.fork() in a method) happens with a current worker.
+    if _current_worker is not None:
+        _forked_in_actor = True
+
+
+# A flag read per call, rather than an os.getpid() system call per call.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ActorExit(BaseException):
     """Raised by ``exit_actor()``; the call returns None and the actor ends after it."""
+
+
+#: How long ``__ray_shutdown__`` may run when the node did not say (exit_actor before a hello reply).
+_DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
 def exit_actor() -> NoReturn:
@@ -114,17 +145,25 @@ class _Lane:
 
     def _run_one(self, call: _Call) -> None:
         worker = self._worker
-        if call.cancelled:
+        if call.cancelled or worker.exiting:
             worker.post_done(call, None)
             return
         try:
             value = call.func(*call.args, **call.kwargs)
         except _ActorExit:
+            _end_if_forked(None)
             worker.exit_requested("the actor called actorloop.exit_actor()")
             worker.post_done(call, worker.encode_ok(call, None))
+        except SystemExit as exc:
+            _end_if_forked(exc)
+            worker.system_exit(call, exc)
+            worker.post_done(call, None)
         except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
+            _end_if_forked(exc)
             worker.post_done(call, worker.encode_error(call, exc))
         else:
+            if _forked_in_actor:  # checked inline: this is every call's path
+                _end_if_forked(None)
             worker.post_done(call, worker.encode_ok(call, value))
 
 
@@ -209,16 +248,27 @@ class ActorWorker:
         self.exit_code = 0
         self.http_server: Any = None
         self.runtime: Runtime | None = None
+        #: How the actor is ending: None (it is not), "exit" (exit_actor), "sys.exit", or "stop" (the node asked).
+        self.ending: str | None = None
+        #: Set at once, from any thread, when the actor starts to end: no queued call starts after it.
+        self.exiting = False
+        self._restartable_exit = False
+        #: Set once the actor shuts down: calls still running end without a reply
+        #: (their callers see ActorDiedError), not with the CancelledError we caused.
+        self.muted = False
+        self._shutdown_timeout = _DEFAULT_SHUTDOWN_TIMEOUT
+        self._exit_waiter: asyncio.Future[None] = loop.create_future()
 
     # -- start-up ------------------------------------------------------------
 
     async def main(self, http_fd: int | None) -> None:
         global _current_worker
         _current_worker = self
-        rt = Runtime(self.node_dir, "", False, home_loop=self.loop, role="actor")
+        rt = _ActorRuntime(self, self.node_dir, "", False, home_loop=self.loop, role="actor")
         self.runtime = rt
         spec = await rt.connect_node(("hello", rt.client_id, "actor", os.getpid(), False, self.actor_id, self.epoch))
         rt.namespace = spec["owner_namespace"]
+        self._shutdown_timeout = spec.get("shutdown_timeout", _DEFAULT_SHUTDOWN_TIMEOUT)
         set_runtime(rt)
         self.class_name = spec["class_name"]
         for entry in reversed(spec["sys_path"]):
@@ -238,7 +288,7 @@ class ActorWorker:
                 await init(instance, *args, **kwargs)
             elif init is not None and init is not object.__init__:
                 # On a thread: a sync __init__ may block or call get() on other actors.
-                await self.loop.run_in_executor(None, lambda: init(instance, *args, **kwargs))
+                await self.loop.run_in_executor(None, lambda: _run_forked_safe(init, instance, args, kwargs))
             self.instance = instance
             self._bind_methods(spec["meta"])
         except BaseException as exc:  # noqa: BLE001
@@ -257,10 +307,12 @@ class ActorWorker:
             await self._start_http(http_fd)
         lost = rt.node.lost  # type: ignore[union-attr]
         await rt.node.request("ready", os.getpid())  # type: ignore[union-attr]
-        self._exit_waiter: asyncio.Future[None] = self.loop.create_future()
         await asyncio.wait([lost, self._exit_waiter], return_when=asyncio.FIRST_COMPLETED)
         server.close()
-        if self._exit_reason is not None:
+        if self.ending is None:
+            self.exit_code = 1  # the node is gone
+            return
+        if self.ending != "stop":
             # Let the last replies (exit_actor's None) leave before we go.
             for conn in list(self.connections):
                 conn._flush()
@@ -271,11 +323,61 @@ class ActorWorker:
                     await asyncio.sleep(0.005)
             if not lost.done():
                 try:
-                    await asyncio.wait_for(rt.node.request("exiting", self._exit_reason), 2)  # type: ignore[union-attr]
+                    await asyncio.wait_for(
+                        rt.node.request("exiting", self._exit_reason, self._restartable_exit),  # type: ignore[union-attr]
+                        2,
+                    )
                 except Exception:
                     pass
-        else:
-            self.exit_code = 1
+        if self.ending in ("exit", "stop"):
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """A graceful end: cancel running coroutines, then run ``__ray_shutdown__``, within the time limit."""
+        self.muted = True
+        limit = self._shutdown_timeout
+        deadline = self.loop.time() + limit
+        tasks = [
+            call.task
+            for conn in list(self.connections)
+            for call in list(conn.running.values())
+            if call.task is not None and not call.task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=limit)
+        hook = getattr(self.instance, "__ray_shutdown__", None)
+        if hook is None:
+            return
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await asyncio.wait_for(hook(), max(0.0, deadline - self.loop.time()))
+            else:
+                # On a thread, so that the time limit holds for a hook that blocks too.
+                await asyncio.wait_for(self.loop.run_in_executor(None, hook), max(0.0, deadline - self.loop.time()))
+        except asyncio.TimeoutError:
+            print(
+                f"actorloop: {self.class_name}.__ray_shutdown__() did not finish within {limit:g} s "
+                "($ACTORLOOP_SHUTDOWN_TIMEOUT of the node); the actor exits without it",
+                file=sys.stderr,
+            )
+        except BaseException:  # noqa: BLE001 - the actor ends anyway; say why the hook failed
+            print(f"actorloop: {self.class_name}.__ray_shutdown__() raised:", file=sys.stderr)
+            traceback.print_exc()
+
+    def request_stop(self, reason: str, timeout: float) -> None:
+        """The node asks this actor to end gracefully (on the loop thread)."""
+        self._shutdown_timeout = timeout
+        if self.instance is None:
+            # Still constructing: there is nothing to shut down; end now.
+            _flush_and_exit(0)
+        if self.ending is None:
+            self.ending = "stop"
+            self.exiting = True
+            self.muted = True
+            self._exit_reason = reason
+            _set_none_if_pending(self._exit_waiter)
 
     def _new_connection(self) -> ActorServerConnection:
         conn = ActorServerConnection(self)
@@ -323,7 +425,7 @@ class ActorWorker:
         kwargs: dict[str, Any],
         group_name: str | None,
     ) -> None:
-        if self._exit_reason is not None:
+        if self.exiting:
             return  # the actor is ending: the caller sees ActorDiedError when it is gone
         entry = self.methods.get(name)
         if entry is None:
@@ -355,6 +457,8 @@ class ActorWorker:
             group.waiting.append(call)
 
     def _start(self, call: _Call) -> None:
+        if self.exiting:
+            return  # never started: its caller sees ActorDiedError once the actor is gone
         group = call.group
         group.active += 1
         if call.is_async:
@@ -374,16 +478,25 @@ class ActorWorker:
         frame: bytes | None
         try:
             value = await call.func(*call.args, **call.kwargs)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            _end_if_forked(exc)
             frame = None
-            if not call.cancelled and call.fut is None:
+            if not call.cancelled and call.fut is None and not self.muted:
                 frame = self.encode_error(call, asyncio.CancelledError("the call was cancelled inside the actor"))
         except _ActorExit:
+            _end_if_forked(None)
             self.exit_requested("the actor called actorloop.exit_actor()")
             frame = self.encode_ok(call, None)
+        except SystemExit as exc:
+            _end_if_forked(exc)
+            self.system_exit(call, exc)
+            frame = None
         except BaseException as exc:  # noqa: BLE001
+            _end_if_forked(exc)
             frame = self.encode_error(call, exc)
         else:
+            if _forked_in_actor:  # checked inline: this is every call's path
+                _end_if_forked(None)
             frame = self.encode_ok(call, value)
         self._complete(call, frame)
         self._finished(call.group)
@@ -392,7 +505,7 @@ class ActorWorker:
         conn = call.conn
         if conn is not None:
             conn.running.pop(call.call_id, None)
-            if frame is not None and not call.cancelled and not conn.closed:
+            if frame is not None and not call.cancelled and not conn.closed and not self.muted:
                 conn.send(frame)
         # HTTP calls carry a future instead of a connection; encode_* set it.
 
@@ -413,6 +526,7 @@ class ActorWorker:
             and call.group.direct
             and conn is not None
             and not call.cancelled
+            and not self.muted
             and not self._done
             and call.group.lane.idle_queue()
         ):
@@ -495,12 +609,23 @@ class ActorWorker:
             # its own (about 10% of a small request's cost); the slot counts as any call's.
             group.active += 1
             try:
-                return await func(*args, **kwargs)
+                value = await func(*args, **kwargs)
             except _ActorExit:
+                _end_if_forked(None)
                 self.exit_requested("the actor called actorloop.exit_actor()")
                 return None
+            except SystemExit as exc:
+                _end_if_forked(exc)
+                self.system_exit(None, exc)
+                raise
+            except BaseException as exc:
+                _end_if_forked(exc)
+                raise
             finally:
                 self._finished(group)
+            if _forked_in_actor:
+                _end_if_forked(None)
+            return value
         call = _Call(None, 0, getattr(func, "__name__", "handler"), func, args, kwargs, is_async, group)
         call.fut = self.loop.create_future()
         self._schedule(call)
@@ -508,10 +633,16 @@ class ActorWorker:
 
     # -- ending ------------------------------------------------------------------
 
-    def exit_requested(self, reason: str) -> None:
+    def exit_requested(self, reason: str, *, code: int = 0, restartable: bool = False) -> None:
+        """End the actor after the replies already made (exit_actor(), or sys.exit() when ``restartable``)."""
+        self.exiting = True
+
         def request() -> None:
-            if self._exit_reason is None:
+            if self.ending is None:
+                self.ending = "sys.exit" if restartable else "exit"
                 self._exit_reason = reason
+                self._restartable_exit = restartable
+                self.exit_code = code
                 # Give replies queued in this iteration a chance to be written.
                 self.loop.call_soon(_set_none_if_pending, self._exit_waiter)
 
@@ -520,7 +651,87 @@ class ActorWorker:
         else:
             self.loop.call_soon_threadsafe(request)
 
+    def system_exit(self, call: _Call | None, exc: SystemExit) -> None:
+        """A method called sys.exit(): the process ends with that code, as in Ray; max_restarts applies.
+
+        The call gets no reply: its caller sees ActorDiedError (or its retry)
+        once the process has ended.
+        """
+        code = _exit_code(exc)
+        where = f"{self.class_name}.{call.name}()" if call is not None else self.class_name
+        self.exit_requested(
+            f"{where} called sys.exit({exc.code!r}); its process exited with exit code {code}",
+            code=code,
+            restartable=True,
+        )
+
     _loop_thread = 0
+
+
+class _ActorRuntime(Runtime):
+    """The actor's runtime: its node channel also carries the node's request to stop."""
+
+    def __init__(self, worker: ActorWorker, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._worker = worker
+
+    def _on_push(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "stop":
+            _, reason, timeout = msg
+            self._worker.request_stop(reason, timeout)
+        else:
+            super()._on_push(msg)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit status Python gives ``SystemExit(code)``; a message is printed, as Python does."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _end_if_forked(exc: BaseException | None) -> None:
+    """In a process forked inside a method (``os.fork()``), end it as the method ended.
+
+    The fork has one thread, the one that ran the method; were it to go on, it
+    would run the actor's machinery as a second worker and deadlock the actor.
+    """
+    if not _forked_in_actor:
+        return
+    if exc is None or isinstance(exc, _ActorExit):
+        code = 0
+    elif isinstance(exc, SystemExit):
+        code = _exit_code(exc)
+    else:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        code = 1
+    _flush_and_exit(code)
+
+
+def _run_forked_safe(func: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Run a sync ``__init__``; a process it forks ends where the constructor ends."""
+    try:
+        func(instance, *args, **kwargs)
+    except BaseException as exc:
+        _end_if_forked(exc)
+        raise
+    _end_if_forked(None)
 
 
 _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(asyncio.__file__) + os.sep)

@@ -20,7 +20,7 @@ import uvloop
 import actorloop  # noqa: F401
 from actorloop import _worker  # noqa: F401
 from actorloop._node import prepare_dir
-from actorloop._node._server import Node
+from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._zygote import zygote_main
 from actorloop._protocol import SECRET_BYTES
 
@@ -31,6 +31,11 @@ def main() -> None:
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, default=None)
     args = parser.parse_args()
+    try:
+        shutdown_timeout_from_env()  # a bad setting fails the start, with this line in the log
+    except ValueError as exc:
+        print(f"actorloop node: {exc}", file=sys.stderr)
+        sys.exit(2)
     node_dir = os.path.abspath(args.dir)
     prepare_dir(node_dir)
     secret = secrets.token_bytes(SECRET_BYTES)

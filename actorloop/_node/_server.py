@@ -2,8 +2,12 @@
 
 One node serves one directory.  It never sits on the call path: callers
 talk to actors directly.  Every way an actor ends (return from
-``exit_actor``, kill, crash, owner exit, node stop) goes through one place,
-``_actor_exited``, driven by the zygote's report of the exit status.
+``exit_actor``, kill, crash, owner exit, node stop, a spawn that failed)
+goes through one place, ``_actor_exited``, driven by the zygote's report of
+the exit status.  Ending an actor has two modes (``_end``): graceful asks
+the actor to stop (it cancels its coroutines, runs ``__ray_shutdown__`` and
+exits) and kills its process group if it has not ended in time; force kills
+the group at once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Callable
 
 from .. import _protocol as proto
 from .._meta import ActorInfo
+from ..exceptions import ActorDiedError
 
 _log = logging.getLogger("actorloop.node")
 
@@ -29,6 +34,35 @@ _log = logging.getLogger("actorloop.node")
 MAX_ACTORS = 10_000
 #: Dead actors remembered for list_actors() and error messages.
 MAX_DEAD_REMEMBERED = 1_000
+#: How long an actor's ``__ray_shutdown__`` may run when it is stopped gracefully
+#: (seconds; ``$ACTORLOOP_SHUTDOWN_TIMEOUT`` in the node's environment overrides it).
+SHUTDOWN_TIMEOUT = 5.0
+#: How much longer than the shutdown timeout the node waits for an actor it asked
+#: to stop before it kills the actor's process group.
+STOP_GRACE = 1.0
+#: Restarts back off: the first restart is immediate, the next ones wait this long,
+#: doubling up to RESTART_BACKOFF_MAX; the delay starts over once an actor stayed
+#: alive for RESTART_BACKOFF_RESET seconds.
+RESTART_BACKOFF_FIRST = 0.1
+RESTART_BACKOFF_MAX = 10.0
+RESTART_BACKOFF_RESET = 10.0
+
+
+def shutdown_timeout_from_env() -> float:
+    """The shutdown timeout of this node: ``$ACTORLOOP_SHUTDOWN_TIMEOUT`` or :data:`SHUTDOWN_TIMEOUT`."""
+    raw = os.environ.get("ACTORLOOP_SHUTDOWN_TIMEOUT", "").strip()
+    if not raw:
+        return SHUTDOWN_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(
+            f"ACTORLOOP_SHUTDOWN_TIMEOUT={raw!r} is not a number of seconds from 0 to 3600; "
+            f"fix it or unset it (the default is {SHUTDOWN_TIMEOUT})"
+        )
+    return value
 
 
 @dataclass
@@ -60,13 +94,25 @@ class _Actor:
     waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     death_reason: str | None = None
     last_reason: str = ""
+    #: Why the actor last ended (it may have restarted since), for list_actors().
+    death_cause: str | None = None
     init_error: str | None = None
     exit_reason: str | None = None
+    #: The actor's own exit may restart it (sys.exit), unlike exit_actor().
+    exit_restartable: bool = False
     kill_reason: str | None = None
     no_restart: bool = False
     ended: asyncio.Future[None] | None = None
     pipes_open: int = 0
     pipes_closed: asyncio.Future[None] | None = None
+    #: The current process's own connection to the node (graceful stops go through it).
+    conn: NodeServerConnection | None = None
+    #: The SIGKILL that follows a graceful stop request if the actor does not end in time.
+    kill_timer: asyncio.TimerHandle | None = None
+    #: A restart waiting out its back-off (no process meanwhile).
+    restart_timer: asyncio.TimerHandle | None = None
+    backoff: float = 0.0
+    alive_since: float | None = None
 
 
 class Node:
@@ -96,9 +142,11 @@ class Node:
         self.by_pid: dict[int, _Actor] = {}
         self.dead_order: list[str] = []
         self.stopping = False
+        self.shutdown_timeout = shutdown_timeout_from_env()
         self.stopped: asyncio.Future[None] = loop.create_future()
         self._server: asyncio.AbstractServer | None = None
         self._parent_seen = False
+        self._zygote_gone = False
 
     # -- life ------------------------------------------------------------------
 
@@ -132,12 +180,14 @@ class Node:
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        # Every actor is asked at once and waited for at once: a node stop takes as
+        # long as the slowest actor's shutdown, never the sum.
         for actor in list(self.actors.values()):
             if actor.state != "DEAD":
-                self._kill(actor, "the node stopped", no_restart=True)
+                self._end(actor, "the node stopped", no_restart=True, graceful=True)
         waits = [a.ended for a in self.actors.values() if a.ended is not None and not a.ended.done()]
-        if waits:
-            await asyncio.wait(waits, timeout=3)
+        if waits and not self._zygote_gone:  # without a zygote no exit is ever reported
+            await asyncio.wait(waits, timeout=self.shutdown_timeout + STOP_GRACE + 2)
         for zygote in (self.zygote, self.http_zygote):
             try:
                 self.loop.remove_reader(zygote.fileno())
@@ -154,31 +204,58 @@ class Node:
     # -- zygote ----------------------------------------------------------------
 
     def _spawn(self, actor: _Actor) -> None:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        """Ask the zygote for a process for ``actor``'s current epoch.
+
+        Raises OSError (having closed what it opened) when the request cannot
+        be made, e.g. EMFILE; a fork that fails in the zygote comes back later
+        as ``spawn_failed``.
+        """
+        opened: list[int] = []
+        try:
+            out_r, out_w = os.pipe()
+            opened += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            opened += (err_r, err_w)
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            raise
         fds = [out_w, err_w]
         if actor.http_sock is not None:
             fds.append(actor.http_sock.fileno())
         actor.pipes_open = 2
         actor.pipes_closed = self.loop.create_future()
+        # From here the readers own the read ends: they close them at EOF, which
+        # comes once the write ends are closed below (and in the actor, if any).
         for fd, stream_no in ((out_r, 1), (err_r, 2)):
             self.loop.create_task(self._read_logs(actor, fd, stream_no, actor.epoch))
         msg = pickle.dumps((actor.actor_id, actor.epoch, actor.http_sock is not None))
         zygote = self.zygote if actor.http_sock is None else self.http_zygote
-        if zygote is self.http_zygote and not self._http_zygote_asked:
-            self._http_zygote_asked = True
-            self.zygote.setblocking(True)
-            try:
-                self.zygote.send(pickle.dumps(("http-zygote",)))
-            finally:
-                self.zygote.setblocking(False)
         try:
+            if zygote is self.http_zygote and not self._http_zygote_asked:
+                self.zygote.setblocking(True)
+                try:
+                    self.zygote.send(pickle.dumps(("http-zygote",)))
+                finally:
+                    self.zygote.setblocking(False)
+                self._http_zygote_asked = True
             zygote.setblocking(True)
-            socket.send_fds(zygote, [msg], fds)
+            try:
+                socket.send_fds(zygote, [msg], fds)
+            finally:
+                zygote.setblocking(False)
         finally:
-            zygote.setblocking(False)
             os.close(out_w)
             os.close(err_w)
+
+    def _respawn(self, actor: _Actor, epoch: int) -> None:
+        actor.restart_timer = None
+        if actor.epoch != epoch or actor.state == "DEAD":
+            return
+        try:
+            self._spawn(actor)
+        except OSError as exc:
+            self._actor_exited(actor, None, spawn_error=f"could not start its process: {exc}")
 
     def _zygote_readable(self, zygote: socket.socket) -> None:
         while True:
@@ -191,10 +268,11 @@ class Node:
             if not data:
                 self.loop.remove_reader(zygote.fileno())
                 if not self.stopping:
+                    self._zygote_gone = True
                     print("actorloop node: the zygote ended; stopping", file=sys.stderr)
                     for actor in self.actors.values():
                         if actor.pid:
-                            _signal(actor.pid, signal.SIGKILL)
+                            _kill_group(actor.pid)
                     self.loop.create_task(self.stop("zygote ended"))
                 return
             msg = pickle.loads(data)
@@ -202,12 +280,18 @@ class Node:
                 _, actor_id, epoch, pid = msg
                 spawned = self.actors.get(actor_id)
                 if spawned is None or spawned.epoch != epoch:
-                    _signal(pid, signal.SIGKILL)
+                    _kill_group(pid)
                     continue
                 spawned.pid = pid
                 self.by_pid[pid] = spawned
                 if spawned.kill_reason is not None:
-                    _signal(pid, signal.SIGKILL)
+                    # Ended before it started: nothing to stop gracefully yet.
+                    _kill_group(pid)
+            elif msg[0] == "spawn_failed":
+                _, actor_id, epoch, reason = msg
+                failed = self.actors.get(actor_id)
+                if failed is not None and failed.epoch == epoch and failed.state != "DEAD":
+                    self._actor_exited(failed, None, spawn_error=reason)
             elif msg[0] == "exited":
                 _, pid, status = msg
                 exited = self.by_pid.pop(pid, None)
@@ -216,8 +300,17 @@ class Node:
 
     # -- the one place where actors end ------------------------------------------
 
-    def _actor_exited(self, actor: _Actor, status: int) -> None:
+    def _actor_exited(self, actor: _Actor, status: int | None, *, spawn_error: str | None = None) -> None:
+        """The actor's process ended with ``status``, or never started (``spawn_error``): restart or bury it.
+
+        The zygote has already killed what was left of the actor's process group.
+        """
         actor.pid = None
+        actor.conn = None
+        actor.alive_since, alive_since = None, actor.alive_since
+        if actor.kill_timer is not None:
+            actor.kill_timer.cancel()
+            actor.kill_timer = None
         # The dead process cannot remove its socket file; a restarted one binds a new one.
         try:
             os.unlink(self._actor_path(actor))
@@ -228,9 +321,13 @@ class Node:
             reason = actor.init_error
         elif actor.exit_reason is not None:
             reason = actor.exit_reason
+            restartable = actor.exit_restartable
         elif actor.kill_reason is not None:
             reason = actor.kill_reason
             restartable = not actor.no_restart
+        elif spawn_error is not None or status is None:
+            reason = spawn_error or "its process could not be started"
+            restartable = True
         elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             try:
@@ -242,6 +339,7 @@ class Node:
         else:
             reason = f"its process exited with exit code {os.WEXITSTATUS(status)}"
             restartable = True
+        actor.death_cause = reason
         can_restart = actor.max_restarts == -1 or actor.restarts < actor.max_restarts
         if restartable and can_restart and not self.stopping:
             actor.restarts += 1
@@ -250,10 +348,24 @@ class Node:
             actor.last_reason = reason
             actor.kill_reason = None
             actor.no_restart = False
+            actor.exit_reason = None
+            actor.exit_restartable = False
+            # Back off, so that an actor that dies at once (a crash loop) does not
+            # burn a core: immediate, then 0.1 s doubling up to the cap; an actor
+            # that stayed alive a while starts over.
+            if alive_since is not None and time.monotonic() - alive_since >= RESTART_BACKOFF_RESET:
+                actor.backoff = 0.0
+            delay = actor.backoff
+            actor.backoff = min(max(delay * 2, RESTART_BACKOFF_FIRST), RESTART_BACKOFF_MAX)
+            actor.restart_timer = self.loop.call_later(delay, self._respawn, actor, actor.epoch)
             self._resolve_ended(actor)
-            self._spawn(actor)
             return
+        self._bury(actor, reason)
+
+    def _bury(self, actor: _Actor, reason: str) -> None:
+        """The actor is dead for good: free its name, answer its waiters, remember why."""
         actor.state = "DEAD"
+        actor.death_cause = reason
         actor.death_reason = f"the actor {actor.class_name} ({actor.actor_id}) died: {reason}"
         if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
             del self.names[(actor.namespace, actor.name)]
@@ -275,18 +387,49 @@ class Node:
             actor.ended.set_result(None)
         actor.ended = None
 
-    def _kill(self, actor: _Actor, reason: str, *, no_restart: bool) -> asyncio.Future[None]:
+    def _end(self, actor: _Actor, reason: str, *, no_restart: bool, graceful: bool) -> asyncio.Future[None]:
+        """End the actor (its process group); the future resolves once ``_actor_exited`` ran.
+
+        Graceful: ask the actor to stop (it cancels its coroutines, runs
+        ``__ray_shutdown__`` within the shutdown timeout, exits) and kill its
+        group if it has not ended STOP_GRACE later.  Force: kill the group now.
+        """
         if actor.ended is None:
             actor.ended = self.loop.create_future()
         ended = actor.ended
         if actor.state == "DEAD":
             self._resolve_ended(actor)
             return ended
-        actor.kill_reason = reason
-        actor.no_restart = no_restart
-        if actor.pid is not None:
-            _signal(actor.pid, signal.SIGKILL)
+        if actor.restart_timer is not None:
+            # Waiting out a restart back-off: there is no process to end.
+            if no_restart:
+                actor.restart_timer.cancel()
+                actor.restart_timer = None
+                self._bury(actor, reason)
+            else:
+                self._resolve_ended(actor)
+            return ended
+        if actor.kill_reason is None or not graceful:
+            # The first reason stays (an owner exit is not renamed by the node stop that follows).
+            actor.kill_reason = reason
+            actor.no_restart = no_restart or actor.no_restart
+        if actor.pid is None:
+            return ended  # not forked yet: the "spawned" report kills it
+        conn = actor.conn
+        if graceful and conn is not None and not conn.closed:
+            conn.push("stop", actor.kill_reason, self.shutdown_timeout)
+            if actor.kill_timer is None:
+                actor.kill_timer = self.loop.call_later(
+                    self.shutdown_timeout + STOP_GRACE, self._kill_now, actor, actor.epoch
+                )
+        else:
+            _kill_group(actor.pid)
         return ended
+
+    def _kill_now(self, actor: _Actor, epoch: int) -> None:
+        actor.kill_timer = None
+        if actor.epoch == epoch and actor.pid is not None:
+            _kill_group(actor.pid)
 
     # -- logs -----------------------------------------------------------------------
 
@@ -361,7 +504,7 @@ class Node:
         self.loop.call_later(30, proto.remove_segments, self.dir, client.client_id)
         for actor in list(self.actors.values()):
             if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
-                self._kill(actor, "its owner exited", no_restart=True)
+                self._end(actor, "its owner exited", no_restart=True, graceful=True)
         if self.embedded_parent is not None and client.pid == self.embedded_parent:
             self.loop.create_task(self.stop("the driver that started this embedded node exited"))
 
@@ -381,11 +524,12 @@ class Node:
             if actor is None or actor.epoch != epoch or actor.state == "DEAD":
                 raise RuntimeError("no such actor to start")
             conn.actor_id = actor_id
+            actor.conn = conn
             client = self.clients.setdefault(client_id, _Client(client_id, pid, actor.spec["owner_namespace"]))
             client.conns.add(conn)
             client.primary = conn
             client.log_to_driver = True
-            return actor.spec
+            return {**actor.spec, "shutdown_timeout": self.shutdown_timeout}
         namespace = rest[0] if rest else ""
         known = self.clients.get(client_id)
         if known is None:
@@ -435,10 +579,18 @@ class Node:
             host, port = spec["http"]
             actor.http_sock = _http.bind_http_socket(host, port)
             actor.http_url = _http.http_url(actor.http_sock)
+        try:
+            self._spawn(actor)
+        except OSError as exc:
+            # Roll back: the actor never existed, its name stays free.
+            if actor.http_sock is not None:
+                actor.http_sock.close()
+            raise ActorDiedError(
+                f"the actor {actor.class_name} ({actor_id}) died: could not start its process: {exc}"
+            ) from exc
         self.actors[actor_id] = actor
         if name is not None:
             self.names[(namespace, name)] = actor_id
-        self._spawn(actor)
         return actor_id, spec["meta"], actor.http_url, spec["caller_options"], False
 
     def op_wait_actor(self, conn: NodeServerConnection, actor_id: str, min_epoch: int) -> Any:
@@ -467,7 +619,7 @@ class Node:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == "DEAD":
             return
-        await self._kill(actor, "it was killed with actorloop.kill()", no_restart=no_restart)
+        await self._end(actor, "it was killed with actorloop.kill()", no_restart=no_restart, graceful=False)
 
     def op_release(self, conn: NodeServerConnection, actor_id: str) -> None:
         actor = self.actors.get(actor_id)
@@ -475,11 +627,13 @@ class Node:
             return
         if actor.owner != conn.client_id:
             return
-        self._kill(actor, "its creator dropped every handle to it", no_restart=True)
+        self._end(actor, "its creator dropped every handle to it", no_restart=True, graceful=True)
 
     def op_list(self, conn: NodeServerConnection) -> list[ActorInfo]:
         return [
-            ActorInfo(a.actor_id, a.class_name, a.name, a.namespace, a.state, a.pid, a.detached, a.restarts)
+            ActorInfo(
+                a.actor_id, a.class_name, a.name, a.namespace, a.state, a.pid, a.detached, a.restarts, a.death_cause
+            )
             for a in self.actors.values()
         ]
 
@@ -504,11 +658,11 @@ class Node:
         for actor in list(self.actors.values()):
             if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
                 pipes = actor.pipes_closed
-                ended.append(self._kill(actor, "its owner exited", no_restart=True))
+                ended.append(self._end(actor, "its owner exited", no_restart=True, graceful=True))
                 if pipes is not None:
                     ended.append(pipes)
         if ended:
-            await asyncio.wait(ended, timeout=5)
+            await asyncio.wait(ended, timeout=self.shutdown_timeout + STOP_GRACE + 0.5)
 
     async def op_stop(self, conn: NodeServerConnection) -> None:
         self.loop.call_later(0.05, lambda: self.loop.create_task(self.stop("actorloop stop")))
@@ -519,6 +673,7 @@ class Node:
         if actor is None or actor.state == "DEAD":
             return
         actor.state = "ALIVE"
+        actor.alive_since = time.monotonic()
         path = self._actor_path(actor)
         keep = []
         for min_epoch, fut in actor.waiters:
@@ -535,10 +690,12 @@ class Node:
         if actor is not None:
             actor.init_error = reason
 
-    def op_exiting(self, conn: NodeServerConnection, reason: str) -> None:
+    def op_exiting(self, conn: NodeServerConnection, reason: str, restartable: bool = False) -> None:
+        """The actor is about to end on its own: exit_actor() (final) or sys.exit() (max_restarts applies)."""
         actor = self.actors.get(conn.actor_id or "")
-        if actor is not None:
+        if actor is not None and actor.conn is conn:
             actor.exit_reason = reason
+            actor.exit_restartable = bool(restartable)
 
 
 class NodeServerConnection(proto.FrameProtocol):
@@ -580,7 +737,7 @@ class NodeServerConnection(proto.FrameProtocol):
             self.send(proto.dumps((req_id, True, result)))
 
     def _reply_error(self, req_id: int, exc: Exception) -> None:
-        if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)):
+        if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError, ActorDiedError)):
             _log.error("actorloop node: a request failed", exc_info=exc)
         if req_id and not self.closed:
             self.send(proto.dumps((req_id, False, proto.format_node_error(exc))))
@@ -594,8 +751,12 @@ class NodeServerConnection(proto.FrameProtocol):
             self.node.client_gone(self)
 
 
-def _signal(pid: int, sig: int) -> None:
+def _kill_group(pid: int) -> None:
+    """SIGKILL an actor and the processes it started: it leads a process group of its own."""
     try:
-        os.kill(pid, sig)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

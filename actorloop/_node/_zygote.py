@@ -5,10 +5,17 @@ heavy module (actorloop, uvloop, aiohttp, cloudpickle) was imported and the
 heap frozen (``gc.freeze()``), so a new actor costs one ``fork`` and shares
 those pages.  It never runs an event loop or a thread, which keeps forking
 it safe.  It reaps its children and reports each exit status to the node.
+
+Each actor leads a process group of its own (``setpgid`` right after the
+fork), so the processes it starts end with it: when the zygote reaps an
+actor it kills what is left of the actor's group, and when the node goes
+away it kills every group it started.  A spawn that fails (``fork`` or the
+descriptors it needs) is reported as ``spawn_failed``, never a crash.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import pickle
@@ -19,6 +26,9 @@ import sys
 from typing import NoReturn
 
 _MAX_MSG = 1 << 16
+#: Test-only fault injection: the first N actor forks of a zygote fail with
+#: EAGAIN (fork failures cannot be provoked with rlimits when running as root).
+_TEST_FAIL_FORK_ENV = "ACTORLOOP_TEST_FAIL_FORK"
 
 
 def zygote_main(
@@ -40,14 +50,19 @@ def zygote_main(
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "node")
     selector.register(wake_r, selectors.EVENT_READ, "child")
+    children: set[int] = set()
+    fail_forks = int(os.environ.pop(_TEST_FAIL_FORK_ENV, "0") or 0)
     while True:
         for key, _ in selector.select():
             if key.data == "node":
                 try:
-                    data, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 8)
+                    data, fds, flags, _ = socket.recv_fds(sock, _MAX_MSG, 8)
                 except OSError:
-                    data, fds = b"", []
+                    data, fds, flags = b"", [], 0
                 if not data:
+                    # The node is gone (stopped, or killed): no actor may outlive it.
+                    for pid in children:
+                        _kill_group(pid)
                     os._exit(0)
                 request = pickle.loads(data)
                 if request == ("http-zygote",):
@@ -57,7 +72,22 @@ def zygote_main(
                         http_sock = None
                     continue
                 actor_id, epoch, has_http = request
-                pid = _spawn(sock, selector, wake_r, wake_w, node_dir, secret, actor_id, epoch, fds, has_http)
+                try:
+                    if flags & socket.MSG_CTRUNC or len(fds) < (3 if has_http else 2):
+                        raise OSError(
+                            errno.EMFILE,
+                            "the zygote could not receive the actor's descriptors (its open-file limit is reached)",
+                        )
+                    if fail_forks > 0:
+                        fail_forks -= 1
+                        raise OSError(errno.EAGAIN, f"fork failed ({_TEST_FAIL_FORK_ENV} test hook)")
+                    pid = _spawn(sock, selector, wake_r, wake_w, node_dir, secret, actor_id, epoch, fds, has_http)
+                except OSError as exc:
+                    for fd in fds:
+                        _close(fd)
+                    sock.send(pickle.dumps(("spawn_failed", actor_id, epoch, f"could not start its process: {exc}")))
+                    continue
+                children.add(pid)
                 sock.send(pickle.dumps(("spawned", actor_id, epoch, pid)))
             else:
                 try:
@@ -65,7 +95,7 @@ def zygote_main(
                         pass
                 except BlockingIOError:
                     pass
-                _reap(sock)
+                _reap(sock, children)
 
 
 def _fork_http_zygote(
@@ -97,7 +127,7 @@ def _fork_http_zygote(
         os._exit(1)
 
 
-def _reap(sock: socket.socket) -> None:
+def _reap(sock: socket.socket, children: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -105,7 +135,25 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
+        if pid in children:
+            children.discard(pid)
+            # The actor's own children (its process group) end with it, however it ended.
+            _kill_group(pid)
         sock.send(pickle.dumps(("exited", pid, status)))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:  # no such group left, or never made
+        pass
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _spawn(
@@ -126,9 +174,15 @@ def _spawn(
     if pid:
         for fd in fds:
             os.close(fd)
+        try:
+            # Also here, so that the group exists before the node can ask to kill it.
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         return pid
     # The actor.
     try:
+        os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

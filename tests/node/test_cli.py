@@ -98,7 +98,17 @@ def test_list_prints_every_actor_of_every_namespace_as_a_table(daemon, tmp_path)
     daemon.start()
     empty = daemon.cli("list")
     assert empty.returncode == 0
-    assert empty.stdout.split() == ["ACTOR_ID", "CLASS", "NAME", "NAMESPACE", "STATE", "PID", "RESTARTS", "DETACHED"]
+    assert empty.stdout.split() == [
+        "ACTOR_ID",
+        "CLASS",
+        "NAME",
+        "NAMESPACE",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "DETACHED",
+        "DEATH_CAUSE",
+    ]
     pid_a = _create_detached(daemon, tmp_path, "first", "ns1")
     pid_b = _create_detached(daemon, tmp_path, "second", "ns2")
     result = daemon.cli("list")
@@ -108,9 +118,9 @@ def test_list_prints_every_actor_of_every_namespace_as_a_table(daemon, tmp_path)
     assert len(rows) == 2
     parsed = sorted((row.split() for row in rows), key=lambda fields: fields[2])
     for row, name, ns, pid in zip(parsed, ["first", "second"], ["ns1", "ns2"], [pid_a, pid_b], strict=True):
-        actor_id, cls, got_name, got_ns, state, got_pid, restarts, detached = row
+        actor_id, cls, got_name, got_ns, state, got_pid, restarts, detached, cause = row
         assert re.fullmatch(r"[0-9a-f]+", actor_id)
-        assert (cls, got_name, got_ns, state, got_pid, restarts, detached) == (
+        assert (cls, got_name, got_ns, state, got_pid, restarts, detached, cause) == (
             "Counter",
             name,
             ns,
@@ -118,6 +128,7 @@ def test_list_prints_every_actor_of_every_namespace_as_a_table(daemon, tmp_path)
             str(pid),
             "0",
             "True",
+            "-",
         )
     # The columns line up under the header.
     assert all(row.index(row.split()[1]) == header.index("CLASS") for row in rows)
