@@ -187,12 +187,14 @@ class NodeConnection(proto.FrameProtocol):
 
 
 class _Pending:
-    __slots__ = ("ref", "payload", "retries_left")
+    __slots__ = ("ref", "payload", "retries_left", "held")
 
     def __init__(self, ref: ObjectRef[Any], payload: bytes, retries_left: int) -> None:
         self.ref = ref
         self.payload = payload
         self.retries_left = retries_left
+        # Its shared-memory segments stay ours while the call is pending (it may be sent again).
+        self.held = proto.hold_payload(payload)
 
 
 class ActorState:
@@ -350,6 +352,7 @@ class ActorConnection(proto.FrameProtocol):
                     del self.state.conns[self.loop]  # a later call on this loop gets a new connection
             self.dead_error = "the event loop of this connection was shut down while it reconnected"
             self._out = []
+            self.segments_lost()
             for call_id in list(self.pending):
                 self._fail(call_id, ActorDiedError(self.dead_error))
             if self.transport is not None:
@@ -388,6 +391,7 @@ class ActorConnection(proto.FrameProtocol):
         self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
+        self.segments_lost()
         if self.dead_error is not None or self.loop.is_closed():
             return
         inflight = sorted(self.pending.items())
@@ -411,6 +415,7 @@ class ActorConnection(proto.FrameProtocol):
             if entry.retries_left != 0:
                 entry.retries_left -= 1 if entry.retries_left > 0 else 0
                 resend.append(proto.frame(entry.payload))
+                self.track_segments(entry.payload)
             else:
                 self._fail(
                     call_id, ActorDiedError(f"{self.state.meta.class_name} restarted while this call ran: {why}")
@@ -421,6 +426,7 @@ class ActorConnection(proto.FrameProtocol):
     def _die(self, reason: str) -> None:
         self.dead_error = reason
         self._out = []
+        self.segments_lost()
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
         while self._blocked:
@@ -432,6 +438,8 @@ class ActorConnection(proto.FrameProtocol):
         entry = self.pending.pop(call_id, None)
         if entry is None:
             return
+        if entry.held:
+            proto.unhold_payload(entry.payload)
         if not entry.ref.done():
             entry.ref.set_exception(error)
             entry.ref._wake_waiter()
@@ -471,6 +479,8 @@ class ActorConnection(proto.FrameProtocol):
             return True  # half written on a broken socket: losing the connection settles the call
         if self.pending.get(call_id) is entry:
             self.pending.pop(call_id, None)
+            if entry.held:
+                proto.unhold_payload(entry.payload)
         return False
 
     def _send_now(self, payload: bytes) -> bool:
@@ -513,7 +523,8 @@ class ActorConnection(proto.FrameProtocol):
                 where = f"{self.state.meta.class_name}.{method}"
                 self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
                 return True
-            self.pending[call_id].payload = payload
+            entry = self.pending[call_id]
+            entry.payload, entry.held = payload, proto.hold_payload(payload)
             self.send(payload)
             return True
 
@@ -534,6 +545,8 @@ class ActorConnection(proto.FrameProtocol):
         entry = self.pending.pop(call_id, None)
         if entry is None:
             return
+        if entry.held:
+            proto.unhold_payload(entry.payload)
         self.state._call_finished()
         if self.dead_error is None:
             self.send(proto.dumps((proto.CANCEL, call_id)))
@@ -553,6 +566,8 @@ class ActorConnection(proto.FrameProtocol):
             entry = pending.pop(msg[1], None)
             if entry is None:
                 continue
+            if entry.held:
+                proto.unhold_payload(entry.payload)
             finished += 1
             ref = entry.ref
             if ref.done():
