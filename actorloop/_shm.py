@@ -109,13 +109,18 @@ def remove_segments(node_dir: str, client_id: str | None = None) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process: alive (and not our writer, but keep its segment)
-    return True
+        return True  # someone else's process: not our writer, but keep what names it
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2][1:2] not in (b"Z", b"X")
+    except OSError:
+        return True  # no /proc: trust kill()
 
 
 def sweep_stale_segments(min_age: float = STALE_SEGMENT_AGE) -> int:
