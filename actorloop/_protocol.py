@@ -8,6 +8,10 @@ frame: a 4-byte little-endian length followed by a pickle.
 
 Writes are coalesced: frames queued during one loop iteration leave in one
 ``writelines`` call; reads parse every whole frame in one ``data_received``.
+
+Large buffers travel through shared-memory segments (``_shm``); a frame
+then starts with their table.  ``FrameProtocol`` only records which
+segments each connection carried, so that losing it frees them.
 """
 
 from __future__ import annotations

@@ -559,7 +559,10 @@ def map_segment(name: str, size: int, on_release: Callable[[str], None] | None) 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise SegmentError(f"cannot open shared-memory segment {name}: {exc.strerror or exc}") from exc
+        raise SegmentError(
+            f"cannot open shared-memory segment {name} in {SHM_DIR}: {exc.strerror or exc} (every process "
+            "of a node must see the same $ACTORLOOP_SHM_DIR)"
+        ) from exc
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode) or st.st_size < size:
