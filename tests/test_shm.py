@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,12 +156,14 @@ def test_the_pool_cap_is_lower_than_before() -> None:
 def test_idle_free_segments_are_trimmed_by_a_timer(pool: _shm.SegmentPool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_shm, "POOL_IDLE_SECONDS", 0.2)
     _, names = _payload_of(_big())
+    assert pool._timer is None  # no thread while nothing is free
     pool.release(names[0])
-    assert pool.stats()[0] == 1
+    timer = pool._timer
+    assert pool.stats()[0] == 1 and timer is not None and timer.daemon
     _wait_for(lambda: _files(names[0]) == set(), "the idle segment to be removed")
     assert pool.stats() == (0, 0, 0)
-    _wait_for(lambda: pool._timer is None, "the trim timer to disarm")
-    assert not [t for t in threading.enumerate() if t.name == "actorloop-shm-trim" and t.is_alive()]
+    _wait_for(lambda: not timer.is_alive(), "the trim timer to end")  # not re-armed: nothing is free
+    assert pool._timer is None
 
 
 def test_free_segments_past_the_cap_are_removed(pool: _shm.SegmentPool, monkeypatch: pytest.MonkeyPatch) -> None:
