@@ -146,6 +146,17 @@ def test_unpickling_failure_gives_the_segments_back(pool: _shm.SegmentPool) -> N
     assert pool.stats()[2] == 0
 
 
+def test_a_frame_dropped_before_sending_frees_its_segment_later(
+    pool: _shm.SegmentPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, names = _payload_of(_big())  # e.g. a result for a call cancelled meanwhile: never sent
+    pool.trim()
+    assert _files(names[0]) == set(names)  # not yet: it may still be on its way to a send
+    monkeypatch.setattr(_shm, "UNSENT_GRACE_SECONDS", 0.0)
+    pool.trim()
+    assert _files(names[0]) == set() and pool.stats() == (0, 0, 0)
+
+
 # -- trimming and the cap ------------------------------------------------------------------
 
 
@@ -327,6 +338,21 @@ def test_segments_sent_to_a_killed_actor_are_freed(node: None) -> None:
     assert len(sent) == 3  # busy: the actor maps them all
     actorloop.kill(k)
     _wait_for(lambda: not (_of_pid(os.getpid()) & sent), "the segments of the killed actor's connection to go")
+
+
+def test_finished_calls_leave_no_busy_segments(node: None) -> None:
+    k = Keeper.remote()
+    arr = np.ones(MIB // 8)
+    refs = [k.pid.remote() for _ in range(3)]
+    assert actorloop.get([k.edit.remote(bytearray(MIB)) for _ in range(5)]) == [("bytearray", 7)] * 5
+    assert len(set(actorloop.get(refs))) == 1
+    for _ in range(5):
+        assert actorloop.get(k.keep.remote(arr)) == MIB // 8
+    # Every call settled (unheld); the copied bytearrays were released; the kept arrays stay busy...
+    _wait_for(lambda: _shm.segment_pool.stats()[2] == 5, "only the kept arguments to stay busy")
+    actorloop.kill(k)
+    # ...until the actor's connection is gone.
+    _wait_for(lambda: _shm.segment_pool.stats()[2] == 0, "the kept arguments to be freed")
 
 
 def test_a_bytearray_argument_arrives_writable(node: None) -> None:
