@@ -49,8 +49,8 @@ OOB_THRESHOLD = 1 << 18
 POOL_KEEP_BYTES = 256 << 20
 #: A free segment unused for this long is removed (by a timer thread, armed only while free segments exist).
 POOL_IDLE_SECONDS = 5.0
-#: A segment written but neither sent, held nor released after this long is removed (a dropped frame).
-UNSENT_GRACE_SECONDS = 300.0
+#: A segment written but neither sent nor held after this long is removed (its frame was dropped).
+UNSENT_GRACE_SECONDS = 60.0
 #: How long the node waits, once a writer left, before removing its segments: frames still in flight
 #: to a receiver must be mapped by then (a receiver that mapped one keeps its pages after the unlink).
 WRITER_GONE_GRACE = 3.0
@@ -264,7 +264,8 @@ class SegmentPool:
                         seg.tainted = True  # on two connections at once: never reuse it
                     seg.conn, seg.sends = conn, 0
                 seg.sends = max(0, seg.sends + delta)
-                seg.sent_once = True
+                # An undone send (nothing written) leaves it unsent: its payload is still on its way.
+                seg.sent_once = seg.sends > 0 or (seg.sent_once and delta > 0)
 
     def release(self, name: object) -> None:
         """A receiver no longer maps ``name`` (its RELEASE frame)."""
@@ -274,6 +275,7 @@ class SegmentPool:
             seg = self._busy.get(name)
             if seg is None:
                 return
+            seg.sent_once = True
             seg.sends -= 1
             if seg.sends <= 0:
                 seg.sends, seg.conn = 0, None
@@ -324,14 +326,18 @@ class SegmentPool:
             for name in names:
                 seg = self._busy.get(name)
                 if seg is not None and not seg.sent_once and not seg.holds:
-                    discard = self._settle(seg)
+                    discard = self._settle(seg, dropped=True)
                     if discard is not None:
                         gone.append(discard)
         self._discard_all(gone)
 
-    def _settle(self, seg: _Segment) -> _Segment | None:
-        """(Lock held.)  If nothing needs ``seg`` any more, free it; returns it if it must be removed."""
-        if seg.holds or seg.sends:
+    def _settle(self, seg: _Segment, dropped: bool = False) -> _Segment | None:
+        """(Lock held.)  If nothing needs ``seg`` any more, free it; returns it if it must be removed.
+
+        A segment never sent is still needed (its payload may be on its way to a send), unless
+        ``dropped``: its writer says the payload is gone; else ``_collect_unsent`` removes it later.
+        """
+        if seg.holds or seg.sends or not (seg.sent_once or dropped):
             return None
         del self._busy[seg.name]
         if seg.tainted or self._free_bytes + seg.size > POOL_KEEP_BYTES:

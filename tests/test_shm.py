@@ -116,10 +116,17 @@ def test_a_held_segment_survives_its_connection_until_unheld(pool: _shm.SegmentP
 
 def test_a_write_that_never_left_is_undone_without_freeing(pool: _shm.SegmentPool) -> None:
     conn = _Conn()
-    _, names = _payload_of(_big())
+    data, names = _payload_of(_big())
+    _shm.hold_payload(data)  # a sync caller's pending entry
     pool.sent(names, conn)
-    pool.sent(names, conn, -1)  # write_from_thread wrote nothing: the loop will send it
-    assert pool.stats() == (0, 0, 1)
+    pool.sent(names, conn, -1)  # write_from_thread wrote nothing: the call goes through the loop...
+    _shm.unhold_payload(data)  # ...with a new pending entry, this one is dropped
+    assert pool.stats() == (0, 0, 1)  # still busy: its payload is on its way, never reused meanwhile
+    _shm.hold_payload(data)
+    pool.sent(names, conn)
+    pool.release(names[0])
+    _shm.unhold_payload(data)
+    assert pool.stats()[:2] == (1, MIB)  # sent, released, unheld: back in the pool
 
 
 def test_frame_protocol_tracks_what_it_sends_and_forgets_it_on_loss(pool: _shm.SegmentPool) -> None:
