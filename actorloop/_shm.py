@@ -110,6 +110,8 @@ def remove_segments(node_dir: str, client_id: str | None = None) -> None:
 
 def _pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    if not 0 < pid <= 0x7FFFFFFF:
+        return True  # no process of ours has this pid: leave what names it alone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -65,6 +65,8 @@ def test_a_starting_node_sweeps_leftovers_of_dead_runs(daemon) -> None:  # type:
             _segment(shm_dir, live),  # its writer is alive
             _segment(shm_dir, dead, old=False),  # a frame may still be in flight
         }
+        kept_segments.add(_segment(shm_dir, 0xFFFFFFFF))  # no such pid: not ours to judge
+        kept_segments.add(_segment(shm_dir, 0))
         foreign = os.path.join(shm_dir, "actorloop-not-ours")
         open(foreign, "w").close()
         _age(foreign)
