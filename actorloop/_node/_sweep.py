@@ -92,8 +92,11 @@ def sweep_stale_node_dirs(own_dir: str, daemon_dir: str) -> list[str]:
 
 def sweep_leftovers(own_dir: str, daemon_dir: str) -> None:
     """Both sweeps; errors are reported on the node's stderr, never raised (run on a thread)."""
-    try:
-        _shm.sweep_stale_segments()
-        sweep_stale_node_dirs(own_dir, daemon_dir)
-    except Exception as exc:  # noqa: BLE001 - a sweep must never stop a node
-        print(f"actorloop node: sweeping leftovers of dead runs failed: {exc!r}", file=sys.stderr)
+    for what, sweep in (
+        ("segments", _shm.sweep_stale_segments),
+        ("node directories", lambda: sweep_stale_node_dirs(own_dir, daemon_dir)),
+    ):
+        try:
+            sweep()
+        except Exception as exc:  # noqa: BLE001 - a sweep must never stop a node
+            print(f"actorloop node: sweeping {what} of dead runs failed: {exc!r}", file=sys.stderr)
