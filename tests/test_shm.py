@@ -39,6 +39,23 @@ def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """After the module (and its node) ended, no segment this process wrote is left."""
+    yield
+    actorloop.shutdown()
+    mine = [
+        n for n in _files("actorloop-") if (m := _shm._SEGMENT_NAME.match(n)) and int(m.group(3), 16) == os.getpid()
+    ]
+    assert mine == []
+
+
+def test_protocol_still_exports_the_shared_memory_names() -> None:
+    for name in ("loads", "segment_pool", "set_shm_prefix", "remove_segments", "OOB_THRESHOLD", "hold_payload"):
+        assert getattr(proto, name) is getattr(_shm, name)
+    assert callable(proto.dumps_call) and callable(proto.dumps_value) and callable(proto.unhold_payload)
+
+
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[_shm.SegmentPool]:
     """A fresh pool under a prefix of its own, closed (and checked empty) afterwards."""
@@ -339,10 +356,10 @@ def _of_pid(pid: int) -> set[str]:
 
 def test_segments_sent_to_a_killed_actor_are_freed(node: None) -> None:
     k = Keeper.remote()
-    before = _of_pid(os.getpid())
+    before = set(_shm.segment_pool._busy)
     assert actorloop.get([k.keep.remote(np.ones(8 * MIB // 8)) for _ in range(3)]) == [MIB] * 3
-    sent = _of_pid(os.getpid()) - before
-    assert len(sent) == 3  # busy: the actor maps them all
+    sent = set(_shm.segment_pool._busy) - before
+    assert len(sent) == 3 and sent <= _of_pid(os.getpid())  # busy: the actor maps them all
     actorloop.kill(k)
     _wait_for(lambda: not (_of_pid(os.getpid()) & sent), "the segments of the killed actor's connection to go")
 
