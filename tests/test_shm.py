@@ -210,6 +210,7 @@ def test_free_segments_past_the_cap_are_removed(pool: _shm.SegmentPool, monkeypa
     assert sum(len(_files(names[0])) for _, names in payloads) == 2
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_starts_with_an_empty_pool(pool: _shm.SegmentPool) -> None:
     _, names = _payload_of(_big())
     pool.release(names[0])
