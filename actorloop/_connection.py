@@ -169,19 +169,27 @@ class Pending:
     is delivered, and after that only if it has retries left.
     """
 
-    __slots__ = ("ref", "payload", "retries_left", "delivered")
+    __slots__ = ("ref", "payload", "retries_left", "delivered", "held")
 
     def __init__(self, ref: ObjectRef[Any], payload: bytes | None, retries_left: int) -> None:
         self.ref = ref
         self.payload = payload
         self.retries_left = retries_left
         self.delivered = False
+        # While we keep the payload, its shared-memory segments stay ours (it may be sent again).
+        self.held = payload is not None and proto.hold_payload(payload)
 
     def mark_delivered(self) -> None:
         self.delivered = True
-        if self.retries_left == 0 and self.payload is not None:
-            proto.unhold_payload(self.payload)
-            self.payload = None
+        if self.retries_left == 0:
+            self.drop_payload()
+
+    def drop_payload(self) -> None:
+        """The call will not be sent again: let go of its bytes and segments."""
+        if self.held:
+            proto.unhold_payload(self.payload)  # type: ignore[arg-type]
+            self.held = False
+        self.payload = None
 
 
 class ActorConnection(proto.FrameProtocol):
@@ -217,6 +225,7 @@ class ActorConnection(proto.FrameProtocol):
             self.link.connection_ended(self)
             self.dead_error = "the event loop of this connection was shut down while it reconnected"
             self._out = []
+            self.segments_lost()
             for call_id in list(self.pending):
                 self._fail(call_id, ActorDiedError(self.dead_error))
             if self.transport is not None:
@@ -283,6 +292,7 @@ class ActorConnection(proto.FrameProtocol):
         self._buffer.clear()
         self._unsent = []
         self._written = []
+        self.segments_lost()
         if self.dead_error is not None or self.loop.is_closed():
             return
         inflight = sorted(self.pending.items())
@@ -315,6 +325,7 @@ class ActorConnection(proto.FrameProtocol):
             assert payload is not None  # kept while the call may be sent again
             entry.delivered = False
             resend.append(proto.frame(payload))
+            self.track_segments(payload)
             self._unsent.append(entry)
         self._out = resend + self._out
         await self._connect(status[1])
@@ -322,6 +333,7 @@ class ActorConnection(proto.FrameProtocol):
     def _die(self, reason: str) -> None:
         self.dead_error = reason
         self._out = []
+        self.segments_lost()
         self._unsent = []
         self._written = []
         for call_id in list(self.pending):
@@ -335,8 +347,7 @@ class ActorConnection(proto.FrameProtocol):
         entry = self.pending.pop(call_id, None)
         if entry is None:
             return
-        if entry.payload is not None:
-            proto.unhold_payload(entry.payload)
+        entry.drop_payload()
         ref = entry.ref
         if not ref.done():
             ref.set_exception(error)
@@ -349,7 +360,6 @@ class ActorConnection(proto.FrameProtocol):
 
     def _new_pending(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> Pending:
         entry = Pending(ref, payload, self.link.max_task_retries)
-        proto.hold_payload(payload)
         self.pending[call_id] = entry
         return entry
 
@@ -391,7 +401,7 @@ class ActorConnection(proto.FrameProtocol):
             return True
         if self.pending.get(call_id) is entry:
             self.pending.pop(call_id, None)
-            proto.unhold_payload(payload)
+            entry.drop_payload()
         return False
 
     def send_call_with_refs(
@@ -453,8 +463,7 @@ class ActorConnection(proto.FrameProtocol):
         entry = self.pending.pop(call_id, None)
         if entry is None:
             return
-        if entry.payload is not None:
-            proto.unhold_payload(entry.payload)
+        entry.drop_payload()
         self.link.calls_finished(1)
         if self.dead_error is None:
             self.send(proto.dumps((proto.CANCEL, call_id)))
@@ -475,8 +484,8 @@ class ActorConnection(proto.FrameProtocol):
             if entry is None:
                 continue
             finished += 1
-            if entry.payload is not None:
-                proto.unhold_payload(entry.payload)
+            if entry.held:
+                entry.drop_payload()
             ref = entry.ref
             if ref.done():
                 continue

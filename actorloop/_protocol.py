@@ -8,31 +8,39 @@ frame: a 4-byte little-endian length followed by a pickle.
 
 Writes are coalesced: frames queued during one loop iteration leave in one
 ``writelines`` call; reads parse every whole frame in one ``data_received``.
+
+Large buffers travel through shared-memory segments (``_shm``); a frame
+then starts with their table.  ``FrameProtocol`` only records which
+segments each connection carried, so that losing it frees them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import hashlib
 import hmac
-import mmap
 import os
 import pickle
-import re
-import secrets
 import select
 import socket
 import struct
-import tempfile
 import threading
 import traceback
-import weakref
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import cloudpickle
 
+from . import _shm
 from ._entry import entry_for
+from ._shm import OOB_MARK as _OOB_MARK
+from ._shm import OOB_THRESHOLD as OOB_THRESHOLD
+from ._shm import SegmentPool as SegmentPool
+from ._shm import hold_payload as hold_payload
+from ._shm import loads as loads
+from ._shm import remove_segments as remove_segments
+from ._shm import segment_pool as segment_pool
+from ._shm import set_shm_prefix as set_shm_prefix
+from ._shm import shm_prefix_for as shm_prefix_for
+from ._shm import unhold_payload as unhold_payload
 from .exceptions import SerializationError
 
 MAGIC = b"ACTRLOOP\x01"
@@ -65,16 +73,27 @@ class ProtocolError(Exception):
 
 def _all_plain(values: tuple[Any, ...] | list[Any]) -> bool:
     for value in values:
-        if type(value) not in _PLAIN_TYPES:
+        kind = type(value)
+        if kind not in _PLAIN_TYPES or (kind is bytes and len(value) >= OOB_THRESHOLD):
             return False
     return True
 
 
 def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickle a call message; plain pickle when every argument is a plain value."""
+    """Pickle a call message; plain pickle when every argument is a small plain value.
+
+    ``msg`` holds ``args`` and ``kwargs`` themselves; large ``bytes``/``bytearray``
+    among them travel through shared memory like numpy arrays' buffers.
+    """
     if _all_plain(args) and (not kwargs or _all_plain(list(kwargs.values()))):
         return _fits(pickle.dumps(msg, 5))
-    return _fits(_dumps_with_buffers(msg))
+    big = _shm.is_big_binary
+    if any(big(a) for a in args) or (kwargs and any(big(v) for v in kwargs.values())):
+        wrap = _shm.wrap_big_binary
+        new_args = tuple([wrap(a) for a in args])
+        new_kwargs = {k: wrap(v) for k, v in kwargs.items()}
+        msg = tuple([new_args if m is args else new_kwargs if m is kwargs else m for m in msg])
+    return _dumps_out_of_band(msg)
 
 
 def dumps(obj: Any) -> bytes:
@@ -87,247 +106,45 @@ def dumps(obj: Any) -> bytes:
 
 
 def dumps_value(msg: tuple[Any, ...], value: Any) -> bytes:
-    """Pickle a result message; plain pickle on the fast path."""
-    if type(value) in _PLAIN_TYPES:
+    """Pickle a result message (``msg`` holds ``value``); plain pickle on the fast path."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES and not (kind is bytes and len(value) >= OOB_THRESHOLD):
         return _fits(pickle.dumps(msg, 5))
-    return _fits(_dumps_with_buffers(msg))
+    if _shm.is_big_binary(value):
+        wrapped = _shm.wrap_big_binary(value)
+        msg = tuple([wrapped if m is value else m for m in msg])
+    return _dumps_out_of_band(msg)
+
+
+def _dumps_out_of_band(msg: tuple[Any, ...]) -> bytes:
+    data, names, fallback = _shm.dumps_with_buffers(msg)
+    if len(data) > MAX_FRAME_BYTES:
+        _shm.segment_pool.unused(names)  # this frame is never sent
+        raise SerializationError(_too_large(len(data), fallback))
+    return data
 
 
 def _fits(data: bytes) -> bytes:
     """Refuse a frame the peer would refuse: better one call's clear error than a connection cut under all."""
     if len(data) > MAX_FRAME_BYTES:
-        raise SerializationError(
-            f"{len(data)} bytes once pickled, over the largest frame (MAX_FRAME_BYTES = {MAX_FRAME_BYTES}); "
-            "send large binary data as a bytearray or numpy array, which travel through shared memory"
-        )
+        raise SerializationError(_too_large(len(data), None))
     return data
 
 
-# -- large buffers through shared memory ------------------------------------------
-#
-# Pickle protocol 5 hands us big contiguous buffers (numpy arrays, bytearrays)
-# separately.  Each one above OOB_THRESHOLD is copied once into a segment: a
-# file in /dev/shm (tmpfs: memory, not disk) from this process's pool; the
-# frame carries only its name.  The receiver maps the file and unpickles
-# straight from the mapping, so an array arrives with no further copy.  When
-# the receiver's mapping is freed it sends RELEASE back, and the segment is
-# reused: its pages are already allocated, which on small VMs costs more
-# than the copy itself.
-
-#: Buffers at least this large travel through shared memory instead of the socket.
-OOB_THRESHOLD = 1 << 18
-#: Free segments a process keeps for reuse, in bytes; beyond this they are removed.
-POOL_KEEP_BYTES = 1 << 30
-_OOB_MARK = b"B"
-_SEGMENT = struct.Struct("<HQ")
-_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-_shm_prefix = "actorloop-0-"
-_SEGMENT_NAME = re.compile(r"^actorloop-[0-9a-f]{1,16}-[0-9a-f]{1,16}-[0-9a-f]{32}$")
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-_SEGMENT_ROUND = 1 << 20
-
-
-def shm_prefix_for(node_dir: str) -> str:
-    """The name prefix of the shared-memory segments of one node (the node removes leftovers)."""
-    return f"actorloop-{hashlib.sha256(node_dir.encode()).hexdigest()[:16]}-"
-
-
-def _client_tag(client_id: str) -> str:
-    return "".join(c for c in client_id if c in "0123456789abcdef")[:16] or "0"
-
-
-def set_shm_prefix(node_dir: str, client_id: str) -> None:
-    global _shm_prefix
-    _shm_prefix = f"{shm_prefix_for(node_dir)}{_client_tag(client_id)}-"
-
-
-def remove_segments(node_dir: str, client_id: str | None = None) -> None:
-    """Remove the segments of a node (or of one of its clients, once it left)."""
-    prefix = shm_prefix_for(node_dir) + (f"{_client_tag(client_id)}-" if client_id is not None else "")
-    try:
-        names = os.listdir(_SHM_DIR)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            try:
-                os.unlink(os.path.join(_SHM_DIR, name))
-            except OSError:
-                pass
-
-
-class _Segment:
-    __slots__ = ("name", "fd", "size")
-
-    def __init__(self, name: str, fd: int, size: int) -> None:
-        self.name = name
-        self.fd = fd
-        self.size = size
-
-
-class SegmentPool:
-    """This process's shared-memory segments: handed out for sending, taken back on RELEASE."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: list[_Segment] = []
-        self._free_bytes = 0
-        self._busy: dict[str, _Segment] = {}
-        self._pid = os.getpid()
-
-    def write(self, raw: memoryview) -> str:
-        """Copy ``raw`` into a segment and return its name; the segment is busy until released."""
-        nbytes = raw.nbytes
-        segment = self._take(nbytes)
-        try:
-            offset = 0
-            while offset < nbytes:
-                offset += os.pwrite(segment.fd, raw[offset:], offset)
-        except BaseException:
-            self._discard(segment)
-            raise
-        with self._lock:
-            self._busy[segment.name] = segment
-        return segment.name
-
-    def _take(self, nbytes: int) -> _Segment:
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the segments are the parent's
-                self.__init__()  # type: ignore[misc]
-            best = None
-            for seg in self._free:
-                if nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND and (best is None or seg.size < best.size):
-                    best = seg
-            if best is not None:
-                self._free.remove(best)
-                self._free_bytes -= best.size
-                return best
-        size = -(-nbytes // _SEGMENT_ROUND) * _SEGMENT_ROUND
-        name = f"{_shm_prefix}{secrets.token_hex(16)}"
-        fd = os.open(os.path.join(_SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-        try:
-            os.ftruncate(fd, size)
-        except BaseException:
-            os.close(fd)
-            os.unlink(os.path.join(_SHM_DIR, name))
-            raise
-        return _Segment(name, fd, size)
-
-    def release(self, name: object) -> None:
-        """The receiver no longer maps ``name``: keep it for reuse, or remove it past the cap."""
-        if not isinstance(name, str):
-            return
-        with self._lock:
-            segment = self._busy.pop(name, None)
-            if segment is None:
-                return
-            if self._free_bytes + segment.size <= POOL_KEEP_BYTES:
-                self._free.append(segment)
-                self._free_bytes += segment.size
-                return
-        self._discard(segment)
-
-    def _discard(self, segment: _Segment) -> None:
-        try:
-            os.close(segment.fd)
-            os.unlink(os.path.join(_SHM_DIR, segment.name))
-        except OSError:
-            pass
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: the segments are the parent's; never close or remove them from here."""
-        self._lock = threading.Lock()
-        self._free, self._busy, self._free_bytes = [], {}, 0
-        self._pid = os.getpid()
-
-    def close(self) -> None:
-        """Remove every segment (receivers keep the mappings they hold)."""
-        with self._lock:
-            segments = self._free + list(self._busy.values())
-            self._free, self._busy, self._free_bytes = [], {}, 0
-        for segment in segments:
-            self._discard(segment)
-
-
-segment_pool = SegmentPool()
-atexit.register(segment_pool.close)
-
-
-def hold_payload(payload: bytes) -> None:
-    """The caller keeps ``payload`` to send it again (a retry, or a call not yet delivered)."""
-
-
-def unhold_payload(payload: bytes) -> None:
-    """The caller no longer keeps ``payload`` for sending again."""
-
-
-def _dumps_with_buffers(msg: tuple[Any, ...]) -> bytes:
-    big: list[pickle.PickleBuffer] = []
-
-    def keep_small_in_band(buf: pickle.PickleBuffer) -> bool:
-        try:
-            if buf.raw().nbytes >= OOB_THRESHOLD:
-                big.append(buf)
-                return False
-        except BufferError:  # not contiguous: pickle copies it in-band
-            pass
-        return True
-
-    data = cloudpickle.dumps(msg, 5, buffer_callback=keep_small_in_band)
-    if not big:
-        return data
-    parts = [_OOB_MARK, struct.pack("<I", len(big))]
-    for buf in big:
-        raw = buf.raw()
-        name = segment_pool.write(raw).encode()
-        parts.append(_SEGMENT.pack(len(name), raw.nbytes))
-        parts.append(name)
-    parts.append(data)
-    return b"".join(parts)
-
-
-def _map_segment(name: str, size: int, on_release: Callable[[str], None] | None) -> memoryview:
-    if not _SEGMENT_NAME.match(name):
-        raise ProtocolError(f"bad shared-memory segment name {name!r}")
-    path = os.path.join(_SHM_DIR, name)
-    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid() or st.st_size < size:
-            raise ProtocolError(f"shared-memory segment {name} is not what the frame announced")
-        mapping = mmap.mmap(fd, size, flags=_MAP_FLAGS)
-    finally:
-        os.close(fd)
-    if on_release is None:
-        os.unlink(path)
-    else:
-        # Freed with the last object that uses it (the array, often much later).
-        weakref.finalize(mapping, on_release, name).atexit = False
-    return memoryview(mapping)
-
-
-def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
-    """Unpickle a frame, mapping its shared-memory buffers if it has any.
-
-    ``on_release(name)`` runs (on any thread) once a mapped segment is no
-    longer used, to hand it back to its sender; without it the segment is
-    removed at once.
-    """
-    if data[:1] != _OOB_MARK:
-        return pickle.loads(data)
-    (count,) = struct.unpack_from("<I", data, 1)
-    pos = 5
-    views = []
-    try:
-        for _ in range(count):
-            name_len, size = _SEGMENT.unpack_from(data, pos)
-            pos += _SEGMENT.size
-            name = data[pos : pos + name_len].decode()
-            pos += name_len
-            views.append(_map_segment(name, size, on_release))
-    except (struct.error, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"bad buffer table: {exc}") from exc
-    return pickle.loads(memoryview(data)[pos:], buffers=views)
+def _too_large(nbytes: int, fallback: str | None) -> str:
+    text = (
+        f"{nbytes} bytes once pickled, over the largest frame (MAX_FRAME_BYTES = {MAX_FRAME_BYTES}). "
+        f"Only buffers of {OOB_THRESHOLD} bytes or more travel through shared memory instead of the frame: "
+        "those of numpy arrays (and other pickle-5 buffers) anywhere in the arguments or result, and "
+        "bytes or bytearray values passed as a top-level argument or returned as the result; "
+        "send large data in one of those forms"
+    )
+    if fallback is not None:
+        text += (
+            f". Shared memory was not usable ({fallback}), so such buffers travelled in the frame: "
+            f"give {_shm.SHM_DIR} more room or point $ACTORLOOP_SHM_DIR at a larger tmpfs"
+        )
+    return text
 
 
 def peek_kind_and_id(data: bytes) -> tuple[int, int] | None:
@@ -335,13 +152,7 @@ def peek_kind_and_id(data: bytes) -> tuple[int, int] | None:
     import pickletools
 
     try:
-        pos = 0
-        if data[:1] == _OOB_MARK:
-            (count,) = struct.unpack_from("<I", data, 1)
-            pos = 5
-            for _ in range(count):
-                name_len, _size = _SEGMENT.unpack_from(data, pos)
-                pos += _SEGMENT.size + name_len
+        pos = _shm.skip_table(data)
         ints: list[int] = []
         for op, arg, _ in pickletools.genops(data[pos:]):
             if op.name in ("BININT1", "BININT2", "BININT", "LONG1"):
@@ -412,6 +223,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         """Queue one frame; queued frames leave together at the end of this iteration."""
+        if payload[:1] == _OOB_MARK:
+            self.track_segments(payload)
         out = self._out
         out.append(_pack_header(len(payload)))
         out.append(payload)
@@ -449,6 +262,16 @@ class FrameProtocol(asyncio.Protocol):
         """
         if self._fd < 0 or self.queued_from_threads:
             return False
+        if payload[:1] != _OOB_MARK:
+            return self._write_now(payload)
+        # Tracked before the write: the peer's RELEASE may arrive before this thread runs again.
+        self.track_segments(payload)
+        if self._write_now(payload):
+            return True
+        self.track_segments(payload, -1)
+        return False
+
+    def _write_now(self, payload: bytes) -> bool:
         data = _pack_header(len(payload)) + payload
         with self._write_lock:
             transport = self.transport
@@ -539,6 +362,21 @@ class FrameProtocol(asyncio.Protocol):
         self._drop_direct_fd()
         self.closed = True
         self.transport = None
+        self.segments_lost()
+
+    # -- shared-memory segments sent on this connection (ownership: see _shm) ----------
+
+    def track_segments(self, payload: bytes, delta: int = 1) -> None:
+        """``payload``'s segments are sent on this connection: the peer's RELEASE or our loss settles them.
+
+        ``send`` and ``write_from_thread`` call it; so must code that queues a frame another way.
+        """
+        _shm.segment_pool.sent(_shm.segment_names(payload), self, delta)
+
+    def segments_lost(self) -> None:
+        """The peer is gone (or our queued frames were dropped): what we sent it and it did not release
+        may still be mapped by a live peer, so it is never reused; removed unless held for a retry."""
+        _shm.segment_pool.connection_lost(self)
 
     def _drop_direct_fd(self) -> None:
         with self._write_lock:

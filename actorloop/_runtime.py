@@ -616,7 +616,6 @@ def _after_fork_in_child() -> None:
     rt.closed = True
     rt.forked_away = True
     _ref.abandoned_loops.add(rt.home_loop)
-    proto.segment_pool.forget_after_fork()
 
 
 atexit.register(_atexit_stop)

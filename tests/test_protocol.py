@@ -11,10 +11,11 @@ import pytest
 
 import actorloop
 from actorloop import _protocol as proto
+from actorloop import _shm
 
 
 def _segments() -> list[str]:
-    return [n for n in os.listdir(proto._SHM_DIR) if n.startswith(proto._shm_prefix)]
+    return [n for n in os.listdir(_shm.SHM_DIR) if n.startswith(_shm._shm_prefix)]
 
 
 def test_hello_check() -> None:
@@ -38,10 +39,10 @@ def test_small_buffers_stay_in_band() -> None:
 
 @pytest.fixture
 def own_prefix() -> object:
-    saved = proto._shm_prefix
+    saved = _shm._shm_prefix
     proto.set_shm_prefix("/test-node", "feedface")
     yield
-    proto._shm_prefix = saved
+    _shm._shm_prefix = saved
 
 
 def test_large_buffer_travels_through_a_segment_and_is_reused(own_prefix: None) -> None:
@@ -63,8 +64,8 @@ def test_large_buffer_travels_through_a_segment_and_is_reused(own_prefix: None) 
 
 
 def test_bad_segment_names_are_refused() -> None:
-    with pytest.raises(proto.ProtocolError):
-        proto._map_segment("../../etc/passwd", 10, None)
+    with pytest.raises(_shm.SegmentError):
+        _shm.map_segment("../../etc/passwd", 10, None)
 
 
 def test_oversized_frames_are_refused_by_the_sender() -> None:
@@ -91,5 +92,5 @@ def test_big_arrays_leave_no_segments_behind(node: None) -> None:
     runtime = actorloop._runtime.get_runtime()
     assert runtime is not None
     prefix = proto.shm_prefix_for(runtime.node_dir)
-    mine = [n for n in os.listdir(proto._SHM_DIR) if n.startswith(prefix)]
+    mine = [n for n in os.listdir(_shm.SHM_DIR) if n.startswith(prefix)]
     assert len(mine) <= 4

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 
 # Everything a plain actor needs is imported here, before the zygote forks,
 # so that forking an actor costs no imports.  aiohttp is imported only by the
@@ -19,8 +20,9 @@ import uvloop
 
 import actorloop  # noqa: F401
 from actorloop import _worker  # noqa: F401
-from actorloop._node import prepare_dir
+from actorloop._node import default_daemon_dir, prepare_dir
 from actorloop._node._server import Node, shutdown_timeout_from_env
+from actorloop._node._sweep import sweep_leftovers
 from actorloop._node._zygote import zygote_main
 from actorloop._protocol import SECRET_BYTES
 
@@ -71,6 +73,10 @@ def main() -> None:
             f.write(str(os.getpid()))
         os.write(args.ready_fd, f"READY {os.getpid()}\n".encode())
         os.close(args.ready_fd)
+        # What killed runs left (segments, embedded node directories): off the loop, after READY.
+        threading.Thread(
+            target=sweep_leftovers, args=(node_dir, default_daemon_dir()), name="actorloop-sweep", daemon=True
+        ).start()
 
     loop.call_soon(lambda: loop.create_task(_announce_when_listening(node, announce)))
     try:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from .. import _protocol as proto
 from .._meta import ActorInfo
+from .._shm import WRITER_GONE_GRACE
 from ..exceptions import ActorDiedError
 
 _log = logging.getLogger("actorloop.node")
@@ -500,8 +501,8 @@ class Node:
         if client.conns:
             return
         del self.clients[client.client_id]
-        # Segments it sent and nobody released; late enough that receivers have mapped them.
-        self.loop.call_later(30, proto.remove_segments, self.dir, client.client_id)
+        # Segments it sent and nobody released; late enough that frames in flight have been mapped.
+        self.loop.call_later(WRITER_GONE_GRACE, proto.remove_segments, self.dir, client.client_id)
         for actor in list(self.actors.values()):
             if actor.owner == client.client_id and not actor.detached and actor.state != "DEAD":
                 self._end(actor, "its owner exited", no_restart=True, graceful=True)

@@ -1,0 +1,612 @@
+"""Large pickle-5 buffers through shared-memory segments, and who frees them.
+
+Pickle protocol 5 hands us big contiguous buffers (numpy arrays, and the
+top-level ``bytes``/``bytearray`` arguments and results we wrap) separately.
+Each one of at least ``OOB_THRESHOLD`` bytes is copied once into a
+*segment*: a file in ``SHM_DIR`` (``/dev/shm``, tmpfs: memory, not disk)
+taken from this process's pool; the frame carries only its name.  The
+receiver maps the file read-only and unpickles straight from the mapping, so
+an array arrives with no further copy (and read-only, as in Ray).  When the
+receiver's mapping is freed it sends RELEASE back and the writer reuses the
+segment: its pages are already allocated, which on small VMs costs more than
+the copy itself.
+
+Ownership (DESIGN-shm.md has the full table): the writer's pool owns every
+segment it made.  A segment is *busy* from the write until every receiver it
+was sent to released it, no caller holds it for a retry, and it is not
+waiting to be sent; then it returns to the pool (or, if a connection it was
+sent on was lost, so a live peer may still map it, it is removed).  Free
+segments idle for ``POOL_IDLE_SECONDS`` are removed by a timer thread, and
+the pool keeps at most ``POOL_KEEP_BYTES``.  When the writer dies, the node
+removes its segments after ``WRITER_GONE_GRACE``; segments of runs that
+were killed whole are swept by the next node start (``sweep_stale_segments``).
+When a segment cannot be made (no or full ``/dev/shm``), the buffer travels
+in the frame instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import io
+import mmap
+import os
+import pickle
+import re
+import secrets
+import stat
+import struct
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+import cloudpickle
+
+#: Buffers at least this large travel through shared memory instead of the socket.
+OOB_THRESHOLD = 1 << 18
+#: Free segments a process keeps for reuse, in bytes; beyond this, released segments are removed.
+POOL_KEEP_BYTES = 256 << 20
+#: A free segment unused for this long is removed (by a timer thread, armed only while free segments exist).
+POOL_IDLE_SECONDS = 5.0
+#: A segment written but neither sent nor held after this long is removed (its frame was dropped).
+UNSENT_GRACE_SECONDS = 60.0
+#: How long the node waits, once a writer left, before removing its segments: frames still in flight
+#: to a receiver must be mapped by then (a receiver that mapped one keeps its pages after the unlink).
+WRITER_GONE_GRACE = 3.0
+#: Segments of dead writers younger than this are left alone by the start-up sweep (a frame may be in flight).
+STALE_SEGMENT_AGE = 5.0
+
+#: Where segments live: ``$ACTORLOOP_SHM_DIR`` (read at import; every process of a node must agree),
+#: else /dev/shm.  If it is missing or unwritable, large buffers travel in the frame.
+SHM_DIR = os.path.abspath(os.environ.get("ACTORLOOP_SHM_DIR") or "/dev/shm")
+
+OOB_MARK = b"B"
+_COUNT = struct.Struct("<I")
+_SEGMENT = struct.Struct("<HQ")
+# actorloop-<node hash>-<client tag>-<writer pid>-<random>; strict: _map_segment opens only such names.
+_SEGMENT_NAME = re.compile(r"^actorloop-([0-9a-f]{1,16})-([0-9a-f]{1,16})-([0-9a-f]{1,8})-([0-9a-f]{32})$")
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+_SEGMENT_ROUND = 1 << 20
+
+_shm_prefix = "actorloop-0-0-"
+#: Why the last segment could not be made (for error messages); None while shared memory works.
+last_failure: str | None = None
+
+
+class SegmentError(Exception):
+    """A frame names a segment that cannot be mapped (bad name, wrong owner or size, gone)."""
+
+
+def shm_prefix_for(node_dir: str) -> str:
+    """The name prefix of the shared-memory segments of one node (the node removes leftovers)."""
+    return f"actorloop-{hashlib.sha256(node_dir.encode()).hexdigest()[:16]}-"
+
+
+def _client_tag(client_id: str) -> str:
+    return "".join(c for c in client_id if c in "0123456789abcdef")[:16] or "0"
+
+
+def set_shm_prefix(node_dir: str, client_id: str) -> None:
+    """Name this process's future segments after its node and client id (see ``remove_segments``)."""
+    global _shm_prefix
+    _shm_prefix = f"{shm_prefix_for(node_dir)}{_client_tag(client_id)}-"
+
+
+def remove_segments(node_dir: str, client_id: str | None = None) -> None:
+    """Remove the segments of a node (or of one of its clients, once it left)."""
+    prefix = shm_prefix_for(node_dir) + (f"{_client_tag(client_id)}-" if client_id is not None else "")
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and _SEGMENT_NAME.match(name):
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except OSError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    if not 0 < pid <= 0x7FFFFFFF:
+        return True  # no process of ours has this pid: leave what names it alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not our writer, but keep what names it
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2][1:2] not in (b"Z", b"X")
+    except OSError:
+        return True  # no /proc: trust kill()
+
+
+def sweep_stale_segments(min_age: float = STALE_SEGMENT_AGE) -> int:
+    """Remove this user's segments whose writer process is dead and that are older than ``min_age`` seconds.
+
+    Run by a starting node: it frees what runs killed whole (driver, node and
+    actors at once) left behind.  Returns how many segments it removed.
+    """
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    uid = os.getuid()
+    now = time.time()
+    removed = 0
+    for name in names:
+        match = _SEGMENT_NAME.match(name)
+        if match is None or _pid_alive(int(match.group(3), 16)):
+            continue
+        path = os.path.join(SHM_DIR, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or now - st.st_mtime < min_age:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+# -- the writer's pool ----------------------------------------------------------------
+
+
+class _Segment:
+    __slots__ = ("name", "fd", "size", "conn", "sends", "holds", "sent_once", "tainted", "since")
+
+    def __init__(self, name: str, fd: int, size: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = size
+        self.conn: object = None  # the connection it was last sent on, until released or lost
+        self.sends = 0  # sends on ``conn`` not yet released
+        self.holds = 0  # callers keeping its payload for a retry
+        self.sent_once = False
+        self.tainted = False  # a connection it was sent on was lost: a live peer may map it, never reuse
+        self.since = 0.0  # monotonic: when it became busy (unsent) or free (idle)
+
+
+class SegmentPool:
+    """This process's segments: handed out for sending, tracked per connection, taken back on RELEASE."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[_Segment] = []
+        self._free_bytes = 0
+        self._busy: dict[str, _Segment] = {}
+        self._timer: threading.Timer | None = None
+        self._pid = os.getpid()
+
+    # -- writing ------------------------------------------------------------------
+
+    def write(self, raw: memoryview) -> str | None:
+        """Copy ``raw`` into a segment and return its name (busy until settled), or None if no segment
+        could be made or written (the caller sends the buffer in the frame instead)."""
+        global last_failure
+        nbytes = raw.nbytes
+        segment = self._take(nbytes)
+        if segment is None:
+            return None
+        try:
+            offset = 0
+            while offset < nbytes:
+                offset += os.pwrite(segment.fd, raw[offset:], offset)
+        except OSError as exc:  # ENOSPC, EFBIG, EIO: the buffer travels in the frame
+            last_failure = f"writing {nbytes} bytes to {SHM_DIR} failed: {exc.strerror or exc}"
+            self._discard(segment)
+            return None
+        except BaseException:
+            self._discard(segment)
+            raise
+        segment.since = time.monotonic()
+        with self._lock:
+            self._busy[segment.name] = segment
+        return segment.name
+
+    def _take(self, nbytes: int) -> _Segment | None:
+        global last_failure
+        stale: list[_Segment] = []
+        with self._lock:
+            best = None
+            for seg in self._free:
+                if nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND and (best is None or seg.size < best.size):
+                    best = seg
+            if best is not None:
+                self._free.remove(best)
+                self._free_bytes -= best.size
+            self._collect_unsent(stale)
+        self._discard_all(stale)
+        if best is not None:
+            best.conn, best.sends, best.holds, best.sent_once, best.tainted = None, 0, 0, False, False
+            return best
+        size = -(-nbytes // _SEGMENT_ROUND) * _SEGMENT_ROUND
+        try:
+            st = os.statvfs(SHM_DIR)
+            if st.f_bavail * st.f_frsize < size:
+                # Checked before writing: tmpfs allocates pages as they are written, so a full
+                # one fails half-way (and a mapping writer would get SIGBUS).
+                last_failure = f"{SHM_DIR} has {st.f_bavail * st.f_frsize} bytes free, {size} needed"
+                return None
+        except OSError as exc:
+            last_failure = f"{SHM_DIR} is not usable: {exc.strerror or exc}"
+            return None
+        name = f"{_shm_prefix}{os.getpid():x}-{secrets.token_hex(16)}"
+        path = os.path.join(SHM_DIR, name)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            last_failure = f"cannot create a segment in {SHM_DIR}: {exc.strerror or exc}"
+            return None
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            os.close(fd)
+            _unlink(path)
+            last_failure = f"cannot size a segment in {SHM_DIR}: {exc.strerror or exc}"
+            return None
+        return _Segment(name, fd, size)
+
+    # -- who still needs a busy segment -----------------------------------------------
+
+    def sent(self, names: list[str], conn: object, delta: int = 1) -> None:
+        """``names`` are (``delta=1``) queued or written on connection ``conn``; ``-1`` undoes an unwritten send."""
+        with self._lock:
+            for name in names:
+                seg = self._busy.get(name)
+                if seg is None:
+                    continue
+                if seg.conn is not conn:
+                    if seg.conn is not None:
+                        seg.tainted = True  # on two connections at once: never reuse it
+                    seg.conn, seg.sends = conn, 0
+                seg.sends = max(0, seg.sends + delta)
+                # An undone send (nothing written) leaves it unsent: its payload is still on its way.
+                seg.sent_once = seg.sends > 0 or (seg.sent_once and delta > 0)
+
+    def release(self, name: object) -> None:
+        """A receiver no longer maps ``name`` (its RELEASE frame)."""
+        if not isinstance(name, str):
+            return
+        with self._lock:
+            seg = self._busy.get(name)
+            if seg is None:
+                return
+            seg.sent_once = True
+            seg.sends -= 1
+            if seg.sends <= 0:
+                seg.sends, seg.conn = 0, None
+            discard = self._settle(seg)
+        if discard is not None:
+            self._discard(discard)
+
+    def connection_lost(self, conn: object) -> None:
+        """``conn`` is gone: what was sent on it and not released may still be mapped by a live peer,
+        so it is never reused; it is removed at once unless a caller holds it for a retry."""
+        with self._lock:
+            if not self._busy:
+                return
+            lost = [seg for seg in self._busy.values() if seg.conn is conn]
+            gone = []
+            for seg in lost:
+                seg.conn, seg.sends, seg.tainted = None, 0, True
+                discard = self._settle(seg)
+                if discard is not None:
+                    gone.append(discard)
+        self._discard_all(gone)
+
+    def hold(self, names: list[str]) -> None:
+        """A caller keeps these segments' payload to send it again (a retry): do not free them."""
+        with self._lock:
+            for name in names:
+                seg = self._busy.get(name)
+                if seg is not None:
+                    seg.holds += 1
+
+    def unhold(self, names: list[str]) -> None:
+        """The caller no longer keeps the payload: free the segments once no receiver maps them."""
+        gone = []
+        with self._lock:
+            for name in names:
+                seg = self._busy.get(name)
+                if seg is not None and seg.holds > 0:
+                    seg.holds -= 1
+                    discard = self._settle(seg)
+                    if discard is not None:
+                        gone.append(discard)
+        self._discard_all(gone)
+
+    def unused(self, names: list[str]) -> None:
+        """Segments written for a frame that will never be sent (its pickling failed): back to the pool."""
+        gone = []
+        with self._lock:
+            for name in names:
+                seg = self._busy.get(name)
+                if seg is not None and not seg.sent_once and not seg.holds:
+                    discard = self._settle(seg, dropped=True)
+                    if discard is not None:
+                        gone.append(discard)
+        self._discard_all(gone)
+
+    def _settle(self, seg: _Segment, dropped: bool = False) -> _Segment | None:
+        """(Lock held.)  If nothing needs ``seg`` any more, free it; returns it if it must be removed.
+
+        A segment never sent is still needed (its payload may be on its way to a send), unless
+        ``dropped``: its writer says the payload is gone; else ``_collect_unsent`` removes it later.
+        """
+        if seg.holds or seg.sends or not (seg.sent_once or dropped):
+            return None
+        del self._busy[seg.name]
+        if seg.tainted or self._free_bytes + seg.size > POOL_KEEP_BYTES:
+            return seg
+        seg.since = time.monotonic()
+        self._free.append(seg)
+        self._free_bytes += seg.size
+        self._arm()
+        return None
+
+    def _collect_unsent(self, out: list[_Segment]) -> None:
+        """(Lock held.)  Segments written long ago for frames that were dropped before leaving."""
+        if not self._busy:
+            return
+        limit = time.monotonic() - UNSENT_GRACE_SECONDS
+        for seg in list(self._busy.values()):
+            if not seg.sent_once and not seg.holds and seg.since < limit:
+                del self._busy[seg.name]
+                out.append(seg)
+
+    # -- trimming idle memory ---------------------------------------------------------
+
+    def _arm(self) -> None:
+        """(Lock held.)  Start the trim timer if it is not running."""
+        if self._timer is None:
+            timer = threading.Timer(POOL_IDLE_SECONDS / 2, self.trim)
+            timer.daemon = True
+            timer.name = "actorloop-shm-trim"
+            self._timer = timer
+            timer.start()
+
+    def trim(self, idle: float | None = None) -> None:
+        """Remove free segments idle for ``idle`` seconds (default ``POOL_IDLE_SECONDS``); re-arm while any stay."""
+        limit = time.monotonic() - (POOL_IDLE_SECONDS if idle is None else idle)
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            old = [seg for seg in self._free if seg.since <= limit]
+            if old:
+                self._free = [seg for seg in self._free if seg.since > limit]
+                self._free_bytes = sum(seg.size for seg in self._free)
+            self._collect_unsent(old)
+            if threading.current_thread() is self._timer:
+                self._timer = None
+            if self._free:
+                self._arm()
+        self._discard_all(old)
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _discard(self, segment: _Segment) -> None:
+        try:
+            os.close(segment.fd)
+        except OSError:
+            pass
+        _unlink(os.path.join(SHM_DIR, segment.name))
+
+    def _discard_all(self, segments: list[_Segment]) -> None:
+        for segment in segments:
+            self._discard(segment)
+
+    def close(self) -> None:
+        """Remove every segment (receivers keep the mappings they hold)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            segments = self._free + list(self._busy.values())
+            self._free, self._busy, self._free_bytes = [], {}, 0
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._discard_all(segments)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts with an empty pool: the segments (and the timer thread) are the parent's."""
+        for seg in self._free + list(self._busy.values()):
+            try:
+                os.close(seg.fd)  # our copy of the descriptor only
+            except OSError:
+                pass
+        self.__init__()  # type: ignore[misc]
+
+    def stats(self) -> tuple[int, int, int]:
+        """(free segments, free bytes, busy segments): for tests and debugging."""
+        with self._lock:
+            return len(self._free), self._free_bytes, len(self._busy)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+segment_pool = SegmentPool()
+atexit.register(segment_pool.close)
+os.register_at_fork(after_in_child=lambda: segment_pool._after_fork_in_child())
+
+
+# -- payloads: the segment table ahead of the pickle ------------------------------------
+
+
+def skip_table(data: bytes | memoryview) -> int:
+    """Where the pickle starts in a payload (after its segment table, if it has one)."""
+    if data[:1] != OOB_MARK:
+        return 0
+    (count,) = _COUNT.unpack_from(data, 1)
+    pos = 1 + _COUNT.size
+    for _ in range(count):
+        name_len, _size = _SEGMENT.unpack_from(data, pos)
+        pos += _SEGMENT.size + name_len
+    return pos
+
+
+def segment_names(payload: bytes) -> list[str]:
+    """The names of the segments a payload refers to (none for an in-band payload)."""
+    if payload[:1] != OOB_MARK:
+        return []
+    (count,) = _COUNT.unpack_from(payload, 1)
+    pos = 1 + _COUNT.size
+    names = []
+    for _ in range(count):
+        name_len, _size = _SEGMENT.unpack_from(payload, pos)
+        pos += _SEGMENT.size
+        names.append(payload[pos : pos + name_len].decode())
+        pos += name_len
+    return names
+
+
+def hold_payload(payload: bytes) -> bool:
+    """Keep ``payload``'s segments for a resend (a retry) until ``unhold_payload``; True if it has any."""
+    if payload[:1] != OOB_MARK:
+        return False
+    segment_pool.hold(segment_names(payload))
+    return True
+
+
+def unhold_payload(payload: bytes) -> None:
+    """The caller no longer keeps ``payload`` for a resend."""
+    if payload[:1] == OOB_MARK:
+        segment_pool.unhold(segment_names(payload))
+
+
+class _Binary:
+    """A large top-level ``bytes``/``bytearray`` argument or result, pickled as a buffer (out of band)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        rebuild = _rebuild_bytes if type(self.value) is bytes else _rebuild_bytearray
+        return rebuild, (pickle.PickleBuffer(self.value),)
+
+
+def _rebuild_bytes(buf: Any) -> bytes:
+    return buf if type(buf) is bytes else bytes(buf)
+
+
+def _rebuild_bytearray(buf: Any) -> bytearray:
+    return bytearray(buf)  # a copy: a real, writable bytearray, whatever the receiver maps
+
+
+def is_big_binary(value: Any) -> bool:
+    """Whether ``value`` is a ``bytes``/``bytearray`` large enough to travel through shared memory."""
+    return (type(value) is bytes or type(value) is bytearray) and len(value) >= OOB_THRESHOLD
+
+
+def wrap_big_binary(value: Any) -> Any:
+    """``value``, wrapped to travel out of band if it is a large ``bytes``/``bytearray``."""
+    return _Binary(value) if is_big_binary(value) else value
+
+
+def dumps_with_buffers(msg: Any) -> tuple[bytes, list[str], str | None]:
+    """Pickle ``msg`` (cloudpickle, protocol 5), large buffers through segments.
+
+    Returns the payload, the names of the segments it made (busy until sent
+    and released; ``segment_pool.unused`` gives them back if the payload is
+    dropped before it is sent), and why a large buffer had to travel in the
+    frame (None if none did).
+    """
+    table: list[bytes] = []
+    names: list[str] = []
+    fallback: list[str] = []
+
+    def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:  # not contiguous: pickle copies it in-band
+            return True
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        name = segment_pool.write(raw)
+        if name is None:
+            fallback.append(last_failure or "no segment")
+            return True  # no segment: this buffer travels in the frame
+        names.append(name)
+        encoded = name.encode()
+        table.append(_SEGMENT.pack(len(encoded), raw.nbytes) + encoded)
+        return False
+
+    try:
+        with io.BytesIO() as file:
+            cloudpickle.Pickler(file, protocol=5, buffer_callback=out_of_band).dump(msg)
+            data = file.getvalue()
+    except BaseException:
+        segment_pool.unused(names)
+        raise
+    why = fallback[0] if fallback else None
+    if not table:
+        return data, names, why
+    return b"".join([OOB_MARK, _COUNT.pack(len(table)), *table, data]), names, why
+
+
+# -- the receiver -----------------------------------------------------------------------
+
+
+def map_segment(name: str, size: int, on_release: Callable[[str], None] | None) -> memoryview:
+    """Map segment ``name`` read-only; ``on_release(name)`` runs once nothing uses the mapping."""
+    if not _SEGMENT_NAME.match(name):
+        raise SegmentError(f"bad shared-memory segment name {name!r}")
+    path = os.path.join(SHM_DIR, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise SegmentError(
+            f"cannot open shared-memory segment {name} in {SHM_DIR}: {exc.strerror or exc} (every process "
+            "of a node must see the same $ACTORLOOP_SHM_DIR)"
+        ) from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode) or st.st_size < size:
+            raise SegmentError(f"shared-memory segment {name} is not what the frame announced")
+        # Read-only: a receiver never writes into the sender's bytes, so a caller that sends the
+        # same payload again (a retry) always sends intact bytes.
+        mapping = mmap.mmap(fd, size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    if on_release is None:
+        _unlink(path)
+    else:
+        # Freed with the last object that uses it (the array, often much later).
+        weakref.finalize(mapping, on_release, name).atexit = False
+    return memoryview(mapping)
+
+
+def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
+    """Unpickle a payload, mapping its segments if it has any.
+
+    ``on_release(name)`` runs (on any thread) once a mapped segment is no
+    longer used, to hand it back to its writer; without it the segment is
+    removed at once.
+    """
+    if data[:1] != OOB_MARK:
+        return pickle.loads(data)
+    (count,) = _COUNT.unpack_from(data, 1)
+    pos = 1 + _COUNT.size
+    views = []
+    try:
+        for _ in range(count):
+            name_len, size = _SEGMENT.unpack_from(data, pos)
+            pos += _SEGMENT.size
+            name = data[pos : pos + name_len].decode()
+            pos += name_len
+            views.append(map_segment(name, size, on_release))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise SegmentError(f"bad buffer table: {exc}") from exc
+    return pickle.loads(memoryview(data)[pos:], buffers=views)
