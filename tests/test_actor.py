@@ -37,14 +37,19 @@ class AsyncInit:
         # The constructor runs on the actor's loop: tasks may be started from it.
         self.task = asyncio.get_running_loop().create_task(self._tick())
         self.ticks = 0
+        self.ticked = asyncio.Event()
 
     async def _tick(self) -> None:
         while True:
             self.ticks += 1
+            self.ticked.set()
             await asyncio.sleep(0.01)
 
     async def get(self) -> tuple[int, bool]:
-        await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(self.ticked.wait(), 10)  # the task started in __init__ runs
+        except asyncio.TimeoutError:
+            pass
         return self.value, self.ticks > 0
 
 

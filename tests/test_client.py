@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from node._helpers import alive, settle_handle_drops, wait_gone
 
 import actorloop
 
@@ -30,6 +31,13 @@ class Counter:
 
     def sleep(self, t: float) -> None:
         time.sleep(t)
+
+    def wait_for_file(self, path: str) -> None:
+        """Hold the actor until the test creates ``path`` (a gate a sync actor can wait on)."""
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            time.sleep(0.01)
 
 
 def test_named_actor_and_get_actor() -> None:
@@ -84,13 +92,15 @@ def test_list_actors_reports_every_namespace() -> None:
     )
 
 
-def test_max_pending_calls() -> None:
+def test_max_pending_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
     c = Counter.options(max_pending_calls=2).remote()
-    first = c.sleep.remote(0.3)
+    gate = tmp_path / "gate"
+    first = c.wait_for_file.remote(str(gate))  # pending until the gate opens
     second = c.sleep.remote(0)
     with pytest.raises(actorloop.PendingCallsLimitExceeded):
         c.increment.remote()
-    actorloop.get([first, second])
+    gate.touch()
+    actorloop.get([first, second], timeout=30)
     assert actorloop.get(c.increment.remote()) == 1
 
 
@@ -99,7 +109,7 @@ def test_anonymous_actor_ends_when_its_handles_are_dropped() -> None:
     pid = actorloop.get(c.pid.remote())
     del c
     gc.collect()
-    assert _gone_within(pid, 10)
+    assert wait_gone([pid], timeout=10) == []
 
 
 def test_pending_call_keeps_a_dropped_actor_alive() -> None:
@@ -109,24 +119,12 @@ def test_pending_call_keeps_a_dropped_actor_alive() -> None:
 def test_named_actor_survives_dropped_handles() -> None:
     c = Counter.options(name="keeper").remote()
     actorloop.get(c.increment.remote())
+    pid = actorloop.get(c.pid.remote())
     del c
     gc.collect()
-    time.sleep(0.2)
+    settle_handle_drops(Counter)  # an anonymous actor dropped now is gone, the named one is not
+    assert alive(pid)
     assert actorloop.get(actorloop.get_actor("keeper").increment.remote()) == 2
-
-
-def _gone_within(pid: int, seconds: float) -> bool:
-    import psutil
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from node._helpers import wait_until
 
 import actorloop
 from actorloop import exceptions
@@ -39,7 +40,9 @@ class Faulty:
     def pid(self) -> int:
         return os.getpid()
 
-    def sleep(self, t: float) -> float:
+    def sleep(self, t: float, started: str | None = None) -> float:
+        if started is not None:
+            open(started, "w").close()  # tells the test this call runs
         time.sleep(t)
         return t
 
@@ -117,11 +120,12 @@ def test_unpicklable_result_is_the_calls_error() -> None:
     assert actorloop.get(f.echo.remote(2)) == 2
 
 
-def test_sigkill_fails_calls_in_flight_and_later_calls_at_once() -> None:
+def test_sigkill_fails_calls_in_flight_and_later_calls_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
     f = Faulty.remote()
     pid = actorloop.get(f.pid.remote())
-    in_flight = [f.sleep.remote(30) for _ in range(5)]
-    time.sleep(0.1)
+    started = tmp_path / "started"
+    in_flight = [f.sleep.remote(30, str(started))] + [f.sleep.remote(30) for _ in range(4)]
+    assert wait_until(started.exists, timeout=30)  # the first runs, the others wait behind it
     os.kill(pid, signal.SIGKILL)
     for ref in in_flight:
         with pytest.raises(actorloop.ActorDiedError, match="SIGKILL"):

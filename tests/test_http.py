@@ -121,6 +121,8 @@ class Service:
         self.items: dict[str, bytes] = {}
         self.inside = 0
         self.most_inside = 0
+        self.slow_started = threading.Event()
+        self.gate = threading.Event()
 
     # state shared with .remote() calls
     def increment(self) -> int:
@@ -220,9 +222,19 @@ class Service:
         return "io-sync"
 
     @actorloop.method(concurrency_group="slow")
-    def slow(self, seconds: float) -> str:
-        time.sleep(seconds)
+    def slow(self) -> str:
+        """Holds the "slow" group's thread until the gate opens."""
+        self.slow_started.set()
+        self.gate.wait(30)
         return "slept"
+
+    @actorloop.method(concurrency_group="io")
+    def wait_slow_started(self) -> bool:
+        return self.slow_started.wait(30)
+
+    @actorloop.method(concurrency_group="io")
+    def open_gate(self) -> None:
+        self.gate.set()
 
     @actorloop.http.get("/one")
     @actorloop.method(concurrency_group="one")
@@ -248,8 +260,12 @@ def _on_loop() -> bool:
 
 @actorloop.remote
 class SlowStart:
-    async def __init__(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def __init__(self, gate: str) -> None:
+        # The constructor ends only once the test creates `gate`.
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate):
+            assert time.monotonic() < deadline, f"{gate} never appeared"
+            await asyncio.sleep(0.01)
         self.started = time.time()
 
     @actorloop.http.get("/started")
@@ -298,13 +314,21 @@ def test_seed_pattern_hand_made_aiohttp() -> None:
 # -- built-in routes -------------------------------------------------------------------
 
 
-def test_http_url_before_the_actor_is_up() -> None:
-    handle = SlowStart.remote(0.5)
+def test_http_url_before_the_actor_is_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gate = tmp_path / "gate"
+    handle = SlowStart.remote(str(gate))
     returned = time.time()
     url = handle.http_url
     assert url is not None and url.startswith("http://127.0.0.1:")
-    # The socket already listens: the request waits for the actor, it is not refused.
-    status, _, body = request(url, "GET", "/started")
+    # The socket already listens: the request, sent while __init__ still waits, waits for the actor.
+    conn = http.client.HTTPConnection(urlsplit(url).hostname, port_of(url), timeout=30)
+    try:
+        conn.request("GET", "/started")
+        gate.touch()
+        response = conn.getresponse()
+        status, body = response.status, response.read()
+    finally:
+        conn.close()
     assert status == 200
     assert json.loads(body) > returned  # .remote() returned before __init__ ended
     actorloop.kill(handle)
@@ -375,14 +399,15 @@ def test_head_is_served_with_get(service: Any) -> None:
 
 
 def test_handler_in_a_group_answers_while_another_group_is_busy(service: Any) -> None:
-    slow = service.slow.remote(2.0)
-    time.sleep(0.2)  # let the slow call start
-    start = time.time()
-    assert request(service.http_url, "GET", "/io")[2] == b"io"
-    assert request(service.http_url, "GET", "/io-sync")[2] == b"io-sync"
-    assert request(service.http_url, "GET", "/text")[2] == b"hello, actor"  # default group
-    assert time.time() - start < 1.0
-    assert not actorloop.wait([slow], timeout=0)[0]  # still sleeping: the groups did overlap
+    slow = service.slow.remote()
+    assert actorloop.get(service.wait_slow_started.remote(), timeout=30)
+    try:
+        assert request(service.http_url, "GET", "/io")[2] == b"io"
+        assert request(service.http_url, "GET", "/io-sync")[2] == b"io-sync"
+        assert request(service.http_url, "GET", "/text")[2] == b"hello, actor"  # default group
+        assert not actorloop.wait([slow], timeout=0)[0]  # still held: the groups did overlap
+    finally:
+        actorloop.get(service.open_gate.remote(), timeout=10)
     assert actorloop.get(slow, timeout=10) == "slept"
 
 

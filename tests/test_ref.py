@@ -85,7 +85,7 @@ def test_get_inside_running_loop_raises_runtime_error(echo: actorloop.ActorHandl
 
 
 def test_wait_returns_ready_and_not_ready_in_order(aecho: actorloop.ActorHandle) -> None:
-    slow = aecho.sleep.remote(2)
+    slow = aecho.sleep.remote(60)  # runs until it is cancelled below: never ready in this test
     fast = [aecho.echo.remote(i) for i in range(3)]
     refs = [slow, *fast]
     ready, not_ready = actorloop.wait(refs, num_returns=3, timeout=5)

@@ -66,6 +66,8 @@ class Grouped:
     def __init__(self) -> None:
         self.active: dict[str, int] = {"io": 0, "compute": 0, "default": 0}
         self.peak: dict[str, int] = {"io": 0, "compute": 0, "default": 0}
+        self.blocking_started = threading.Event()
+        self.gate = threading.Event()
 
     async def _enter(self, group: str, t: float) -> None:
         self.active[group] += 1
@@ -88,9 +90,19 @@ class Grouped:
         return "default"
 
     @actorloop.method(concurrency_group="compute")
-    def blocking(self, t: float) -> str:
-        time.sleep(t)
+    def blocking(self) -> str:
+        """A sync method that holds its thread until the gate opens."""
+        self.blocking_started.set()
+        self.gate.wait(30)
         return "blocked"
+
+    @actorloop.method(concurrency_group="io")
+    def wait_blocking_started(self) -> bool:
+        return self.blocking_started.wait(30)
+
+    @actorloop.method(concurrency_group="io")
+    def open_gate(self) -> None:
+        self.gate.set()
 
     async def peaks(self) -> dict[str, int]:
         return dict(self.peak)
@@ -214,12 +226,15 @@ def test_unknown_group_on_method_raises_value_error_at_creation() -> None:
 
 def test_slow_sync_method_does_not_stall_other_groups() -> None:
     g = Grouped.remote()
-    slow = g.blocking.remote(1.5)
-    time.sleep(0.1)
-    assert actorloop.get(g.io.remote(0), timeout=5) == "io"
-    assert actorloop.get(g.default.remote(0), timeout=5) == "default"
-    assert not slow.done()  # both answered while the sync method still sleeps
-    assert actorloop.get(slow) == "blocked"
+    slow = g.blocking.remote()
+    assert actorloop.get(g.wait_blocking_started.remote(), timeout=30)
+    try:
+        assert actorloop.get(g.io.remote(0), timeout=10) == "io"
+        assert actorloop.get(g.default.remote(0), timeout=10) == "default"
+        assert not slow.done()  # both answered while the sync method still holds its thread
+    finally:
+        actorloop.get(g.open_gate.remote(), timeout=10)
+    assert actorloop.get(slow, timeout=10) == "blocked"
 
 
 def test_threaded_sync_actor_uses_that_many_threads() -> None:

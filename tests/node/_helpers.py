@@ -1,7 +1,13 @@
-"""Shared helpers of the node tests: short directories, the CLI, finding a node's processes."""
+"""Shared helpers of the node tests: short directories, the CLI, finding a node's processes.
+
+The waiting helpers (``wait_until``, ``async_wait_until``, ``wait_gone``,
+``settle_handle_drops``) are used by the other test modules too (``from node._helpers import ...``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import shutil
 import signal
@@ -10,10 +16,13 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import psutil
+
+import actorloop
 
 PY = sys.executable
 #: The console script installed beside this interpreter.
@@ -92,12 +101,46 @@ def wait_gone(pids: Iterable[int], timeout: float = 10) -> list[int]:
 
 
 def wait_until(predicate, timeout: float = 10, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is true or ``timeout`` passed; return its last answer.
+
+    The way tests wait for something they cannot be told about directly: never a bare sleep.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+async def async_wait_until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10, interval: float = 0.02
+) -> bool:
+    """:func:`wait_until` for asyncio code: ``predicate`` is awaited (e.g. it awaits an actor call)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(await predicate())
+
+
+def settle_handle_drops(witness_class: Any) -> None:
+    """Return once the node has acted on every actor handle this process dropped so far.
+
+    A test that checks an actor *survives* losing its handles has no event to
+    wait for. Instead it drops a fresh anonymous witness actor (``witness_class``
+    needs a ``pid()`` method) after its own handles and waits until the witness
+    is gone: handle drops are counted on the runtime's home loop in the order
+    they happen, and the releases they cause reach the node in that order over
+    one connection, so any release of an actor dropped earlier has been acted
+    on (SIGKILLed) by then too.
+    """
+    witness = witness_class.remote()
+    pid = actorloop.get(witness.pid.remote(), timeout=30)
+    del witness
+    gc.collect()
+    assert wait_gone([pid], timeout=10) == [], "the witness actor outlived its dropped handle"
 
 
 def kill_everything_of(node_dir: str) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from ._helpers import (
     env_for,
     kill_everything_of,
     processes_of,
+    settle_handle_drops,
     short_dir,
     wait_gone,
     wait_until,
@@ -56,7 +56,8 @@ if how == "raise":
     raise RuntimeError("the driver failed")
 if how == "os_exit":
     os._exit(3)   # no atexit, no shutdown()
-time.sleep(120)   # "sigkill": the test kills us now
+print("kill me", flush=True)   # "sigkill": the test kills us now
+time.sleep(120)
 """
 
 
@@ -79,7 +80,7 @@ def _run_driver(tmp_path: Path, how: str, env: dict[str, str], address: str) -> 
         proc.stdin.write("go\n")  # type: ignore[union-attr]
         proc.stdin.flush()  # type: ignore[union-attr]
         if how == "sigkill":
-            time.sleep(0.2)
+            assert proc.stdout.readline().strip() == "kill me"  # type: ignore[union-attr]
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
         report["returncode"] = proc.returncode
@@ -177,7 +178,7 @@ def test_a_method_object_keeps_its_actor_like_a_handle(node) -> None:  # type: i
     del handle
     gc.collect()
     pid = actorloop.get(method.remote())
-    time.sleep(0.2)
+    settle_handle_drops(Worker)  # an anonymous actor dropped now is gone; this one is kept by `method`
     assert alive(pid)
     del method
     assert wait_gone([pid], timeout=5) == []
@@ -195,7 +196,7 @@ def test_a_named_actor_lives_on_without_handles_until_its_creator_exits(node) ->
     pid = actorloop.get(handle.pid.remote())
     del handle
     gc.collect()
-    time.sleep(0.5)
+    settle_handle_drops(Worker)
     assert alive(pid)
     again = actorloop.get_actor("kept")
     assert actorloop.get(again.pid.remote()) == pid
@@ -209,7 +210,7 @@ def test_an_anonymous_actor_passed_to_another_actor_is_kept(node) -> None:  # ty
     actorloop.get(holder.keep.remote(passed))
     del passed
     gc.collect()
-    time.sleep(0.5)
+    settle_handle_drops(Worker)
     assert alive(pid)
     assert _state_of(pid) == "ALIVE"
     actorloop.kill(holder)
@@ -276,6 +277,6 @@ def test_a_method_object_can_be_passed_to_another_actor(node) -> None:  # type: 
     # Passing the method passed the actor on: dropping our handle no longer ends it.
     del passed
     gc.collect()
-    time.sleep(0.3)
+    settle_handle_drops(Worker)
     assert alive(pid)
     actorloop.kill(caller)

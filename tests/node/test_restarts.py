@@ -62,6 +62,7 @@ class Counter:
 class AsyncCounter:
     def __init__(self) -> None:
         self.count = 0
+        self.sleeping = 0
 
     async def increment(self) -> int:
         self.count += 1
@@ -71,8 +72,13 @@ class AsyncCounter:
         return os.getpid()
 
     async def sleep(self, t: float) -> float:
+        self.sleeping += 1
         await asyncio.sleep(t)
         return t
+
+    async def sleepers(self) -> int:
+        """How many ``sleep`` calls have started (they run concurrently)."""
+        return self.sleeping
 
     async def crash(self) -> None:
         os._exit(5)
@@ -96,8 +102,13 @@ class Broken:
 
 @actorloop.remote
 class SlowStart:
-    def __init__(self, delay: float) -> None:
-        time.sleep(delay)
+    def __init__(self, gate: str) -> None:
+        """Each start (the first, each restart) waits until the test creates ``gate``, and takes it."""
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate):
+            assert time.monotonic() < deadline, f"{gate} never appeared"
+            time.sleep(0.01)
+        os.unlink(gate)
 
     def pid(self) -> int:
         return os.getpid()
@@ -171,12 +182,15 @@ def test_max_task_retries_minus_one_retries_until_restarts_run_out(tmp_path: Pat
     assert _info(c).restarts == 2
 
 
-def test_calls_made_while_an_actor_restarts_wait_for_it() -> None:
-    c = SlowStart.options(max_restarts=1).remote(0.5)
+def test_calls_made_while_an_actor_restarts_wait_for_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gate = tmp_path / "gate"
+    c = SlowStart.options(max_restarts=1).remote(str(gate))
+    gate.touch()
     pid = actorloop.get(c.pid.remote(), timeout=10)
     c.crash.remote()
-    assert wait_until(lambda: _info(c).state == "RESTARTING", timeout=5)
+    assert wait_until(lambda: _info(c).state == "RESTARTING", timeout=5)  # and stays so until the gate opens
     refs = [c.pid.remote() for _ in range(5)]
+    gate.touch()
     new_pids = actorloop.get(refs, timeout=10)
     assert len(set(new_pids)) == 1 and new_pids[0] != pid
     assert _info(c).state == "ALIVE"
@@ -185,7 +199,7 @@ def test_calls_made_while_an_actor_restarts_wait_for_it() -> None:
 def test_calls_in_flight_fail_at_once_when_the_actor_crashes() -> None:
     a = AsyncCounter.remote()
     slow = [a.sleep.remote(30) for _ in range(10)]
-    time.sleep(0.2)
+    assert wait_until(lambda: actorloop.get(a.sleepers.remote(), timeout=10) == 10, timeout=30)
     a.crash.remote()
     start = time.monotonic()
     for ref in slow:
@@ -235,8 +249,8 @@ def test_kill_with_no_restart_ignores_max_restarts() -> None:
     assert _info(c).restarts == 0
 
 
-def test_kill_an_actor_that_is_still_starting() -> None:
-    c = SlowStart.remote(30)
+def test_kill_an_actor_that_is_still_starting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    c = SlowStart.remote(str(tmp_path / "never"))
     actorloop.kill(c)
     with pytest.raises(ActorDiedError, match="killed"):
         actorloop.get(c.ready(), timeout=10)
@@ -351,14 +365,17 @@ def test_list_actors_records() -> None:
     assert _info(c).state == "DEAD" and _info(c).pid is None
 
 
-def test_list_actors_shows_starting_and_restarting() -> None:
-    c = SlowStart.options(max_restarts=1).remote(0.6)
+def test_list_actors_shows_starting_and_restarting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gate = tmp_path / "gate"
+    c = SlowStart.options(max_restarts=1).remote(str(gate))
     assert _info(c).state == "STARTING"
+    gate.touch()
     actorloop.get(c.ready(), timeout=10)
     assert _info(c).state == "ALIVE"
     c.crash.remote()
     assert wait_until(lambda: _info(c).state == "RESTARTING", timeout=5)
     assert _info(c).restarts == 1
+    gate.touch()
     actorloop.get(c.ready(), timeout=10)
     assert _info(c).state == "ALIVE"
     actorloop.kill(c)

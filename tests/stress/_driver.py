@@ -8,6 +8,7 @@ find its processes, one line each, flushed at once:
     CREATING                before the first .remote()
     ACTOR <pid>             an actor answered
     CALLING                 all actors created; the call loop starts
+    CALLED                  the first round of calls was answered; the next ones are on their way
     ERROR <class> <message> a call failed (the node died)
     CREATE <class>          what creating an actor then raised; then exits 3
 """
@@ -73,12 +74,16 @@ def main() -> None:
                 while True:
                     refs = [a.work.remote(x) for a in actors for _ in range(50)]
                     await asyncio.wait_for(asyncio.gather(*refs), 30)
+                    if x == 0:
+                        say("CALLED")
                     x += 1
 
             asyncio.run(forever())
         x = 0
         while True:
             actorloop.get([a.work.remote(x) for a in actors for _ in range(50)], timeout=30)
+            if x == 0:
+                say("CALLED")
             x += 1
     except Exception as exc:  # the node died: report how
         say("ERROR", type(exc).__name__, str(exc).replace("\n", " ")[:300])

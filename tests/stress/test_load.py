@@ -14,6 +14,7 @@ import time
 from collections import Counter
 
 import pytest
+from node._helpers import wait_until
 
 import actorloop
 
@@ -46,7 +47,8 @@ class SyncEcho:
 
 @actorloop.remote
 class Busy:
-    async def hog(self, t: float) -> None:
+    async def hog(self, t: float, started: str) -> None:
+        open(started, "w").close()  # tells the test the loop is blocked from now on
         time.sleep(t)  # blocks the actor's loop: nobody is accepted meanwhile
 
     async def echo(self, x: int) -> int:
@@ -163,14 +165,15 @@ def test_load_threads_and_task_group(report) -> None:  # type: ignore[no-untyped
         actorloop.kill(a)
 
 
-def test_connection_burst_to_a_busy_actor(report) -> None:  # type: ignore[no-untyped-def]
+def test_connection_burst_to_a_busy_actor(report, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Hundreds of event loops connect to one actor while its loop is blocked, so the listen backlog
     overflows (EAGAIN): every call must still be answered once the actor is free again."""
     n = scaled(300, 1_000)
     busy = Busy.remote()
     actorloop.get(busy.echo.remote(0), timeout=30)
-    hog = busy.hog.remote(1.0)
-    time.sleep(0.1)
+    started = tmp_path / "hog-started"
+    hog = busy.hog.remote(1.0, str(started))
+    assert wait_until(started.exists, timeout=30)
     barrier = threading.Barrier(n)
     results: dict[int, object] = {}
 

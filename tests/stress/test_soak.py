@@ -6,10 +6,12 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from typing import Any
 
 import pytest
+from node._helpers import wait_until
 
 import actorloop
 from actorloop import ActorDiedError, TaskCancelledError
@@ -201,7 +203,11 @@ def test_mass_cancel_from_sync_code(report: Any) -> None:
         with pytest.raises(TaskCancelledError):
             actorloop.get(ref, timeout=10)
     took = time.monotonic() - t0
-    time.sleep(0.2)
+    # Every running call saw its CancelledError...
+    assert wait_until(lambda: actorloop.get(a.counts.remote(), timeout=10)[1] >= CANCELS // 2, timeout=20)
+    # ...and a call queued after all of them ran: a cancelled queued call that started anyway would have
+    # started before it (the group's queue is first in, first out), and taken a free slot.
+    assert actorloop.get(a.put.remote(1), timeout=10) == 1
     started, cancelled, finished = actorloop.get(a.counts.remote(), timeout=10)
     assert started == CANCELS // 2, "a queued call started after it was cancelled"
     assert cancelled == CANCELS // 2 and finished == 0
@@ -214,13 +220,16 @@ def test_mass_cancel_from_sync_code(report: Any) -> None:
 def test_mass_cancel_of_queued_sync_calls(report: Any) -> None:
     """A sync actor busy with one call, CANCELS queued behind it, all cancelled: none ever runs."""
 
-    @actorloop.remote
+    @actorloop.remote(concurrency_groups={"ctl": 1})
     class Busy:
         def __init__(self) -> None:
             self.ran = 0
+            self.started = threading.Event()
+            self.gate = threading.Event()
 
-        def block(self, t: float) -> None:
-            time.sleep(t)
+        def block(self) -> None:
+            self.started.set()
+            self.gate.wait(60)
 
         def work(self) -> None:
             self.ran += 1
@@ -228,21 +237,31 @@ def test_mass_cancel_of_queued_sync_calls(report: Any) -> None:
         def count(self) -> int:
             return self.ran
 
+        @actorloop.method(concurrency_group="ctl")
+        def wait_started(self) -> bool:
+            return self.started.wait(30)
+
+        @actorloop.method(concurrency_group="ctl")
+        def open_gate(self) -> None:
+            self.gate.set()
+
     b = Busy.remote()
-    actorloop.get(b.count.remote(), timeout=30)
-    blocker = b.block.remote(1.0)
+    blocker = b.block.remote()  # holds the only thread of the default group until the gate opens
+    assert actorloop.get(b.wait_started.remote(), timeout=30)
 
     async def main() -> None:
         refs = [b.work.remote() for _ in range(CANCELS)]
-        await asyncio.sleep(0.1)  # they reached the actor and wait behind the blocker
-        done, pending = await asyncio.wait(refs, timeout=0.05)
-        assert not done
+        # A later call on the same connection answered: the actor has read every call above,
+        # so they wait in its queue behind the blocker.
+        assert await b.wait_started.remote()
+        assert not [r for r in refs if r.done()]
         for ref in refs:
             ref.cancel()
         await asyncio.sleep(0)
         assert all(r.cancelled() for r in refs)
 
     asyncio.run(main())
+    actorloop.get(b.open_gate.remote(), timeout=10)
     actorloop.get(blocker, timeout=10)
     assert actorloop.get(b.count.remote(), timeout=10) == 0
     _bookkeeping_clear(b)

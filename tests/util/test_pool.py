@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node._helpers import async_wait_until
 
 import actorloop
 import actorloop.util
@@ -28,6 +29,15 @@ class _Doubler:
 
     def slow_double(self, v: int, delay: float) -> int:
         time.sleep(delay)
+        return 2 * v
+
+    def gated_double(self, v: int, started: str, gate: str) -> int:
+        """Create ``started``, then hold until the test creates ``gate``."""
+        open(started, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate):
+            assert time.monotonic() < deadline, f"{gate} never appeared"
+            time.sleep(0.01)
         return 2 * v
 
     def fail_on(self, v: int, bad: int) -> int:
@@ -529,16 +539,24 @@ def test_async_timeouts() -> None:
     asyncio.run(main())
 
 
-def test_cancelling_the_consumer_keeps_the_item() -> None:
+def test_cancelling_the_consumer_keeps_the_item(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pool = pool_of(1)
+    started, gate = tmp_path / "started", tmp_path / "gate"
+
+    async def call_runs() -> bool:
+        return started.exists()
 
     async def main() -> int:
-        pool.submit(lambda a, v: a.slow_double.remote(v, 0.3), 1)
+        pool.submit(lambda a, v: a.gated_double.remote(v, str(started), str(gate)), 1)
         waiter = asyncio.ensure_future(pool.get_next_async())
-        await asyncio.sleep(0.05)
+        # Polling yields to the loop, so the waiter is waiting for the call by the time it runs;
+        # and it cannot have the result, the gate is shut.
+        assert await async_wait_until(call_runs, timeout=30)
+        assert not waiter.done()
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
+        gate.touch()
         return await pool.get_next_async()  # the call went on
 
     assert asyncio.run(main()) == 2
