@@ -270,10 +270,33 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
     rt = require_runtime()
     ns = namespace if namespace is not None else rt.namespace
-    actor_id, meta, http_url, caller_options = rt.node_request("get_actor", name, ns)
+    try:
+        actor_id, meta, http_url, caller_options = rt.node_request("get_actor", name, ns)
+    except ValueError:
+        raise ValueError(_missing_actor_message(name, ns, rt.namespace, namespace is None)) from None
     return ActorHandle(actor_id, meta, http_url, rt.state_for(actor_id, meta, caller_options, created_here=False))
+
+
+def _missing_actor_message(name: str, namespace: str, own_namespace: str, defaulted: bool) -> str:
+    lines = [f"no live actor named {name!r} in namespace {namespace!r}. Likely causes:"]
+    if defaulted and own_namespace.startswith("anonymous-"):
+        lines.append(
+            "- this process runs in an anonymous namespace of its own, so it only sees names it created: pass "
+            "namespace=... here, or actorloop.init(namespace=...) in both programs"
+        )
+    elsewhere = sorted({a.namespace or "" for a in list_actors() if a.name == name and a.state != "DEAD"})
+    if elsewhere:
+        lines.append(f"- an actor of that name lives in namespace(s) {', '.join(map(repr, elsewhere))}")
+    lines.append("- it was not created yet (names are registered when .remote() returns)")
+    lines.append(
+        "- it ended: killed, crashed past max_restarts, or it was not detached and its creator exited "
+        "(use lifetime='detached' to outlive the creator)"
+    )
+    return "\n".join(lines)
 
 
 def list_actors() -> list[ActorInfo]:

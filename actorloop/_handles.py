@@ -9,10 +9,21 @@ the home loop (see ``_runtime.ActorState.handle_dropped``).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
-from ._meta import DEFAULT_GROUP, READY_METHOD, ClassMeta, check_groups, collect_meta, validate_options
-from ._ref import ObjectRef
+from ._meta import (
+    BUILTIN_METHODS,
+    DEFAULT_GROUP,
+    IGNORED_METHOD_OPTIONS,
+    READY_METHOD,
+    ClassMeta,
+    check_groups,
+    check_num_returns,
+    collect_meta,
+    validate_options,
+)
+from ._ref import split_ref
 from ._runtime import ActorState, require_runtime
 
 T = TypeVar("T")
@@ -44,10 +55,32 @@ class ActorClass(Generic[T]):
         self._meta = collect_meta(cls)
         if options.get("concurrency_groups") is not None:
             check_groups(self._meta, options["concurrency_groups"], f"@actorloop.remote on {cls.__name__}")
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(cls)
+        except (TypeError, ValueError):  # a constructor without a readable signature: the actor checks
+            self._signature = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
         self.__doc__ = cls.__doc__
+
+    def __getattr__(self, name: str) -> Any:
+        # The user's class shows through, as Ray's actor classes do: class
+        # attributes, static and class methods.
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class {cls.__name__} has no attribute {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(type(self))) | set(self.__dict__) | set(dir(self._cls)))
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        """``class Child(RemoteParent)`` subclasses the user's class, so remote classes can inherit."""
+        return (self._cls,)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -68,6 +101,11 @@ class ActorClass(Generic[T]):
 
     def _create(self, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ActorHandle[T]:
         check_groups(self._meta, options.get("concurrency_groups"), f"{self._cls.__name__}.remote()")
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{self._cls.__name__}.remote(): {exc}") from None
         state, http_url = require_runtime().create_actor(self._cls, self._meta, options, args, kwargs)
         return ActorHandle(state.actor_id, state.meta, http_url, state)
 
@@ -92,11 +130,24 @@ class _ActorClassWithOptions(Generic[T]):
 
 
 class ActorMethod:
-    """``handle.method``: call ``.remote(*args, **kwargs)`` to get an :class:`ObjectRef`."""
+    """``handle.method``: call ``.remote(*args, **kwargs)`` to get an :class:`ObjectRef`.
 
-    __slots__ = ("_state", "_meta", "_http_url", "_name", "_group")
+    With ``num_returns=N`` (``@actorloop.method(num_returns=N)`` or
+    ``.options(num_returns=N)``) the method returns N values and ``.remote()``
+    returns a list of N refs.
+    """
 
-    def __init__(self, state: ActorState, meta: ClassMeta, http_url: str | None, name: str, group: str | None) -> None:
+    __slots__ = ("_state", "_meta", "_http_url", "_name", "_group", "_num_returns")
+
+    def __init__(
+        self,
+        state: ActorState,
+        meta: ClassMeta,
+        http_url: str | None,
+        name: str,
+        group: str | None,
+        num_returns: int | None = None,
+    ) -> None:
         # A method keeps its actor alive as a handle does, but without holding
         # the handle: handles cache their methods, and that cycle would keep an
         # anonymous actor alive until the garbage collector happened to run.
@@ -105,6 +156,10 @@ class ActorMethod:
         self._http_url = http_url
         self._name = name
         self._group = group
+        if num_returns is None:
+            method_meta = meta.methods.get(name)
+            num_returns = method_meta.num_returns if method_meta is not None else 1
+        self._num_returns = num_returns
         state.handle_made()
 
     def __del__(self) -> None:
@@ -114,14 +169,27 @@ class ActorMethod:
             return
         state.handle_dropped()
 
-    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef[Any]:
-        """Call the method in the actor; returns an ObjectRef at once."""
-        return self._state.submit(self._name, args, kwargs, self._group)
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method in the actor; returns an ObjectRef at once (a list of them with ``num_returns``)."""
+        ref = self._state.submit(self._name, args, kwargs, self._group)
+        if self._num_returns == 1:
+            return ref
+        parts = split_ref(ref, self._num_returns, f"{self._meta.class_name}.{self._name}")
+        return parts if parts else None
 
-    def options(self, *, concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
-        """Pick options for one call: ``h.f.options(concurrency_group="io").remote()``."""
+    def options(
+        self, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+    ) -> ActorMethod:
+        """Pick options for one call: ``h.f.options(concurrency_group="io").remote()``.
+
+        ``num_returns`` splits the result into that many refs. Ray's other method
+        options (``name``, ``enable_task_events``, ...) are accepted and have no effect.
+        """
+        where = f"{self._meta.class_name}.{self._name}.options()"
+        unknown = [key for key in ray_options if key not in IGNORED_METHOD_OPTIONS]
         if unknown:
-            raise TypeError(f"unknown method option(s) {', '.join(map(repr, unknown))}; known: 'concurrency_group'")
+            known = ", ".join(sorted({"concurrency_group", "num_returns", *IGNORED_METHOD_OPTIONS}))
+            raise TypeError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; known: {known}")
         if concurrency_group is not None:
             groups = self._meta.groups
             if concurrency_group not in groups and concurrency_group != DEFAULT_GROUP:
@@ -129,9 +197,15 @@ class ActorMethod:
                     f"unknown concurrency group {concurrency_group!r} for {self._meta.class_name}."
                     f"{self._name}; the actor declares: {sorted(groups) or 'none'}"
                 )
-        return ActorMethod(self._state, self._meta, self._http_url, self._name, concurrency_group)
+        if num_returns is not None:
+            num_returns = check_num_returns(num_returns, where)
+        group = concurrency_group if concurrency_group is not None else self._group
+        returns = num_returns if num_returns is not None else self._num_returns
+        return ActorMethod(self._state, self._meta, self._http_url, self._name, group, returns)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._name == READY_METHOD and not args and not kwargs:
+            return self.remote()  # handle.ready(): the actorloop spelling of __ray_ready__.remote()
         raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...) instead")
 
     def __repr__(self) -> str:
@@ -141,7 +215,15 @@ class ActorMethod:
         # Sent elsewhere, a method is its handle's method there (and passes the handle on).
         state = self._state
         state.passed_on = True
-        args = (state.actor_id, self._meta, self._http_url, state.options_for_callers, self._name, self._group)
+        args = (
+            state.actor_id,
+            self._meta,
+            self._http_url,
+            state.options_for_callers,
+            self._name,
+            self._group,
+            self._num_returns,
+        )
         return (_rebuild_method, args)
 
 
@@ -165,21 +247,23 @@ class ActorHandle(Generic[T]):
         state.handle_made()
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("_") and name != READY_METHOD:
+        if name in BUILTIN_METHODS:
+            method_name = name
+        elif name.startswith("_"):
             raise AttributeError(name)
-        meta = self._meta.methods.get(name)
-        if meta is None:
+        elif name in self._meta.methods:
+            method_name = name
+        elif name == "ready":
+            # handle.ready(): a user method named `ready` wins; without one, this is __ray_ready__.
+            method_name = READY_METHOD
+        else:
             raise AttributeError(
                 f"actor {self._meta.class_name} has no public method {name!r}; "
                 f"its methods: {', '.join(sorted(self._meta.methods)) or 'none'}"
             )
-        method = ActorMethod(self._runtime_state, self._meta, self.http_url, name, None)
+        method = ActorMethod(self._runtime_state, self._meta, self.http_url, method_name, None)
         self.__dict__[name] = method
         return method
-
-    def ready(self) -> ObjectRef[None]:
-        """A ref that resolves to None once ``__init__`` finished (ActorDiedError if it failed)."""
-        return self._runtime_state.submit(READY_METHOD, (), {}, None)
 
     def __del__(self) -> None:
         state = self.__dict__.get("_runtime_state")
@@ -206,10 +290,16 @@ def _rebuild_handle(actor_id: str, meta: ClassMeta, http_url: str | None, caller
 
 
 def _rebuild_method(
-    actor_id: str, meta: ClassMeta, http_url: str | None, caller_options: dict[str, Any], name: str, group: str | None
+    actor_id: str,
+    meta: ClassMeta,
+    http_url: str | None,
+    caller_options: dict[str, Any],
+    name: str,
+    group: str | None,
+    num_returns: int | None = None,
 ) -> ActorMethod:
     handle = _rebuild_handle(actor_id, meta, http_url, caller_options)
-    return ActorMethod(handle._runtime_state, meta, http_url, name, group)
+    return ActorMethod(handle._runtime_state, meta, http_url, name, group, num_returns)
 
 
 @overload
@@ -251,17 +341,27 @@ def remote(*args: Any, **options: Any) -> Any:
     return decorate
 
 
-def method(*, concurrency_group: str | None = None) -> Callable[[F], F]:
+def method(
+    *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+) -> Callable[[F], F]:
     """Set options of an actor method: ``@actorloop.method(concurrency_group="io")``.
 
-    Works above or below ``@actorloop.http.get(...)``.
+    ``num_returns=N`` makes ``.remote()`` return N refs, one per returned value.
+    Ray's other method options are accepted and have no effect.  Works above
+    or below ``@actorloop.http.get(...)``.
     """
+    unknown = [key for key in ray_options if key not in IGNORED_METHOD_OPTIONS]
+    if unknown:
+        raise TypeError(f"@actorloop.method: unknown option(s) {', '.join(map(repr, unknown))}")
     if concurrency_group is not None and (not isinstance(concurrency_group, str) or not concurrency_group):
         raise ValueError(f"concurrency_group must be a non-empty string, got {concurrency_group!r}")
+    opts: dict[str, Any] = {"concurrency_group": concurrency_group}
+    if num_returns is not None:
+        opts["num_returns"] = check_num_returns(num_returns, "@actorloop.method")
 
     def decorate(func: F) -> F:
         target = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
-        target.__actorloop_method__ = {"concurrency_group": concurrency_group}  # type: ignore[attr-defined]
+        target.__actorloop_method__ = opts  # type: ignore[attr-defined]
         return func
 
     return decorate

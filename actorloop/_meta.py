@@ -14,7 +14,11 @@ from typing import Any
 
 from ._http import collect_routes
 
-READY_METHOD = "__actorloop_ready__"
+#: Ray's built-in actor methods.
+READY_METHOD = "__ray_ready__"
+CALL_METHOD = "__ray_call__"
+TERMINATE_METHOD = "__ray_terminate__"
+BUILTIN_METHODS = frozenset({READY_METHOD, CALL_METHOD, TERMINATE_METHOD})
 DEFAULT_GROUP = "_default"
 
 #: Options an actor class accepts, and their defaults.
@@ -78,6 +82,7 @@ def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:
 class MethodMeta:
     is_async: bool
     group: str | None
+    num_returns: int = 1
 
 
 @dataclass
@@ -89,6 +94,29 @@ class ClassMeta:
     is_async: bool
     groups: dict[str, int] = field(default_factory=dict)
     has_routes: bool = False
+
+
+#: Ray's per-call method options that mean nothing here: accepted, no effect.
+IGNORED_METHOD_OPTIONS = frozenset(
+    {
+        "name",
+        "enable_task_events",
+        "max_task_retries",
+        "retry_exceptions",
+        "tensor_transport",
+        "_generator_backpressure_num_objects",
+        "_metadata",
+    }
+)
+
+
+def check_num_returns(num_returns: Any, where: str) -> int:
+    """A method's ``num_returns``: an int >= 0 (streaming generators are not supported yet)."""
+    if num_returns in ("streaming", "dynamic"):
+        raise ValueError(f"{where}: num_returns={num_returns!r} (generator methods) is not supported yet")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
+        raise ValueError(f"{where}: num_returns must be an int >= 0, got {num_returns!r}")
+    return num_returns
 
 
 def validate_options(opts: dict[str, Any], where: str) -> None:
@@ -148,7 +176,7 @@ def collect_meta(cls: type) -> ClassMeta:
         if name.startswith("_"):
             continue
         opts = getattr(func, "__actorloop_method__", None) or {}
-        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"))
+        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"), opts.get("num_returns", 1))
     # The worker serves the same collect_routes(cls); a route declared twice fails here, not in the actor.
     has_routes = bool(collect_routes(cls))
     return ClassMeta(cls.__name__, methods, is_async, has_routes=has_routes)

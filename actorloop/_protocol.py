@@ -27,9 +27,7 @@ import threading
 import traceback
 from typing import Any, cast
 
-import cloudpickle
-
-from . import _shm
+from . import _pickle, _shm
 from ._entry import entry_for
 from ._shm import OOB_MARK as _OOB_MARK
 from ._shm import OOB_THRESHOLD as OOB_THRESHOLD
@@ -99,7 +97,7 @@ def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, An
 def dumps(obj: Any) -> bytes:
     """Pickle anything cloudpickle can, raising SerializationError naming what failed."""
     try:
-        data = cloudpickle.dumps(obj, 5)
+        data = _pickle.dumps(obj)
     except Exception as exc:
         raise SerializationError(f"could not pickle {_describe(obj)}: {exc}") from exc
     return _fits(data)

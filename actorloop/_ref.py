@@ -191,6 +191,10 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
             entry_for(owner).put(self.add_done_callback, copy)
         return cf
 
+    def as_future(self) -> asyncio.Future[T]:
+        """This ref as an asyncio future of the running loop (Ray's ``ObjectRef.as_future``)."""
+        return asyncio.ensure_future(self)
+
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"ObjectRef(call={self._call_id}, {state})"
@@ -218,6 +222,57 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
             "an ObjectRef cannot be pickled; pass it as a top-level argument of a .remote() call "
             "(it is replaced by its value) or pass its value"
         )
+
+
+class _SplitOwner:
+    """Cancelling one of a call's ``num_returns`` refs cancels the call (and so all of them)."""
+
+    __slots__ = ("whole",)
+
+    def __init__(self, whole: ObjectRef[Any]) -> None:
+        self.whole = whole
+
+    def cancel_call(self, call_id: int) -> None:
+        entry_for(self.whole.get_loop()).put(self.whole.cancel)
+
+
+def split_ref(whole: ObjectRef[Any], count: int, where: str) -> list[ObjectRef[Any]]:
+    """``count`` refs, one per value of the sequence ``whole`` resolves to (``num_returns=count``)."""
+    loop = whole.get_loop()
+    owner = _SplitOwner(whole)
+    parts: list[ObjectRef[Any]] = [ObjectRef(loop, owner, whole._call_id, whole._actor) for _ in range(count)]
+
+    def settle(_: Any) -> None:
+        if whole.cancelled():
+            for part in parts:
+                if not part.done():
+                    _future_cancel(part)
+                    part._wake_waiter()
+            return
+        error = whole.exception()
+        values: Any = None
+        if error is None:
+            values = whole.result()
+            try:
+                values = list(values)
+            except TypeError:
+                values = None
+            if values is None or len(values) != count:
+                error = ValueError(
+                    f"{where} was called with num_returns={count} but returned "
+                    f"{'a ' + type(whole.result()).__name__ if values is None else f'{len(values)} values'}"
+                )
+        for i, part in enumerate(parts):
+            if part.done():
+                continue
+            if error is not None:
+                part.set_exception(error)
+            else:
+                part.set_result(values[i])
+            part._wake_waiter()
+
+    entry_for(loop).put(whole.add_done_callback, settle)
+    return parts
 
 
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:

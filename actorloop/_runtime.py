@@ -25,10 +25,8 @@ import uuid
 from asyncio import events
 from typing import Any
 
-import cloudpickle
-
+from . import _pickle, _ref
 from . import _protocol as proto
-from . import _ref
 from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
 from ._entry import entry_for
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
@@ -448,11 +446,11 @@ class Runtime:
             args = tuple(a._result_now() if isinstance(a, ObjectRef) else a for a in args)
             kwargs = {k: v._result_now() if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
         try:
-            class_blob = cloudpickle.dumps(cls, 5)
+            class_blob = _pickle.dumps(cls)
         except Exception as exc:
             raise SerializationError(f"could not pickle actor class {cls.__name__}: {exc}") from exc
         try:
-            args_blob = cloudpickle.dumps((args, kwargs), 5)
+            args_blob = _pickle.dumps((args, kwargs))
         except Exception as exc:
             raise SerializationError(f"could not pickle the constructor arguments of {cls.__name__}: {exc}") from exc
         groups = dict(options.get("concurrency_groups") or {})

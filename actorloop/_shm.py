@@ -41,7 +41,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-import cloudpickle
+from ._pickle import Pickler
 
 #: Buffers at least this large travel through shared memory instead of the socket.
 OOB_THRESHOLD = 1 << 18
@@ -545,7 +545,7 @@ def dumps_with_buffers(msg: Any) -> tuple[bytes, list[str], str | None]:
 
     try:
         with io.BytesIO() as file:
-            cloudpickle.Pickler(file, protocol=5, buffer_callback=out_of_band).dump(msg)
+            Pickler(file, protocol=5, buffer_callback=out_of_band).dump(msg)
             data = file.getvalue()
     except BaseException:
         segment_pool.unused(names)

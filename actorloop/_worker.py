@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import os
 import queue
@@ -36,7 +37,7 @@ from typing import Any, Callable, NoReturn
 import cloudpickle
 
 from . import _protocol as proto
-from ._meta import DEFAULT_GROUP, READY_METHOD, ClassMeta
+from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, set_runtime
 from .exceptions import SerializationError
 
@@ -116,14 +117,18 @@ class _Lane:
         self._size = size
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        # Threads waiting for a call: counted by the lane's threads, read by the loop.
         self._idle = 0
+        self._idle_lock = threading.Lock()
 
     def idle_queue(self) -> bool:
         return self._queue.empty()
 
     def submit(self, call: _Call) -> None:
         self._queue.put(call)
-        if self._idle == 0 and len(self._threads) < self._size:
+        with self._idle_lock:
+            start = self._idle == 0 and len(self._threads) < self._size
+        if start:
             thread = threading.Thread(
                 target=self._run, name=f"actorloop-{self._name}-{len(self._threads)}", daemon=True
             )
@@ -132,10 +137,13 @@ class _Lane:
 
     def _run(self) -> None:
         get = self._queue.get
+        idle_lock = self._idle_lock
         while True:
-            self._idle += 1
+            with idle_lock:
+                self._idle += 1
             call = get()
-            self._idle -= 1
+            with idle_lock:
+                self._idle -= 1
             if call is None:
                 return
             self._run_one(call)
@@ -269,6 +277,15 @@ class ActorWorker:
         spec = await rt.connect_node(("hello", rt.client_id, "actor", os.getpid(), False, self.actor_id, self.epoch))
         rt.namespace = spec["owner_namespace"]
         self._shutdown_timeout = spec.get("shutdown_timeout", _DEFAULT_SHUTDOWN_TIMEOUT)
+        # What actorloop.get_runtime_context() tells code in this actor.
+        rt.actor_id = self.actor_id
+        rt.actor_name = spec["name"]
+        rt.actor_epoch = self.epoch
+        rt.actor_meta = spec["meta"]
+        rt.actor_caller_options = spec["caller_options"]
+        rt.job_id = spec.get("job_id") or rt.client_id
+        rt.env_vars = dict(spec.get("env_vars") or {})
+        os.environ.update(rt.env_vars)
         set_runtime(rt)
         self.class_name = spec["class_name"]
         for entry in reversed(spec["sys_path"]):
@@ -286,11 +303,15 @@ class ActorWorker:
             init = getattr(cls, "__init__", None)
             if init is not None and inspect.iscoroutinefunction(init):
                 await init(instance, *args, **kwargs)
+            elif init is not None and init is not object.__init__ and spec["meta"].is_async:
+                # An async actor's sync __init__ runs on its loop, as in Ray: it may create tasks.
+                _run_forked_safe(init, instance, args, kwargs)
             elif init is not None and init is not object.__init__:
                 # On a thread: a sync __init__ may block or call get() on other actors.
                 await self.loop.run_in_executor(None, lambda: _run_forked_safe(init, instance, args, kwargs))
             self.instance = instance
             self._bind_methods(spec["meta"])
+            log_name = _custom_repr(instance)
         except BaseException as exc:  # noqa: BLE001
             text = _format_user_traceback(exc)
             sys.stderr.flush()
@@ -306,7 +327,7 @@ class ActorWorker:
         if http_fd is not None:
             await self._start_http(http_fd)
         lost = rt.node.lost  # type: ignore[union-attr]
-        await rt.node.request("ready", os.getpid())  # type: ignore[union-attr]
+        await rt.node.request("ready", os.getpid(), log_name)  # type: ignore[union-attr]
         await asyncio.wait([lost, self._exit_waiter], return_when=asyncio.FIRST_COMPLETED)
         server.close()
         if self.ending is None:
@@ -397,7 +418,18 @@ class ActorWorker:
     def _bind_methods(self, meta: ClassMeta) -> None:
         for name, mmeta in meta.methods.items():
             self.methods[name] = (getattr(self.instance, name), mmeta.is_async, mmeta.group or DEFAULT_GROUP)
+        # Ray's built-in methods; a user method of the same name is not public (it starts with "_").
         self.methods[READY_METHOD] = (_ready, False, "")
+        self.methods[CALL_METHOD] = (self._ray_call, False, DEFAULT_GROUP)
+        self.methods[TERMINATE_METHOD] = (self._ray_terminate, False, DEFAULT_GROUP)
+
+    def _ray_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``handle.__ray_call__.remote(fn, *args)``: ``fn(actor, *args)`` in the actor (see ``dispatch``)."""
+        return fn(self.instance, *args, **kwargs)
+
+    def _ray_terminate(self) -> None:
+        """``handle.__ray_terminate__.remote()``: end gracefully after this call, as ``exit_actor()`` does."""
+        raise _ActorExit()
 
     async def _start_http(self, http_fd: int) -> None:
         from . import _http
@@ -405,6 +437,8 @@ class ActorWorker:
         sock = socket.socket(fileno=http_fd)
         routes = _http.collect_routes(type(self.instance))
         self.http_server = await _http.start_http_server(self.instance, routes, sock, self.run_in_group, self.group_of)
+        if self.runtime is not None:
+            self.runtime.actor_http_url = _http.http_url(sock)
 
     # -- dispatch ------------------------------------------------------------
 
@@ -435,6 +469,10 @@ class ActorWorker:
         if not default_group:  # ready(): answers at once, we only run once __init__ finished
             conn.send(proto.dumps_value((proto.RESULT_OK, call_id, None), None))
             return
+        if name == CALL_METHOD and args and inspect.iscoroutinefunction(args[0]):
+            # An async function runs on the loop, with the actor as its first argument.
+            func, is_async = functools.partial(args[0], self.instance), True
+            args = args[1:]
         group = self.groups.get(group_name or default_group)
         if group is None:
             conn.send(
@@ -449,7 +487,7 @@ class ActorWorker:
 
     def _schedule(self, call: _Call) -> None:
         group = call.group
-        if group.direct:
+        if group.direct and not call.is_async:  # async here: a coroutine function given to __ray_call__
             group.lane.submit(call)
         elif group.active < group.limit:
             self._start(call)
@@ -765,6 +803,17 @@ def _chained(te: traceback.TracebackException) -> list[traceback.TracebackExcept
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _custom_repr(instance: Any) -> str | None:
+    """The actor's own ``__repr__`` (for its log prefix, as in Ray), or None if it has none."""
+    if type(instance).__repr__ is object.__repr__:
+        return None
+    try:
+        text = repr(instance)
+    except Exception:
+        return None
+    return text.replace("\n", " ")[:200]
 
 
 def _ready() -> None:

@@ -88,6 +88,7 @@ class _Actor:
     max_restarts: int
     http_sock: socket.socket | None = None
     http_url: str | None = None
+    log_name: str | None = None
     state: str = "STARTING"
     pid: int | None = None
     epoch: int = 0
@@ -475,7 +476,7 @@ class Node:
         return fut
 
     def _forward_lines(self, actor: _Actor, stream_no: int, lines: list[bytes], pid: int | None) -> None:
-        prefix = f"({actor.class_name} pid={pid if pid is not None else '?'}) "
+        prefix = f"({actor.log_name or actor.class_name} pid={pid if pid is not None else '?'}) "
         text = "".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines)
         client = self.clients.get(actor.owner)
         if client is not None and client.primary is not None and client.log_to_driver and not client.primary.closed:
@@ -669,10 +670,12 @@ class Node:
         self.loop.call_later(0.05, lambda: self.loop.create_task(self.stop("actorloop stop")))
 
     # actor-only requests
-    def op_ready(self, conn: NodeServerConnection, pid: int) -> None:
+    def op_ready(self, conn: NodeServerConnection, pid: int, log_name: str | None = None) -> None:
         actor = self.actors.get(conn.actor_id or "")
         if actor is None or actor.state == "DEAD":
             return
+        if isinstance(log_name, str):
+            actor.log_name = log_name  # the actor's own __repr__, for its log prefix (as Ray does)
         actor.state = "ALIVE"
         actor.alive_since = time.monotonic()
         path = self._actor_path(actor)

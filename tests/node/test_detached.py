@@ -86,8 +86,10 @@ def test_get_actor_in_another_namespace_fails_naming_both(daemon, tmp_path) -> N
     )
     result = run_script(script, daemon.env)
     assert result.returncode == 0, result.stderr
-    error, count = result.stdout.strip().splitlines()
-    assert error.startswith("ValueError:") and "'c'" in error and "'other'" in error
+    lines = result.stdout.strip().splitlines()
+    error, count = "\n".join(lines[:-1]), lines[-1]
+    assert error.startswith("ValueError:") and "'c'" in lines[0] and "'other'" in lines[0]
+    assert "lives in namespace(s) 'ns'" in error  # the message points at where the name is
     assert count == "104"
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import actorloop
-from actorloop import ActorDiedError, SerializationError, TaskError
+from actorloop import SerializationError, TaskError
 
 from ._common import rss_mib
 
@@ -321,9 +321,11 @@ def test_instantiating_or_calling_directly(victim: Any) -> None:
 
 
 def test_constructor_that_fails_on_bad_arguments() -> None:
-    v = Victim.remote(1, 2, 3)  # __init__ takes none: the actor dies with the TypeError as its reason
-    with pytest.raises(ActorDiedError, match="TypeError"):
-        actorloop.get(v.ping.remote(), timeout=10)
+    # __init__ takes none: the caller gets the TypeError at once, as in Ray, and no actor is started.
+    before = len(actorloop.list_actors())
+    with pytest.raises(TypeError, match=r"Victim\.remote\(\)"):
+        Victim.remote(1, 2, 3)
+    assert len(actorloop.list_actors()) == before
 
 
 def test_burst_of_bad_calls_leaves_the_actor_serving(victim: Any, report: Any) -> None:
