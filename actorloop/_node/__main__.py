@@ -28,6 +28,8 @@ from actorloop._protocol import SECRET_BYTES
 
 
 def main() -> None:
+    # The node is our own process: its internal errors go to its stderr (node.log for `actorloop start`).
+    _log_to_stderr("actorloop node")
     parser = argparse.ArgumentParser(prog="python -m actorloop._node")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
@@ -105,6 +107,16 @@ async def _announce_when_listening(node: Node, announce: object) -> None:
     while node._server is None:
         await asyncio.sleep(0.001)
     announce()  # type: ignore[operator]
+
+
+def _log_to_stderr(who: str) -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{who}: %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("actorloop")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":
