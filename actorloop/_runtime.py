@@ -435,24 +435,20 @@ class Runtime:
         kwargs: dict[str, Any],
     ) -> tuple[ActorState, str | None]:
         """Register a new actor with the node; returns its state here and its HTTP URL."""
-        if any(isinstance(a, ObjectRef) for a in args) or any(isinstance(v, ObjectRef) for v in kwargs.values()):
-            if _get_running_loop() is not None:
-                raise TypeError(
-                    f"{cls.__name__}.remote(): ObjectRef constructor arguments can't be resolved inside a running "
-                    "event loop; await them first and pass the values"
-                )
-            refs = [a for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
-            _ref.wait_sync(refs, len(refs), None)
-            args = tuple(a._result_now() if isinstance(a, ObjectRef) else a for a in args)
-            kwargs = {k: v._result_now() if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
         try:
             class_blob = _pickle.dumps(cls)
         except Exception as exc:
             raise SerializationError(f"could not pickle actor class {cls.__name__}: {exc}") from exc
-        try:
-            args_blob = _pickle.dumps((args, kwargs))
-        except Exception as exc:
-            raise SerializationError(f"could not pickle the constructor arguments of {cls.__name__}: {exc}") from exc
+        # Refs among the arguments are resolved in the background: .remote() never waits for them.
+        has_refs = any(isinstance(a, ObjectRef) for a in (*args, *kwargs.values()))
+        args_blob: bytes | None = None
+        if not has_refs:
+            try:
+                args_blob = _pickle.dumps((args, kwargs))
+            except Exception as exc:
+                raise SerializationError(
+                    f"could not pickle the constructor arguments of {cls.__name__}: {exc}"
+                ) from exc
         groups = dict(options.get("concurrency_groups") or {})
         max_concurrency = options.get("max_concurrency")
         if max_concurrency is None:
@@ -489,6 +485,8 @@ class Runtime:
             "job_id": self.job_id,
         }
         actor_id, got_meta, http_url, got_caller_options, existed = self.node_request("create", spec)
+        if has_refs and not existed:
+            self.entry.run(self._send_args_when_ready(actor_id, cls.__name__, args, kwargs))
         if existed:
             return self.state_for(actor_id, got_meta, got_caller_options, created_here=False), http_url
         state = self.state_for(
@@ -499,6 +497,25 @@ class Runtime:
             anonymous=name is None and lifetime != "detached",
         )
         return state, http_url
+
+    async def _send_args_when_ready(
+        self, actor_id: str, class_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Resolve the refs among an actor's constructor arguments, then hand the arguments to the node."""
+        blob: bytes | None = None
+        error: str | None = None
+        try:
+            real_args = tuple([await a if isinstance(a, ObjectRef) else a for a in args])
+            real_kwargs = {k: (await v if isinstance(v, ObjectRef) else v) for k, v in kwargs.items()}
+            blob = _pickle.dumps((real_args, real_kwargs))
+        except BaseException as exc:  # noqa: BLE001 - the actor's constructor fails with it
+            error = f"a constructor argument of {class_name} failed: {type(exc).__name__}: {exc}"
+        node = self.node
+        if node is not None:
+            try:
+                await node.request("set_args", actor_id, blob, error)
+            except ConnectionError:
+                pass
 
     def state_for(
         self,

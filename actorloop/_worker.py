@@ -298,6 +298,8 @@ class ActorWorker:
             pass
         try:
             cls = cloudpickle.loads(spec["class_blob"])
+            if spec.get("args_error"):
+                raise RuntimeError(spec["args_error"])
             args, kwargs = cloudpickle.loads(spec["args_blob"])
             self._build_groups(spec["meta"], spec["groups"], spec["max_concurrency"])
             instance = cls.__new__(cls)

@@ -89,6 +89,8 @@ class _Actor:
     http_sock: socket.socket | None = None
     http_url: str | None = None
     log_name: str | None = None
+    #: Set while the constructor arguments are still being resolved by the creator (refs among them).
+    args_ready: asyncio.Future[None] | None = None
     state: str = "STARTING"
     pid: int | None = None
     epoch: int = 0
@@ -531,6 +533,8 @@ class Node:
             client.conns.add(conn)
             client.primary = conn
             client.log_to_driver = True
+            if actor.args_ready is not None and not actor.args_ready.done():
+                return self._spec_when_args_ready(actor)
             return {**actor.spec, "shutdown_timeout": self.shutdown_timeout}
         namespace = rest[0] if rest else ""
         known = self.clients.get(client_id)
@@ -542,6 +546,22 @@ class Node:
             client.primary = conn
             client.log_to_driver = log_to_driver
         return {"pid": os.getpid(), "dir": self.dir}
+
+    async def _spec_when_args_ready(self, actor: _Actor) -> dict[str, Any]:
+        assert actor.args_ready is not None
+        await actor.args_ready
+        return {**actor.spec, "shutdown_timeout": self.shutdown_timeout}
+
+    def op_set_args(self, conn: NodeServerConnection, actor_id: str, blob: bytes | None, error: str | None) -> None:
+        """The creator resolved the refs among the constructor arguments (or one of them failed)."""
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.owner != conn.client_id or actor.args_ready is None or actor.args_ready.done():
+            return
+        if isinstance(blob, bytes):
+            actor.spec["args_blob"] = blob
+        else:
+            actor.spec["args_error"] = str(error)
+        actor.args_ready.set_result(None)
 
     def op_create(self, conn: NodeServerConnection, spec: dict[str, Any]) -> Any:
         if self.stopping:
@@ -575,6 +595,8 @@ class Node:
             detached=spec["detached"],
             max_restarts=spec["max_restarts"],
         )
+        if spec.get("args_blob") is None:
+            actor.args_ready = self.loop.create_future()
         if spec["http"] is not None:
             from .. import _http
 

@@ -209,3 +209,58 @@ def test_repr_prefix_traceback_lines_and_init_as_a_context_manager(tmp_path: Pat
     assert f'File "{tmp_path / "prog.py"}", line 17, in fail' in out.stdout
     assert 'raise ValueError("bad value")' in out.stdout
     assert "initialized after: False" in out.stdout
+
+
+@ray.remote
+class Gate:
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def value_after(self, path: str, value: int) -> int:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return value
+
+    def fail(self) -> None:
+        raise KeyError("no value")
+
+
+@ray.remote
+class Holder:
+    def __init__(self, value: int, *, extra: int = 0) -> None:
+        self.value = value + extra
+
+    def get(self) -> int:
+        return self.value
+
+
+def test_creating_an_actor_with_pending_ref_arguments_never_waits(tmp_path: Path) -> None:
+    gate_path = str(tmp_path / "open")
+    g = Gate.remote()
+    pending = g.value_after.remote(gate_path, 40)
+    holder = Holder.remote(pending, extra=g.value_after.remote(gate_path, 2))  # returns at once
+    assert not pending.done()
+    open(gate_path, "w").close()
+    assert ray.get(holder.get.remote(), timeout=30) == 42
+
+
+def test_creating_an_actor_with_ref_arguments_from_async_code(tmp_path: Path) -> None:
+    gate_path = str(tmp_path / "open")
+    open(gate_path, "w").close()
+    g = Gate.remote()
+
+    async def main() -> int:
+        holder = Holder.remote(g.value_after.remote(gate_path, 5))
+        return await holder.get.remote()
+
+    assert asyncio.run(main()) == 5
+
+
+def test_a_failed_ref_argument_fails_the_constructor() -> None:
+    g = Gate.remote()
+    holder = Holder.remote(g.fail.remote())
+    with pytest.raises(ray.exceptions.ActorDiedError, match="constructor argument of Holder failed"):
+        ray.get(holder.get.remote(), timeout=30)
