@@ -26,6 +26,7 @@ private, in layers that import only downwards::
     _ref                  ObjectRef and sync waiting
     _connection           a loop's connection to an actor; the node channels
     _runtime              the process-global runtime and its home loop
+    _tasks                remote functions and their pool of worker actors
     _handles              ActorClass, ActorHandle, ActorMethod
     _api                  init, get, wait, kill, ... (this module re-exports them)
 
@@ -48,6 +49,7 @@ from ._api import init as init
 from ._api import is_initialized as is_initialized
 from ._api import kill as kill
 from ._api import list_actors as list_actors
+from ._api import put as put
 from ._api import shutdown as shutdown
 from ._api import wait as wait
 from ._handles import ActorClass as ActorClass
@@ -56,6 +58,7 @@ from ._handles import method as method
 from ._handles import remote as remote
 from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
+from ._tasks import RemoteFunction as RemoteFunction
 from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError
 from .exceptions import ActorloopError as ActorloopError
@@ -78,6 +81,7 @@ __all__ = [
     "GetTimeoutError",
     "ObjectRef",
     "PendingCallsLimitExceeded",
+    "RemoteFunction",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
@@ -92,6 +96,7 @@ __all__ = [
     "kill",
     "list_actors",
     "method",
+    "put",
     "remote",
     "shutdown",
     "util",
@@ -101,6 +106,6 @@ __all__ = [
 # A library logs only when the application asks it to.
 _logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
-for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef"):
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "RemoteFunction"):
     globals()[_name].__module__ = "actorloop"
 del _name

@@ -10,13 +10,15 @@ import threading
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
 
-from . import _runtime
+import cloudpickle
+
+from . import _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import ActorInfo
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
-from .exceptions import GetTimeoutError
+from .exceptions import GetTimeoutError, SerializationError
 
 T = TypeVar("T")
 
@@ -55,6 +57,7 @@ def init(
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a string (a node directory, 'auto' or 'local'), got {address!r}")
+        _tasks.configure(ray_options.get("num_cpus"))
         _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
         return _context()
 
@@ -120,7 +123,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
             raise TypeError(f"actorloop.get() takes ObjectRefs, got {type(ref).__name__} in the list")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    done = wait_sync(ref_list, len(ref_list), timeout)
+    with _tasks.blocked_in_get(ref_list):  # a task lends its worker slot while it waits
+        done = wait_sync(ref_list, len(ref_list), timeout)
     if done < len(ref_list):
         raise GetTimeoutError(
             f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready"
@@ -149,7 +153,8 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    wait_sync(ref_list, num_returns, timeout)
+    with _tasks.blocked_in_get(ref_list):
+        wait_sync(ref_list, num_returns, timeout)
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
     for ref in ref_list:
@@ -214,5 +219,40 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
 
 
 def list_actors() -> list[ActorInfo]:
-    """Every actor of every namespace on the node, as ``ActorInfo`` records."""
-    return list(require_runtime().node_request("list"))
+    """Every actor of every namespace on the node, as ``ActorInfo`` records.
+
+    The task pool's workers (namespace ``_actorloop_tasks``) are left out, as
+    Ray lists no task workers; ``actorloop list`` shows them.
+    """
+    return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
+
+
+def put(value: T) -> ObjectRef[T]:
+    """Store a copy of ``value`` and return a ref that resolves to it, as Ray's ``put`` does.
+
+    The ref is already done: ``get``/``await`` return the copy, and passed as
+    a top-level argument of a ``.remote()`` call (actor method or remote
+    function) it is replaced by the value.  The value is copied now, so later
+    changes to ``value`` are not seen through the ref.
+
+    Example::
+
+        ref = actorloop.put(big_array)
+        results = actorloop.get([process.remote(ref, i) for i in range(10)])
+    """
+    if isinstance(value, ObjectRef):
+        raise TypeError("actorloop.put() takes a value, not an ObjectRef (the ref already stands for its value)")
+    rt = require_runtime()
+    loop = events._get_running_loop()
+    if loop is None or loop.is_closed():
+        loop = rt.home_loop
+    buffers: list[Any] = []
+    try:
+        data = cloudpickle.dumps(value, 5, buffer_callback=buffers.append)
+        snapshot = cloudpickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
+    except Exception as exc:
+        raise SerializationError(f"actorloop.put(): could not pickle {type(value).__name__}: {exc}") from exc
+    ref: ObjectRef[T] = ObjectRef(loop, None, 0, None)
+    # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.
+    ref.set_result(snapshot)
+    return ref
