@@ -491,7 +491,13 @@ def _pool_for(rt: Runtime, env_vars: dict[str, str]) -> _Pool:
             pools = _pools.setdefault(rt, {})
             pool = pools.get(key)
             if pool is None:
-                pool = pools[key] = _Pool(rt, env_vars, key)
+                pool = _Pool(rt, env_vars, key)
+                # Every worker at once, as Ray starts its workers: the first process to use the pool
+                # owns all of it (a non-detached actor ends with its owner), and the processes fork
+                # in the background while the first calls go out.
+                for slot in pool.slots:
+                    pool._worker(slot)
+                pools[key] = pool
     return pool
 
 
