@@ -348,7 +348,7 @@ def blocked_in_get(refs: list[ObjectRef[Any]]) -> _NoLending | _Lending:
 
 
 #: The functions this worker process has seen, by the digest of their pickle.
-_functions: dict[bytes, Callable[..., Any]] = {}
+_functions: dict[bytes, tuple[Callable[..., Any], bool]] = {}
 _MAX_FUNCTIONS = 4096
 
 
@@ -365,14 +365,16 @@ class TaskWorker:
 
     async def run(self, digest: bytes, blob: bytes | None, num_returns: int, /, *args: Any, **kwargs: Any) -> Any:
         """Run the function of ``digest`` (unpickled from ``blob`` the first time) with these arguments."""
-        func = _functions.get(digest)
-        if func is None:
+        known = _functions.get(digest)
+        if known is None:
             if blob is None:
                 raise _FunctionMissing(digest)
             if len(_functions) >= _MAX_FUNCTIONS:
                 _functions.clear()  # a caller whose function is gone sends it again
-            func = _functions[digest] = cloudpickle.loads(blob)
-        if inspect.iscoroutinefunction(func):
+            loaded = cloudpickle.loads(blob)
+            known = _functions[digest] = (loaded, inspect.iscoroutinefunction(loaded))
+        func, is_async = known
+        if is_async:
             value = await func(*args, **kwargs)
         else:
             executor = self._executor
@@ -659,16 +661,21 @@ class _Task:
         return cause is not None and isinstance(cause, tuple(which))
 
     def _renamed(self, exc: BaseException) -> BaseException:
-        """The worker names its method (``TaskWorker.run()``); the user wants to see their function."""
-        if not isinstance(exc, TaskError) or exc.cause is None:
-            return exc
+        """The worker names its method (``TaskWorker.run``); the user wants to see their function."""
         name = self.opts.name or self.func.__name__
-        tb = exc.remote_traceback.replace("TaskWorker.run() in actor", f"{name}() in task worker", 1)
-        cause = exc.cause
-        text = f"{type(cause).__name__}: {cause}\n\nRemote traceback:\n{tb}"
-        return _make_task_error(text, cause, tb)
+        if isinstance(exc, TaskError) and exc.cause is not None:
+            tb = exc.remote_traceback.replace("TaskWorker.run() in actor", f"{name}() in task worker", 1)
+            cause = exc.cause
+            return _make_task_error(f"{type(cause).__name__}: {cause}\n\nRemote traceback:\n{tb}", cause, tb)
+        text = str(exc)
+        if "TaskWorker.run" in text and type(exc) in (TaskError, SerializationError):
+            renamed = type(exc)(text.replace("TaskWorker.run()", f"{name}()").replace("TaskWorker.run", f"{name}()"))
+            renamed.__cause__ = exc.__cause__
+            return renamed
+        return exc
 
     def _finish(self, value: Any) -> None:
+        self._let_go()
         refs = self.refs
         if len(refs) == 1:
             _settle(refs[0], value, None)
@@ -679,7 +686,14 @@ class _Task:
         for ref, item in zip(refs, value, strict=True):
             _settle(ref, item, None)
 
+    def _let_go(self) -> None:
+        # The refs keep this task (their CallOwner) as long as they live: not its arguments.
+        self.args = ()
+        self.kwargs = {}
+        self.inner = None
+
     def _finish_error(self, exc: BaseException) -> None:
+        self._let_go()
         for ref in self.refs:
             _settle(ref, None, exc)
 

@@ -175,6 +175,17 @@ def test_an_argument_that_cannot_be_pickled_fails_the_call() -> None:
         actorloop.get(add.remote(threading.Lock()))
 
 
+def test_a_result_that_cannot_be_pickled_is_the_call_error_naming_the_function() -> None:
+    import threading
+
+    @actorloop.remote
+    def returns_lock() -> Any:
+        return threading.Lock()
+
+    with pytest.raises(actorloop.SerializationError, match=r"result of returns_lock\(\)"):
+        actorloop.get(returns_lock.remote())
+
+
 # -- options ------------------------------------------------------------------------
 
 
@@ -517,3 +528,46 @@ def test_put_inside_a_task() -> None:
         return actorloop.get(add.remote(actorloop.put(x), 1))
 
     assert actorloop.get(puts.remote(41)) == 42
+
+
+def test_the_pool_heals_after_its_workers_are_killed() -> None:
+    assert actorloop.get([add.remote(i) for i in range(10)]) == list(range(10))
+    for i in range(pool_size()):
+        actorloop.kill(actorloop.get_actor(f"worker-{i}", namespace=TASKS_NAMESPACE))
+    # Calls that meet a dead worker are retried on a new one (the dead actor's name is free again).
+    assert actorloop.get([add.remote(i) for i in range(10)], timeout=HANG_GUARD) == list(range(10))
+    assert actorloop.get_actor("worker-0", namespace=TASKS_NAMESPACE) is not None
+
+
+class _LoadCounter:
+    """Appends a line to ``path`` each time it is unpickled: counts how often a function reached a worker."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (_count_load, (self.path,))
+
+
+def _count_load(path: str) -> _LoadCounter:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return _LoadCounter(path)
+
+
+def test_the_function_reaches_each_worker_once(tmp_path: Path) -> None:
+    path = tmp_path / "loads"
+    counter = _LoadCounter(str(path))
+
+    @actorloop.remote
+    def uses_counter(x: int) -> int:
+        assert counter is not None
+        return x
+
+    path.write_text("")
+    assert actorloop.get([uses_counter.remote(i) for i in range(200)]) == list(range(200))
+    assert actorloop.get([uses_counter.remote(i) for i in range(200)]) == list(range(200))
+    loads = path.read_text().split()
+    # Unpickled once by each worker that ran it (never per call); the same pid never twice.
+    assert 1 <= len(loads) <= pool_size()
+    assert len(set(loads)) == len(loads)
