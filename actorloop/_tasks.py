@@ -585,7 +585,18 @@ class _Task:
             self._finish_error(exc)
 
     def _send(self, with_function: bool) -> None:
-        slot, state = self.pool.pick(self.opts.num_cpus)
+        pool = self.pool
+        weight = self.opts.num_cpus
+        slot, state = pool.pick(weight)
+        for _ in range(len(pool.slots)):
+            conn = state.conns.get(self.loop)
+            if conn is None or conn.dead_error is None:
+                break
+            # This loop already knows that worker died (its owner exited, say): a call sent there
+            # would fail without running and cost a retry.  Make a new one instead.
+            pool.unload(slot, weight)
+            pool.worker_died(slot, state)
+            slot, state = pool.pick(weight)
         self.slot, self.state = slot, state
         func = self.func
         digest, blob = func._pickled()

@@ -571,3 +571,23 @@ def test_the_function_reaches_each_worker_once(tmp_path: Path) -> None:
     # Unpickled once by each worker that ran it (never per call); the same pid never twice.
     assert 1 <= len(loads) <= pool_size()
     assert len(set(loads)) == len(loads)
+
+
+def test_a_worker_known_dead_is_replaced_before_a_call_goes_there() -> None:
+    from actorloop import _runtime, _tasks
+
+    assert actorloop.get([add.remote(i) for i in range(10)]) == list(range(10))
+    rt = _runtime.get_runtime()
+    assert rt is not None
+    slots = _tasks._pools[rt][""].slots
+    for i in range(pool_size()):
+        actorloop.kill(actorloop.get_actor(f"worker-{i}", namespace=TASKS_NAMESPACE))
+
+    def every_connection_knows() -> bool:
+        conns = [s.state.conns.get(rt.home_loop) for s in slots if s.state is not None]
+        return all(c is not None and c.dead_error is not None for c in conns)
+
+    _wait_until(every_connection_knows, "the driver's connections to see their workers die")
+    # Without retries: these calls must not be sent to the dead workers at all.
+    refs = [add.options(max_retries=0).remote(i) for i in range(10)]
+    assert actorloop.get(refs, timeout=HANG_GUARD) == list(range(10))
