@@ -167,11 +167,13 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
 
     Afterwards ``await ref`` and ``get(ref)`` raise ``TaskCancelledError``.
     A sync method already running finishes; its result is dropped.
-    ``force=True`` raises ``ValueError``, as Ray does for actor calls.
+    ``force=True`` raises ``ValueError``, as Ray does for actor calls; for a
+    remote function's call it also ends the worker process that has it.
     """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"actorloop.cancel() takes an ObjectRef, got {type(ref).__name__}")
-    if force:
+    force_kill = _tasks.force_cancel_target(ref) if force else None
+    if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
         raise ValueError(
             "actorloop.cancel(force=True) is not supported for actor method calls (an actor's state would be "
@@ -192,6 +194,8 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
         entry_for(owner).put(run)
         if events._get_running_loop() is None:
             done.wait(5)
+    if force_kill is not None:
+        force_kill()
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:

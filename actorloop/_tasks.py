@@ -732,6 +732,30 @@ class _Task:
                 ref._wake_waiter()
 
 
+def force_cancel_target(ref: ObjectRef[Any]) -> Callable[[], None] | None:
+    """For ``cancel(ref, force=True)``: None if ``ref`` is no task's; else what ends the worker that has it.
+
+    Read before the task is cancelled: only a task sent to a worker and not
+    finished kills it.  The worker's other tasks are retried elsewhere.
+    """
+    task = ref._conn
+    if not isinstance(task, _Task):
+        return None
+    inner, state = task.inner, task.state
+    if inner is None or inner.done() or state is None:
+        return _nothing
+    runtime = task.pool.runtime
+
+    def kill() -> None:
+        runtime.node_request("kill", state.actor_id, True)
+
+    return kill
+
+
+def _nothing() -> None:
+    return None
+
+
 def _settle(ref: ObjectRef[Any], value: Any, exc: BaseException | None) -> None:
     if ref.done():
         return

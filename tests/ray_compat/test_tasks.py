@@ -591,3 +591,32 @@ def test_a_worker_known_dead_is_replaced_before_a_call_goes_there() -> None:
     # Without retries: these calls must not be sent to the dead workers at all.
     refs = [add.options(max_retries=0).remote(i) for i in range(10)]
     assert actorloop.get(refs, timeout=HANG_GUARD) == list(range(10))
+
+
+def test_force_cancel_ends_the_worker_running_the_task(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+
+    @actorloop.remote
+    def spins(path: str) -> None:
+        Path(path).write_text(str(os.getpid()))
+        while True:  # only a killed process stops this
+            time.sleep(0.01)
+
+    ref = spins.remote(str(started))
+    _wait_until(started.exists, "the task to start")
+    worker_pid = int(started.read_text())
+    actorloop.cancel(ref, force=True)
+    with pytest.raises(actorloop.TaskCancelledError):
+        actorloop.get(ref, timeout=HANG_GUARD)
+    import psutil
+
+    _wait_until(lambda: not psutil.pid_exists(worker_pid), "the worker process to end")
+    assert actorloop.get([add.remote(i) for i in range(10)], timeout=HANG_GUARD) == list(range(10))
+    # A finished task: nothing to kill; force on an actor call is still refused.
+    done = add.remote(1)
+    actorloop.get(done)
+    actorloop.cancel(done, force=True)
+    holder = Holder.remote()
+    with pytest.raises(ValueError, match="force"):
+        actorloop.cancel(holder.total.remote([1]), force=True)
+    actorloop.kill(holder)
