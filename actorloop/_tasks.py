@@ -163,11 +163,13 @@ _inherited_env: dict[str, str] | None = None
 def configure(num_cpus: Any) -> None:
     """``init(num_cpus=N)``: the size of the task pool of this process (None: the CPU count)."""
     global _configured_size
-    if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool) or num_cpus < 1):
+    if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool) or num_cpus < 0):
         raise ValueError(
-            f"actorloop.init(): num_cpus must be a positive integer (the task pool size), got {num_cpus!r}"
+            f"actorloop.init(): num_cpus must be an integer >= 0 (the task pool size), got {num_cpus!r}"
         )
-    _configured_size = num_cpus
+    # Ray programs pass num_cpus=0 to keep tasks off a head node that only hosts actors; here the
+    # node is the one machine, so tasks still get one worker rather than waiting forever.
+    _configured_size = None if num_cpus is None else max(1, num_cpus)
 
 
 def pool_size() -> int:

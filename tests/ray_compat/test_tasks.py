@@ -475,10 +475,19 @@ def test_init_num_cpus_sets_the_pool_size() -> None:
     finally:
         actorloop.shutdown()
         actorloop.init(address="local")
+    actorloop.shutdown()
     with pytest.raises(ValueError, match="num_cpus"):
+        actorloop.init(address="local", num_cpus=-1)
+    with pytest.raises(ValueError, match="num_cpus"):
+        actorloop.init(address="local", num_cpus=1.5)
+    # Ray's num_cpus=0 (no tasks on this node) still runs tasks here, on one worker.
+    actorloop.init(address="local", num_cpus=0)
+    try:
+        assert pool_size() == 1
+        assert actorloop.get(add.remote(1, 1)) == 2
+    finally:
         actorloop.shutdown()
-        actorloop.init(address="local", num_cpus=0)
-    actorloop.init(address="local", ignore_reinit_error=True)
+        actorloop.init(address="local")
 
 
 # -- put ---------------------------------------------------------------------------------
