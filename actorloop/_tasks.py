@@ -3,8 +3,9 @@
 A task runs on a pool of worker processes that are ordinary actors of the
 class ``TaskWorker`` below, forked from the zygote like any actor; there is
 no daemon of their own.  The pool's actors are named ``worker-0`` ..
-``worker-{N-1}`` in the reserved namespace ``_actorloop_tasks`` and are
-made on first use with ``get_if_exists=True``, so every process of the node
+``worker-{N-1}`` in the reserved namespace ``_actorloop_tasks``; the first
+process to call a task makes them all with ``get_if_exists=True`` (and so
+owns them: they end with it), so every process of the node
 (drivers, actors, tasks themselves) shares one pool.  ``N`` is the CPU count,
 or ``init(num_cpus=N)``.  Tasks with ``runtime_env={"env_vars": ...}`` get a
 pool of their own per set of variables (``worker-<digest>-<i>``), whose
@@ -865,8 +866,8 @@ class RemoteFunction(Generic[R]):
         env = opts.env_vars
         if env is None:
             env = _inherited_env or {}
-        pool = _pool_for(rt, env)
         self._pickled()  # a function that cannot be pickled fails here, in the caller
+        pool = _pool_for(rt, env)
         loop = _get_running_loop()
         if loop is None or loop.is_closed():
             task = _Task(self, opts, args, kwargs, rt.home_loop, pool)
