@@ -26,6 +26,7 @@ private, in layers that import only downwards::
     _ref                  ObjectRef and sync waiting
     _connection           a loop's connection to an actor; the node channels
     _runtime              the process-global runtime and its home loop
+    _tasks                remote functions and their pool of worker actors
     _handles              ActorClass, ActorHandle, ActorMethod
     _api                  init, get, wait, kill, ... (this module re-exports them)
 
@@ -53,6 +54,7 @@ from ._api import is_initialized as is_initialized
 from ._api import kill as kill
 from ._api import list_actors as list_actors
 from ._api import nodes as nodes
+from ._api import put as put
 from ._api import shutdown as shutdown
 from ._api import wait as wait
 from ._handles import ActorClass as ActorClass
@@ -61,6 +63,7 @@ from ._handles import method as method
 from ._handles import remote as remote
 from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
+from ._tasks import RemoteFunction as RemoteFunction
 from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError
 from .exceptions import ActorloopError as ActorloopError
@@ -97,6 +100,7 @@ __all__ = [
     "RayActorError",
     "RayError",
     "RayTaskError",
+    "RemoteFunction",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
@@ -116,6 +120,7 @@ __all__ = [
     "list_actors",
     "nodes",
     "method",
+    "put",
     "remote",
     "shutdown",
     "util",
@@ -125,6 +130,6 @@ __all__ = [
 # A library logs only when the application asks it to.
 _logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
-for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef"):
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "RemoteFunction"):
     globals()[_name].__module__ = "actorloop"
 del _name

@@ -12,13 +12,15 @@ import threading
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
 
-from . import _runtime
+import cloudpickle
+
+from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import ActorInfo, env_vars_of
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
-from .exceptions import GetTimeoutError
+from .exceptions import GetTimeoutError, SerializationError
 
 T = TypeVar("T")
 
@@ -95,6 +97,7 @@ def init(
         env_vars = env_vars_of(runtime_env, "actorloop.init(runtime_env=...)")
         if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
+        _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
         rt.env_vars = env_vars
         rt.num_cpus = num_cpus
@@ -183,7 +186,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
             raise TypeError(f"actorloop.get() takes ObjectRefs, got {type(ref).__name__} in the list")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    done = wait_sync(ref_list, len(ref_list), timeout)
+    with _tasks.blocked_in_get(ref_list):  # a task lends its worker slot while it waits
+        done = wait_sync(ref_list, len(ref_list), timeout)
     if done < len(ref_list):
         raise GetTimeoutError(
             f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready"
@@ -212,7 +216,8 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    wait_sync(ref_list, num_returns, timeout)
+    with _tasks.blocked_in_get(ref_list):
+        wait_sync(ref_list, num_returns, timeout)
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
     for ref in ref_list:
@@ -225,11 +230,13 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
 
     Afterwards ``await ref`` and ``get(ref)`` raise ``TaskCancelledError``.
     A sync method already running finishes; its result is dropped.
-    ``force=True`` raises ``ValueError``, as Ray does for actor calls.
+    ``force=True`` raises ``ValueError``, as Ray does for actor calls; for a
+    remote function's call it also ends the worker process that has it.
     """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"actorloop.cancel() takes an ObjectRef, got {type(ref).__name__}")
-    if force:
+    force_kill = _tasks.force_cancel_target(ref) if force else None
+    if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
         raise ValueError(
             "actorloop.cancel(force=True) is not supported for actor method calls (an actor's state would be "
@@ -250,6 +257,8 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
         entry_for(owner).put(run)
         if events._get_running_loop() is None:
             done.wait(5)
+    if force_kill is not None:
+        force_kill()
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
@@ -300,8 +309,12 @@ def _missing_actor_message(name: str, namespace: str, own_namespace: str, defaul
 
 
 def list_actors() -> list[ActorInfo]:
-    """Every actor of every namespace on the node, as ``ActorInfo`` records."""
-    return list(require_runtime().node_request("list"))
+    """Every actor of every namespace on the node, as ``ActorInfo`` records.
+
+    The task pool's workers (namespace ``_actorloop_tasks``) are left out, as
+    Ray lists no task workers; ``actorloop list`` shows them.
+    """
+    return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
 
 
 def cluster_resources() -> dict[str, float]:
@@ -362,3 +375,34 @@ def nodes() -> list[dict[str, Any]]:
             "Labels": {},
         }
     ]
+
+
+def put(value: T) -> ObjectRef[T]:
+    """Store a copy of ``value`` and return a ref that resolves to it, as Ray's ``put`` does.
+
+    The ref is already done: ``get``/``await`` return the copy, and passed as
+    a top-level argument of a ``.remote()`` call (actor method or remote
+    function) it is replaced by the value.  The value is copied now, so later
+    changes to ``value`` are not seen through the ref.
+
+    Example::
+
+        ref = actorloop.put(big_array)
+        results = actorloop.get([process.remote(ref, i) for i in range(10)])
+    """
+    if isinstance(value, ObjectRef):
+        raise TypeError("actorloop.put() takes a value, not an ObjectRef (the ref already stands for its value)")
+    rt = require_runtime()
+    loop = events._get_running_loop()
+    if loop is None or loop.is_closed():
+        loop = rt.home_loop
+    buffers: list[Any] = []
+    try:
+        data = _pickle.dumps(value, buffer_callback=buffers.append)
+        snapshot = cloudpickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
+    except Exception as exc:
+        raise SerializationError(f"actorloop.put(): could not pickle {type(value).__name__}: {exc}") from exc
+    ref: ObjectRef[T] = ObjectRef(loop, None, 0, None)
+    # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.
+    ref.set_result(snapshot)
+    return ref

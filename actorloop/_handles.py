@@ -13,9 +13,11 @@ import inspect
 from typing import Any, Callable, Generic, TypeVar, overload
 
 from ._meta import (
+    ACTOR_OPTIONS,
     BUILTIN_METHODS,
     DEFAULT_GROUP,
     IGNORED_METHOD_OPTIONS,
+    IGNORED_OPTIONS,
     READY_METHOD,
     ClassMeta,
     check_groups,
@@ -25,8 +27,10 @@ from ._meta import (
 )
 from ._ref import split_ref
 from ._runtime import ActorState, require_runtime
+from ._tasks import TASK_OPTIONS, RemoteFunction, is_task_option
 
 T = TypeVar("T")
+R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
 class ActorClass(Generic[T]):
@@ -302,16 +306,24 @@ def _rebuild_method(
     return ActorMethod(handle._runtime_state, meta, http_url, name, group, num_returns)
 
 
-@overload
-def remote(__cls: type[T]) -> ActorClass[T]: ...
+class RemoteUsageError(TypeError, AssertionError):
+    """``@actorloop.remote()`` with empty parentheses: a TypeError, and an AssertionError as Ray raises."""
 
 
 @overload
-def remote(**options: Any) -> Callable[[type[T]], ActorClass[T]]: ...
+def remote(__cls: type[T]) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def remote(__function: Callable[..., R]) -> RemoteFunction[R]: ...
+
+
+@overload
+def remote(**options: Any) -> Callable[[Any], Any]: ...
 
 
 def remote(*args: Any, **options: Any) -> Any:
-    """Turn a class into an actor class; with keyword options, set its defaults.
+    """Turn a class into an actor class, or a function into a remote function; keyword options set defaults.
 
     Example::
 
@@ -320,25 +332,40 @@ def remote(*args: Any, **options: Any) -> Any:
 
         @actorloop.remote(max_concurrency=10, concurrency_groups={"io": 2})
         class B: ...
+
+        @actorloop.remote
+        def f(x): ...
+
+        @actorloop.remote(num_returns=2, max_retries=0)
+        def g(): ...
     """
     if args:
         if len(args) != 1 or options:
-            raise TypeError("@actorloop.remote takes either one class or keyword options")
-        target = args[0]
-        if not isinstance(target, type):
-            raise TypeError(
-                f"@actorloop.remote takes a class, got {type(target).__name__} {target!r}; "
-                "actorloop runs actors (classes), not remote functions"
-            )
-        return ActorClass(target, {})
-    validate_options(options, "@actorloop.remote(...)")
+            raise TypeError("@actorloop.remote takes either one class or function, or keyword options")
+        return _make_remote(args[0], {}, "@actorloop.remote")
+    if not options:
+        # As Ray: a bare decorator is @remote, options are @remote(k=v); @remote() is neither.
+        raise RemoteUsageError(
+            "@actorloop.remote must be applied either with no arguments and no parentheses (@actorloop.remote) "
+            "or with keyword options (@actorloop.remote(num_cpus=1)), not as @actorloop.remote()"
+        )
+    for key in options:
+        if key not in ACTOR_OPTIONS and key not in IGNORED_OPTIONS and not is_task_option(key):
+            known = sorted({*ACTOR_OPTIONS, *TASK_OPTIONS})
+            raise TypeError(f"@actorloop.remote(...): unknown option {key!r}; known options: {', '.join(known)}")
 
-    def decorate(cls: type[T]) -> ActorClass[T]:
-        if not isinstance(cls, type):
-            raise TypeError(f"@actorloop.remote(...) takes a class, got {cls!r}")
-        return ActorClass(cls, options)
+    def decorate(target: Any) -> Any:
+        return _make_remote(target, options, "@actorloop.remote(...)")
 
     return decorate
+
+
+def _make_remote(target: Any, options: dict[str, Any], where: str) -> Any:
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if inspect.isfunction(target):
+        return RemoteFunction(target, options)
+    raise TypeError(f"{where} takes a class or a function, got {type(target).__name__} {target!r}")
 
 
 def method(

@@ -1,4 +1,4 @@
-"""Actor classes for the Ray-style backends (actorloop and Ray).
+"""Actor classes and a task function for the Ray-style backends (actorloop and Ray).
 
 Plain classes, decorated at run time with the backend's ``remote``, so both
 backends load them by reference from this importable module.
@@ -46,3 +46,8 @@ class AsyncActor:
 
     async def echo(self, a: Any) -> Any:
         return a
+
+
+def task_f(x: Any) -> Any:
+    """The remote function of the ``tasks`` workload (decorated with the backend's ``remote``)."""
+    return x

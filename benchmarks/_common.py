@@ -26,6 +26,7 @@ class Params:
     batch_per_actor: int = 25  # calls per actor per batch (threads workload)
     settle: float = 1.0  # seconds idle before a memory reading
     big_min_calls: int = 3  # 100 MiB round trips at least
+    tasks_n: int = 1_000  # remote-function calls per get([...]) round
     loop: str = "uvloop"  # event loop of the driver's async workloads
     pin: str = "none"  # same | split | none
     extra: dict[str, Any] = field(default_factory=dict)

@@ -178,6 +178,27 @@ class Floor:
         srv.stop()
         return {"get_list": rounds * n_calls / dt, "_info": {"rounds": rounds}}
 
+    def w_tasks(self) -> Result:
+        # No task pool: one server per CPU, the calls of a round split evenly over them.
+        servers = [self.server() for _ in os.sched_getaffinity(0)]
+        clients = [SyncClient.connect(srv.path) for srv in servers]
+        n_calls = self.params.tasks_n
+
+        def one_round(_: int) -> None:
+            share = [list(range(k, n_calls, len(clients))) for k in range(len(clients))]
+            for c, xs in zip(clients, share, strict=True):
+                c.send_many("f", [(i,) for i in xs])
+            out = [c.read_reply() for c, xs in zip(clients, share, strict=True) for _ in xs]
+            assert len(out) == n_calls
+
+        one_round(0)
+        rounds, dt = timed_loop(one_round, self.params.duration, 1)
+        for c in clients:
+            c.close()
+        for srv in servers:
+            srv.stop()
+        return {"tasks": rounds * n_calls / dt, "_info": {"rounds": rounds}}
+
     def w_threads(self) -> Result:
         servers = [self.server() for _ in range(4)]
         batch = self.params.batch_per_actor

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._actors import AsyncActor, SyncActor
+from benchmarks._actors import AsyncActor, SyncActor, task_f
 from benchmarks._common import (
     MIB,
     Params,
@@ -150,6 +150,21 @@ class RayLike:
         rounds, dt = timed_loop(one_round, self.params.duration, 1)
         self.kill([h], [pid])
         return {"get_list": rounds * n_calls / dt, "_info": {"rounds": rounds}}
+
+    def w_tasks(self) -> Result:
+        # Remote functions: the backend's pool of task workers (one per CPU on both backends).
+        f = self.mod.remote(task_f)
+        get = self.mod.get
+        n_calls = self.params.tasks_n
+        for _ in range(3):  # warm-up: the pool's processes start, the function reaches each of them
+            get([f.remote(i) for i in range(n_calls)])
+
+        def one_round(_: int) -> None:
+            out = get([f.remote(i) for i in range(n_calls)])
+            assert out[-1] == n_calls - 1
+
+        rounds, dt = timed_loop(one_round, self.params.duration, 1)
+        return {"tasks": rounds * n_calls / dt, "_info": {"rounds": rounds}}
 
     def w_threads(self) -> Result:
         actors = [self.new_actor("sync") for _ in range(4)]

@@ -126,6 +126,19 @@ WORKLOADS: tuple[Workload, ...] = (
         (Metric("threads", "4 actors × 2 caller threads", "calls/s", True, Target(x_ray=20)),),
     ),
     Workload(
+        "tasks",
+        "get([N remote-function calls]) from sync code",
+        (
+            Metric(
+                "tasks",
+                "get([{tasks_n:,} remote-function calls]) from sync code",
+                "calls/s",
+                True,
+                Target(x_ray=20),
+            ),
+        ),
+    ),
+    Workload(
         "create",
         "actor start",
         (

@@ -41,6 +41,10 @@ def test_concurrency_groups() -> None:
     assert _run("concurrency_groups.py").strip() == "{'io': 2, 'compute': 4, 'default': 10}"
 
 
+def test_remote_functions() -> None:
+    assert _run("remote_functions.py").splitlines() == ["[0, 1, 4, 9]", "(3, 7)", "55", "6", "caught: no luck"]
+
+
 def test_detached_scripts(tmp_path: pathlib.Path) -> None:
     env = {"ACTORLOOP_DIR": str(tmp_path / "node")}
     cli = [sys.executable, "-m", "actorloop"]

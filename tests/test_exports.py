@@ -19,6 +19,8 @@ SPEC_NAMES = {
     "get_actor",
     "list_actors",
     "exit_actor",
+    "put",
+    "RemoteFunction",
     "ActorHandle",
     "ObjectRef",
     "ActorInfo",

@@ -1,0 +1,1 @@
+"""Tests of the behaviours that Ray programs rely on (issue 11)."""
