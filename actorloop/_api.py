@@ -10,6 +10,7 @@ from typing import Any, Sequence, TypeVar, overload
 from . import _client
 from ._actor import ActorHandle, ActorInfo
 from ._client import Runtime, get_runtime, set_runtime
+from ._fds import raise_fd_limit
 from ._node import EmbeddedNode, default_daemon_dir, node_running
 from ._ref import ObjectRef, wait_sync
 from .exceptions import GetTimeoutError
@@ -49,6 +50,8 @@ def init(
                 raise TypeError(f"actorloop.init() got an unknown option {key!r}")
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+        # Each actor this driver calls holds a socket here: the usual soft limit of 1,024 is too few.
+        raise_fd_limit()
         embedded: EmbeddedNode | None = None
         if address is None:
             address = os.environ.get("ACTORLOOP_ADDRESS") or None

@@ -28,6 +28,7 @@ import cloudpickle
 
 from . import _protocol as proto
 from ._actor import ActorHandle, ClassMeta
+from ._node._dirs import read_secret  # checks the directory and the secret before reading it
 from ._ref import ObjectRef
 from .exceptions import (
     ActorDiedError,
@@ -893,18 +894,6 @@ class Runtime:
         except Exception:
             pass
         node.close()
-
-
-def read_secret(node_dir: str) -> bytes:
-    path = os.path.join(node_dir, "secret")
-    try:
-        with open(path, "rb") as f:
-            secret = f.read()
-    except OSError as exc:
-        raise ConnectionError(f"no actorloop node at {node_dir} (cannot read its secret: {exc.strerror})") from exc
-    if len(secret) != proto.SECRET_BYTES:
-        raise ConnectionError(f"the node secret in {node_dir} is damaged")
-    return secret
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -18,10 +18,11 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .. import _protocol as proto
 from .._actor import ActorInfo
+from .._fds import is_fd_exhaustion, out_of_fds_error
 
 #: How many actors (alive, starting or restarting) one node runs at most.
 MAX_ACTORS = 10_000
@@ -578,6 +579,8 @@ class NodeServerConnection(proto.FrameProtocol):
             self.send(proto.dumps((req_id, True, result)))
 
     def _reply_error(self, req_id: int, exc: Exception) -> None:
+        if is_fd_exhaustion(exc):
+            exc = out_of_fds_error("the node", cast(OSError, exc))
         if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)):
             traceback.print_exc()
         if req_id and not self.closed:

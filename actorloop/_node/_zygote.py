@@ -18,6 +18,8 @@ import socket
 import sys
 from typing import NoReturn
 
+from .._fds import raise_fd_limit
+
 _MAX_MSG = 1 << 16
 
 
@@ -29,6 +31,9 @@ def zygote_main(
     ``http_sock`` is the channel of the HTTP zygote, which this one forks the
     first time the node asks for it (only once an actor with routes exists).
     """
+    # Inherited from the node already; raised again in case we were started some other way.
+    # Actors inherit it from here.
+    raise_fd_limit()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
