@@ -318,6 +318,8 @@ class _Acceptor:
         self.limit = limit
         self.header_timeout = header_timeout
         self.open = 0
+        #: Connections accepted since the start (for tests and statistics).
+        self.accepted = 0
         self.closed = False
         self._reading = False
         self._retry: asyncio.TimerHandle | None = None
@@ -358,6 +360,7 @@ class _Acceptor:
                     return
                 continue  # e.g. ECONNABORTED: that client gave up; take the next one
             self.open += 1
+            self.accepted += 1
             try:
                 conn.setblocking(False)
                 if conn.family in (socket.AF_INET, socket.AF_INET6):
