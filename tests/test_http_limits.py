@@ -268,7 +268,11 @@ def _accepted_since(server: Any) -> int:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("ACTORLOOP_HTTP_MAX_CONNECTIONS", "lots", "$ACTORLOOP_HTTP_MAX_CONNECTIONS must be a positive int, got 'lots'"),
+        (
+            "ACTORLOOP_HTTP_MAX_CONNECTIONS",
+            "lots",
+            "$ACTORLOOP_HTTP_MAX_CONNECTIONS must be a positive int, got 'lots'",
+        ),
         ("ACTORLOOP_HTTP_MAX_CONNECTIONS", "0", "$ACTORLOOP_HTTP_MAX_CONNECTIONS must be positive, got 0"),
         ("ACTORLOOP_HTTP_HEADER_TIMEOUT", "-1", "$ACTORLOOP_HTTP_HEADER_TIMEOUT must be positive, got -1.0"),
     ],
