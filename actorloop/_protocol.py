@@ -531,10 +531,16 @@ class FrameProtocol(asyncio.Protocol):
         if frames:
             self.frames_received(frames)
 
-    def _hello_timed_out(self) -> None:
+    def _hello_timed_out(self, final: bool = False) -> None:
         self._hello_timer = None
-        if self._expect_secret is not None and not self.closed:
-            self.protocol_error(f"no hello within {HELLO_TIMEOUT} s")
+        if self._expect_secret is None or self.closed:
+            return
+        if not final:
+            # Timers run before reads in a loop iteration: after a stall of the loop the hello
+            # may be waiting unread.  Decide one iteration later, once it was read.
+            self._hello_timer = self.loop.call_later(0.01, self._hello_timed_out, True)
+            return
+        self.protocol_error(f"no hello within {HELLO_TIMEOUT} s")
 
     def _cancel_hello_timer(self) -> None:
         if self._hello_timer is not None:

@@ -4,7 +4,9 @@ A node directory holds the node's socket and its secret.  Whoever controls
 the directory controls what a client connects to and what it unpickles, so
 nothing is read from, connected to or created in a directory before
 :func:`check_node_dir` found it to be a real directory (not a symlink) that
-this user owns with mode 0700 exactly.  The secret must be a regular file
+this user owns with mode 0700 exactly, in a parent that not everyone may
+rename entries of (writable by everyone only with the sticky bit, as
+``/tmp``).  The secret must be a regular file
 (not a symlink) that this user owns with mode 0600 exactly; it is opened
 with ``O_NOFOLLOW`` and checked on the open descriptor, so it cannot be
 swapped between the check and the read.
@@ -59,6 +61,12 @@ def check_node_dir(path: str) -> bool:
     except FileNotFoundError:
         return False
     _check_dir_stat(path, st)
+    # Whoever may rename entries of the parent could swap the directory after this check:
+    # a parent writable by everyone needs the sticky bit (as /tmp has).
+    parent = os.path.dirname(os.path.abspath(path))
+    pmode = os.stat(parent).st_mode
+    if pmode & stat.S_IWOTH and not pmode & stat.S_ISVTX:
+        raise _refuse(path, f"its parent {parent} is writable by everyone without the sticky bit")
     return True
 
 

@@ -91,6 +91,10 @@ def _foreign_socket(node: FakeNode) -> None:
     os.chown(os.path.join(node.real, "node.sock"), OTHER_UID, OTHER_UID)
 
 
+def _open_parent(node: FakeNode) -> None:
+    os.chmod(os.path.dirname(node.real), 0o777)
+
+
 #: Each way to plant a node directory, and the words of the error it must get.
 SQUATS: dict[str, tuple[Callable[[FakeNode], None] | None, str]] = {
     "another user's directory": (_squat_foreign_dir, f"belongs to uid {OTHER_UID}, not to you"),
@@ -105,6 +109,7 @@ SQUATS: dict[str, tuple[Callable[[FakeNode], None] | None, str]] = {
     "a secret of mode 0400": (_secret_mode(0o400), "secret {}/secret has mode 0400, not 0600"),
     "a secret that is a directory": (_secret_is_a_directory, "secret {}/secret is not a regular file"),
     "another user's socket": (_foreign_socket, f"node.sock belongs to uid {OTHER_UID}"),
+    "a parent anyone may rename in": (_open_parent, "writable by everyone without the sticky bit"),
 }
 
 
