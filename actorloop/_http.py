@@ -70,6 +70,8 @@ MAX_CONNECTIONS = 256
 
 #: How long accepting pauses after the process ran out of descriptors.
 _ACCEPT_RETRY_DELAY = 0.5
+#: accept() errors that concern one client only (as asyncio's own accept loop treats them).
+_CLIENT_GAVE_UP = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
 
 _ROUTES_ATTR = "__actorloop_routes__"
 
@@ -358,7 +360,12 @@ class _Acceptor:
                     if self._retry is None:
                         self._retry = self.loop.call_later(_ACCEPT_RETRY_DELAY, self._resume)
                     return
-                continue  # e.g. ECONNABORTED: that client gave up; take the next one
+                if exc.errno in _CLIENT_GAVE_UP:
+                    continue  # that client is gone; take the next one
+                # The listening socket itself is broken: retrying would spin.
+                _log.error("HTTP server: stopped accepting connections: %s", exc)
+                self._pause()
+                return
             self.open += 1
             self.accepted += 1
             try:

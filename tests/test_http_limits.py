@@ -294,3 +294,52 @@ def test_bad_settings_are_refused_clearly(
 
 def test_defaults_are_documented_values() -> None:
     assert (_http.HEADER_TIMEOUT, _http.KEEPALIVE_TIMEOUT, _http.MAX_CONNECTIONS) == (10.0, 15.0, 256)
+
+
+def test_out_of_descriptors_pauses_accepting_then_serves(caplog: pytest.LogCaptureFixture) -> None:
+    """accept() failing with EMFILE must not spin: accepting pauses, then resumes and serves."""
+    import errno
+    import resource
+
+    async def main() -> None:
+        sock = bind_http_socket("127.0.0.1", 0)
+        server = await start_http_server(
+            _Service(), [Route("GET", "/hi", "hi")], sock, _run_in_group, lambda attr: "_default"
+        )
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setblocking(False)
+        filler: list[int] = []
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            # Use up every descriptor (under a low soft limit, to keep it cheap); the client's
+            # socket exists already, and connecting it needs none.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, limits[1]))
+            with pytest.raises(OSError) as full:
+                while True:
+                    filler.append(os.open(os.devnull, os.O_RDONLY))
+            assert full.value.errno == errno.EMFILE
+            client.connect_ex(("127.0.0.1", _port(server.url)))
+            deadline = time.monotonic() + 30
+            while server._acceptor._retry is None:  # paused by EMFILE
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            for fd in filler:
+                os.close(fd)
+            filler.clear()
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            await loop.sock_sendall(client, b"GET /hi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := await asyncio.wait_for(loop.sock_recv(client, 1 << 16), 30):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hi")
+        finally:
+            for fd in filler:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            client.close()
+            await server.close()
+
+    with caplog.at_level("WARNING", logger="actorloop.http"):
+        asyncio.run(main())
+    assert any("RLIMIT_NOFILE soft=" in r.getMessage() for r in caplog.records)
