@@ -222,7 +222,7 @@ def test_start_makes_a_private_directory_and_parents() -> None:
     parent = short_dir("m")
     try:
         path = os.path.join(parent, "a", "b", "node")
-        old = os.umask(0o077)  # even with a umask that takes more away
+        old = os.umask(0o177)  # even with a umask that takes the owner's x bit away
         try:
             prepare_dir(path)
         finally:
@@ -235,17 +235,19 @@ def test_start_makes_a_private_directory_and_parents() -> None:
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def test_a_node_started_with_a_wide_umask_is_still_accepted() -> None:
-    """The node writes its secret 0600 whatever the umask; a client checks for exactly that."""
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_a_node_started_under_any_umask_is_accepted(umask: int) -> None:
+    """The node's directory is 0700 and its secret 0600 whatever the umask; clients check for exactly that."""
     from ._helpers import cli, kill_everything_of
 
     parent = short_dir("u")
     path = os.path.join(parent, "node")
     env = env_for(path)
-    old = os.umask(0o000)
+    old = os.umask(umask)
     try:
         result = cli("start", env=env)
         assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o700
         assert stat.S_IMODE(os.lstat(os.path.join(path, "secret")).st_mode) == 0o600
         result = cli("status", env=env)
         assert result.returncode == 0, result.stderr
