@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import time
 
-from ._dirs import UntrustedNodeDirError, check_node_dir, make_node_dir, read_secret
+from ._dirs import UntrustedNodeDirError, check_node_dir, check_node_socket, make_node_dir, read_secret
 
 __all__ = [
     "default_daemon_dir",
@@ -64,19 +63,9 @@ def node_running(path: str) -> bool:
     """
     if not check_node_dir(path):
         return False
-    sock_path = os.path.join(path, "node.sock")
-    try:
-        st = os.lstat(sock_path)
-    except FileNotFoundError:
+    if not check_node_socket(path):
         return False
-    if st.st_uid != os.getuid():
-        raise UntrustedNodeDirError(
-            f"refusing to use the actorloop node directory {path}: {sock_path} belongs to uid {st.st_uid}, "
-            f"not to you (uid {os.getuid()}); remove it if it is not yours, or set $ACTORLOOP_DIR to a directory "
-            "of your own"
-        )
-    if not stat.S_ISSOCK(st.st_mode):
-        return False  # ours, but no socket: nothing listens there
+    sock_path = os.path.join(path, "node.sock")
     try:
         read_secret(path)
     except ConnectionError:

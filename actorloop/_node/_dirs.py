@@ -24,7 +24,14 @@ import stat
 
 from .._protocol import SECRET_BYTES
 
-__all__ = ["UntrustedNodeDirError", "check_node_dir", "check_secret_file", "make_node_dir", "read_secret"]
+__all__ = [
+    "UntrustedNodeDirError",
+    "check_node_dir",
+    "check_node_socket",
+    "check_secret_file",
+    "make_node_dir",
+    "read_secret",
+]
 
 _FIX = "remove it if it is not yours, or set $ACTORLOOP_DIR to a directory of your own"
 
@@ -68,6 +75,23 @@ def check_node_dir(path: str) -> bool:
     if pmode & stat.S_IWOTH and not pmode & stat.S_ISVTX:
         raise _refuse(path, f"its parent {parent} is writable by everyone without the sticky bit")
     return True
+
+
+def check_node_socket(node_dir: str) -> bool:
+    """Whether ``node_dir`` (already checked) holds a socket named ``node.sock``.
+
+    Raises :class:`UntrustedNodeDirError` when that name belongs to someone else.
+    """
+    path = os.path.join(node_dir, "node.sock")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    uid = os.getuid()
+    if st.st_uid != uid:
+        raise _refuse(node_dir, f"its socket {path} belongs to uid {st.st_uid}, not to you (uid {uid})")
+    # Ours but not a socket (say, a directory): nothing listens there.
+    return stat.S_ISSOCK(st.st_mode)
 
 
 def check_secret_file(node_dir: str, st: os.stat_result) -> None:

@@ -108,7 +108,7 @@ SQUATS: dict[str, tuple[Callable[[FakeNode], None] | None, str]] = {
     "a secret of mode 0644": (_secret_mode(0o644), "secret {}/secret has mode 0644, not 0600"),
     "a secret of mode 0400": (_secret_mode(0o400), "secret {}/secret has mode 0400, not 0600"),
     "a secret that is a directory": (_secret_is_a_directory, "secret {}/secret is not a regular file"),
-    "another user's socket": (_foreign_socket, f"node.sock belongs to uid {OTHER_UID}"),
+    "another user's socket": (_foreign_socket, f"socket {{}}/node.sock belongs to uid {OTHER_UID}"),
     "a parent anyone may rename in": (_open_parent, "writable by everyone without the sticky bit"),
 }
 
