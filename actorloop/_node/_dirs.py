@@ -4,12 +4,12 @@ A node directory holds the node's socket and its secret.  Whoever controls
 the directory controls what a client connects to and what it unpickles, so
 nothing is read from, connected to or created in a directory before
 :func:`check_node_dir` found it to be a real directory (not a symlink) that
-this user owns with mode 0700 exactly, in a parent that not everyone may
-rename entries of (writable by everyone only with the sticky bit, as
-``/tmp``).  The secret must be a regular file
-(not a symlink) that this user owns with mode 0600 exactly; it is opened
-with ``O_NOFOLLOW`` and checked on the open descriptor, so it cannot be
-swapped between the check and the read.
+this user owns with mode 0700 exactly, in a parent where not everyone may
+rename entries (writable by everyone only with the sticky bit, as ``/tmp``).
+The secret must be a regular file (not a symlink) that this user owns with
+mode 0600 exactly; it is opened with ``O_NOFOLLOW`` and checked on the open
+descriptor, so it cannot be swapped between the check and the read.  The
+socket ``node.sock`` must be this user's too.
 
 Nothing here changes the mode of, or follows, a path it did not create: a
 directory that fails a check is refused with an :class:`UntrustedNodeDirError`
