@@ -27,7 +27,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -62,9 +62,10 @@ HEADER_TIMEOUT = 10.0
 #: ``$ACTORLOOP_HTTP_KEEPALIVE_TIMEOUT`` overrides it.
 KEEPALIVE_TIMEOUT = 15.0
 
-#: Open HTTP connections one actor serves at once. At the cap the actor stops
-#: accepting: new connections wait in the listen backlog until one closes, so
-#: HTTP clients can never take the descriptors the actor's callers need.
+#: Open HTTP connections one actor serves at once, so HTTP clients can never
+#: take the descriptors the actor's callers need. At the cap a new connection
+#: takes the place of the oldest one still sending its headers; if there is
+#: none, accepting pauses and new connections wait in the listen backlog.
 #: ``$ACTORLOOP_HTTP_MAX_CONNECTIONS`` overrides it.
 MAX_CONNECTIONS = 256
 
@@ -300,10 +301,12 @@ def _setting(name: str, given: float | None, default: float, kind: type[float] |
 class _Acceptor:
     """Accepts connections from the listening socket, at most ``limit`` open at once.
 
-    At the cap it stops reading the listening socket, so further clients wait
-    in the kernel's backlog instead of taking descriptors; when one closes,
-    accepting resumes. Each connection gets a :class:`_HeaderDeadline` in
-    front of aiohttp's handler.
+    Each connection gets a :class:`_HeaderDeadline` in front of aiohttp's
+    handler. At the cap, a new connection takes the place of the oldest one
+    that has not completed its first request's headers (a stalled client is
+    never worth more than a new one); when every open connection is past
+    its headers, accepting pauses and further clients wait in the kernel's
+    backlog, without taking descriptors, until one closes.
     """
 
     def __init__(
@@ -320,8 +323,11 @@ class _Acceptor:
         self.limit = limit
         self.header_timeout = header_timeout
         self.open = 0
-        #: Connections accepted since the start (for tests and statistics).
+        #: Connections accepted, and connections closed to make room, since the start.
         self.accepted = 0
+        self.evicted = 0
+        #: Open connections still waiting for their first headers, oldest first.
+        self.awaiting_headers: dict[_HeaderDeadline, None] = {}
         self.closed = False
         self._reading = False
         self._retry: asyncio.TimerHandle | None = None
@@ -340,7 +346,7 @@ class _Acceptor:
             self.loop.remove_reader(self.sock.fileno())
 
     def _accept(self) -> None:
-        while self.open < self.limit:
+        while self.open < self.limit or self.awaiting_headers:
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -366,32 +372,38 @@ class _Acceptor:
                 _log.error("HTTP server: stopped accepting connections: %s", exc)
                 self._pause()
                 return
+            if self.open >= self.limit:
+                # Only once a new client is really there: the oldest stalled one makes room.
+                next(iter(self.awaiting_headers)).evict()
+                self.evicted += 1
             self.open += 1
             self.accepted += 1
+            guard = _HeaderDeadline(self)
+            # Evictable from now on: even before its transport exists (which takes a loop iteration),
+            # so a burst of clients can never leave the acceptor paused with only stalled ones open.
+            self.awaiting_headers[guard] = None
             try:
                 conn.setblocking(False)
                 if conn.family in (socket.AF_INET, socket.AF_INET6):
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 conn.close()
-                self.open -= 1
+                guard.release()
                 continue
-            task = self.loop.create_task(self._serve(conn))
+            task = self.loop.create_task(self._serve(guard, conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._pause()
 
-    async def _serve(self, conn: socket.socket) -> None:
-        guard = _HeaderDeadline(self, self.factory())
+    async def _serve(self, guard: _HeaderDeadline, conn: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(lambda: guard, conn)
         except Exception:  # noqa: BLE001 - the client is gone or the server closed; drop it
             conn.close()
-            if not guard.made:
-                self.released()
+            guard.release()
 
     def released(self) -> None:
-        """A connection closed: room for one more."""
+        """A connection closed (or was evicted): room for one more."""
         self.open -= 1
         if not self._reading and self._retry is None:
             self._resume()
@@ -415,18 +427,22 @@ class _HeaderDeadline(asyncio.Protocol):
     request within it.
     """
 
-    def __init__(self, acceptor: _Acceptor, inner: asyncio.Protocol) -> None:
+    def __init__(self, acceptor: _Acceptor) -> None:
         self._acceptor = acceptor
-        self._inner = inner
+        self._inner: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._tail = b""
-        self.made = False
+        self._counted = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.made = True
-        self._transport = transport
-        self._timer = self._acceptor.loop.call_later(self._acceptor.header_timeout, self._timed_out)
+        acceptor = self._acceptor
+        self._transport = cast(asyncio.Transport, transport)
+        if not self._counted:  # evicted before it was connected
+            self._transport.abort()
+            return
+        self._inner = acceptor.factory()
+        self._timer = acceptor.loop.call_later(acceptor.header_timeout, self._timed_out)
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -434,32 +450,54 @@ class _HeaderDeadline(asyncio.Protocol):
             # The headers end at the first empty line.
             seen = self._tail + data
             if b"\r\n\r\n" in seen or b"\n\n" in seen:
-                self._timer.cancel()
-                self._timer = None
-                self._tail = b""
+                self._headers_done()
             else:
                 self._tail = seen[-3:]
-        self._inner.data_received(data)
+        if self._inner is not None:
+            self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        return self._inner.eof_received() if self._inner is not None else None
 
     def pause_writing(self) -> None:
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_done()
+        self._transport = None
+        self.release()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def release(self) -> None:
+        """Give this connection's place back to the acceptor (once)."""
+        if self._counted:
+            self._counted = False
+            self._acceptor.awaiting_headers.pop(self, None)
+            self._acceptor.released()
+
+    def evict(self) -> None:
+        """Close this connection now to make room for a new one."""
+        self._headers_done()
+        self.release()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _headers_done(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._transport = None
-        self._acceptor.released()
-        self._inner.connection_lost(exc)
+        self._tail = b""
+        self._acceptor.awaiting_headers.pop(self, None)
 
     def _timed_out(self) -> None:
         self._timer = None
+        self._acceptor.awaiting_headers.pop(self, None)
         if self._transport is not None:
             self._transport.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import inspect
 import os
 import socket
 import time
@@ -157,9 +158,9 @@ def test_stalled_clients_never_starve_the_actor() -> None:
         assert actorloop.get(web.http_connections.remote(), timeout=30) <= CAP
         assert actorloop.get(web.open_files.remote(50), timeout=30) == 50
         assert actorloop.get(web.ping.remote(7), timeout=30) == 7
-        # A complete request is served once the header timeout frees room (it queues behind the stalled).
+        # A complete request is served: its connection takes the place of a stalled one.
         assert _request(web.http_url) == (200, b"hi")
-        # Every stalled client is closed in the end, CAP at a time.
+        # Every stalled client is closed in the end (made room for, or timed out).
         assert _wait_until(lambda: all(_closed_by_peer(s) for s in stalled), timeout=120)
         assert actorloop.get(web.http_connections.remote(), timeout=30) == 0
         assert _request(web.http_url) == (200, b"hi")
@@ -214,10 +215,29 @@ class _Service:
 
 
 async def _run_in_group(group: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return func(*args, **kwargs)
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
-def test_the_cap_holds_and_accepting_resumes_when_a_connection_closes() -> None:
+async def _wait_for(predicate: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached within 30 s"
+        await asyncio.sleep(0.01)
+
+
+async def _exchange(port: int, path: str = "/hi") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+def test_at_the_cap_a_new_client_takes_the_place_of_the_oldest_stalled_one() -> None:
     async def main() -> None:
         sock = bind_http_socket("127.0.0.1", 0)
         server = await start_http_server(
@@ -225,44 +245,123 @@ def test_the_cap_holds_and_accepting_resumes_when_a_connection_closes() -> None:
             [Route("GET", "/hi", "hi")],
             sock,
             _run_in_group,
-            lambda attr: "_default",
+            lambda a: "_default",
             header_timeout=60,
             max_connections=4,
         )
         port = _port(server.url)
-        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(10)]
+        acceptor = server._acceptor
+        stalled = []
         try:
-
-            async def wait_for(predicate: Any) -> None:
-                deadline = time.monotonic() + 30
-                while not predicate():
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.01)
-
-            await wait_for(lambda: server.open_connections == 4)
-            for _ in range(3):  # the accept loop had every chance to take more
-                await asyncio.sleep(0)
+            for _ in range(4):
+                stalled.append(await asyncio.open_connection("127.0.0.1", port))
+                n = len(stalled)
+                await _wait_for(lambda n=n: (acceptor.accepted, len(acceptor.awaiting_headers)) == (n, n))
             assert server.open_connections == 4
-            # One of the accepted ones leaves: one more is accepted, never more than the cap.
-            clients[0][1].close()
-            await wait_for(lambda: server.open_connections == 4 and _accepted_since(server) >= 5)
-            # A queued client's request is answered once it is accepted.
-            reader, writer = clients[-1]
-            writer.write(b"GET /hi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            for _, w in clients[1:5]:
-                w.close()  # make room for it
-            reply = await asyncio.wait_for(reader.read(), 30)
+            # A fifth client is served at once, in place of the oldest stalled one.
+            reply = await _exchange(port)
             assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hi")
+            assert acceptor.evicted == 1
+            assert await asyncio.wait_for(stalled[0][0].read(), 30) == b""  # the oldest was closed
+            assert len(acceptor.awaiting_headers) == 3 and server.open_connections <= 4
         finally:
-            for _, w in clients:
+            for _, w in stalled:
                 w.close()
             await server.close()
 
     asyncio.run(main())
 
 
-def _accepted_since(server: Any) -> int:
-    return int(server._acceptor.accepted)
+def test_a_burst_of_stalled_clients_past_the_cap_never_locks_out_a_good_one() -> None:
+    """Most stall in their headers, some in their bodies: a good client is still served at once,
+    long before any header timeout."""
+
+    class Uploads:
+        def hi(self, request: Any) -> str:
+            return "hi"
+
+        async def size(self, request: Any) -> int:
+            return len(await request.read())
+
+    halves = [
+        b"GET /hi HTTP/1.1\r\nHost: x\r\n",
+        b"POST /size HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+    ]
+
+    async def main() -> None:
+        sock = bind_http_socket("127.0.0.1", 0)
+        server = await start_http_server(
+            Uploads(),
+            [Route("GET", "/hi", "hi"), Route("POST", "/size", "size")],
+            sock,
+            _run_in_group,
+            lambda a: "_default",
+            header_timeout=600,
+            max_connections=16,
+        )
+        port = _port(server.url)
+        stalled = []
+        try:
+            # Fewer body-stalled than the cap: they hold their places (a slow body is a request in
+            # progress); the header-stalled make room for newcomers.
+            for i in range(60):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(halves[1 if i % 6 == 0 else 0])
+                stalled.append(writer)
+            reply = await _exchange(port)
+            assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hi")
+            assert server.open_connections <= 16
+        finally:
+            for w in stalled:
+                w.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_at_the_cap_with_every_connection_busy_new_clients_wait_their_turn() -> None:
+    class Blocking:
+        def __init__(self) -> None:
+            self.inside = 0
+            self.go = asyncio.Event()
+
+        async def block(self, request: Any) -> str:
+            self.inside += 1
+            await self.go.wait()
+            return "done"
+
+    async def main() -> None:
+        service = Blocking()
+        sock = bind_http_socket("127.0.0.1", 0)
+        server = await start_http_server(
+            service,
+            [Route("GET", "/block", "block")],
+            sock,
+            _run_in_group,
+            lambda a: "_default",
+            header_timeout=60,
+            max_connections=4,
+        )
+        port = _port(server.url)
+        acceptor = server._acceptor
+        try:
+            busy = [asyncio.create_task(_exchange(port, "/block")) for _ in range(4)]
+            await _wait_for(lambda: service.inside == 4)
+            late = asyncio.create_task(_exchange(port, "/block"))
+            # Its connection is made (the kernel accepts it into the backlog), but the actor does not
+            # take it: no busy connection is closed for it.
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert acceptor.accepted == 4 and acceptor.evicted == 0 and not late.done()
+            service.go.set()
+            replies = await asyncio.gather(*busy, late)
+            assert all(r.startswith(b"HTTP/1.1 200") and r.endswith(b"done") for r in replies)
+            assert acceptor.accepted == 5 and service.inside == 5
+        finally:
+            service.go.set()
+            await server.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
@@ -277,9 +376,7 @@ def _accepted_since(server: Any) -> int:
         ("ACTORLOOP_HTTP_HEADER_TIMEOUT", "-1", "$ACTORLOOP_HTTP_HEADER_TIMEOUT must be positive, got -1.0"),
     ],
 )
-def test_bad_settings_are_refused_clearly(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
-) -> None:
+def test_bad_settings_are_refused_clearly(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
     monkeypatch.setenv(name, value)
 
     async def main() -> None:
