@@ -447,8 +447,9 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._timer is not None:
-            # The headers end at the first empty line.
-            seen = self._tail + data
+            # The headers end at the first empty line. Empty lines before the request line
+            # are allowed (RFC 9112, 2.2) and end nothing.
+            seen = self._tail + data if self._tail else data.lstrip(b"\r\n")
             if b"\r\n\r\n" in seen or b"\n\n" in seen:
                 self._headers_done()
             else:

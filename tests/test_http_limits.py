@@ -174,7 +174,11 @@ def test_a_stalled_client_is_closed_and_others_are_served_meanwhile() -> None:
     web = Web.remote()
     assert web.http_url is not None
     port = _port(web.http_url)
-    stalled = _stall(port, 5) + _stall(port, 5, b"GET /hi HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    stalled = (
+        _stall(port, 5)
+        + _stall(port, 5, b"GET /hi HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        + _stall(port, 5, b"\r\n\r\n\r\nGET /hi HTTP/1.1\r\n")  # blank lines first: no end of headers
+    )
     try:
         # Below the cap, complete requests go straight through, while the stalled wait for their timeout.
         assert _request(web.http_url) == (200, b"hi")
@@ -313,6 +317,46 @@ def test_a_burst_of_stalled_clients_past_the_cap_never_locks_out_a_good_one() ->
             assert server.open_connections <= 16
         finally:
             for w in stalled:
+                w.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_the_header_timeout_closes_stalled_clients_and_spares_served_ones() -> None:
+    """With aiohttp's keep-alive timeout long, only the header deadline can close the stalled."""
+
+    async def main() -> None:
+        sock = bind_http_socket("127.0.0.1", 0)
+        server = await start_http_server(
+            _Service(),
+            [Route("GET", "/hi", "hi")],
+            sock,
+            _run_in_group,
+            lambda a: "_default",
+            header_timeout=0.5,
+            keepalive_timeout=600,
+        )
+        port = _port(server.url)
+        # A kept-alive client, served before the stalled ones connect.
+        kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", port)
+        stalled = []
+        try:
+            request = b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n"
+            kept_writer.write(request)
+            assert (await asyncio.wait_for(kept_reader.readuntil(b"hi"), 30)).startswith(b"HTTP/1.1 200")
+            for payload in (b"", b"GET /hi HTT", b"GET /hi HTTP/1.1\r\nHost: x\r\n", b"\r\n\r\n\r\nGET /"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(payload)
+                stalled.append((reader, writer))
+            for reader, _ in stalled:
+                assert await asyncio.wait_for(reader.read(), 30) == b""  # closed by the server
+            # Its header deadline passed long ago too, yet the served client is still served.
+            kept_writer.write(request)
+            assert (await asyncio.wait_for(kept_reader.readuntil(b"hi"), 30)).startswith(b"HTTP/1.1 200")
+        finally:
+            kept_writer.close()
+            for _, w in stalled:
                 w.close()
             await server.close()
 
