@@ -383,7 +383,8 @@ class FrameProtocol(asyncio.Protocol):
     Subclasses implement :meth:`frames_received` (a list of payloads, each
     parsed in one go) and may override :meth:`connection_made` /
     :meth:`connection_lost`.  ``expect_secret`` set means this side is the
-    server: the first bytes must be the hello.
+    server: the first bytes must be the hello, within ``HELLO_TIMEOUT``
+    seconds of connecting, or the peer is disconnected.
     """
 
     transport: asyncio.Transport | None
