@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import resource
+from typing import TypeGuard
 
 __all__ = ["MAX_FD_LIMIT", "describe_fd_limit", "is_fd_exhaustion", "out_of_fds_error", "raise_fd_limit"]
 
@@ -45,7 +46,7 @@ def describe_fd_limit() -> str:
     return f"RLIMIT_NOFILE soft={show(soft)}, hard={show(hard)}"
 
 
-def is_fd_exhaustion(exc: BaseException) -> bool:
+def is_fd_exhaustion(exc: BaseException) -> TypeGuard[OSError]:
     """Whether ``exc`` says this process (EMFILE) or the system (ENFILE) ran out of descriptors."""
     return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
 

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 from .. import _protocol as proto
 from .._actor import ActorInfo
@@ -580,7 +580,7 @@ class NodeServerConnection(proto.FrameProtocol):
 
     def _reply_error(self, req_id: int, exc: Exception) -> None:
         if is_fd_exhaustion(exc):
-            exc = out_of_fds_error("the node", cast(OSError, exc))
+            exc = out_of_fds_error("the node", exc)
         if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError)):
             traceback.print_exc()
         if req_id and not self.closed:
