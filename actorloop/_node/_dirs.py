@@ -40,8 +40,9 @@ class UntrustedNodeDirError(PermissionError):
     """Raised when a node directory or its secret might be controlled by someone else."""
 
 
-def _refuse(path: str, what: str) -> UntrustedNodeDirError:
-    return UntrustedNodeDirError(f"refusing to use the actorloop node directory {path}: {what}; {_FIX}")
+def _refuse(path: str, what: str, own_fix: str = "") -> UntrustedNodeDirError:
+    fix = f"{_FIX}{'; ' + own_fix if own_fix else ''}"
+    return UntrustedNodeDirError(f"refusing to use the actorloop node directory {path}: {what}; {fix}")
 
 
 def _check_dir_stat(path: str, st: os.stat_result) -> None:
@@ -54,7 +55,11 @@ def _check_dir_stat(path: str, st: os.stat_result) -> None:
         raise _refuse(path, f"it belongs to uid {st.st_uid}, not to you (uid {uid})")
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o700:
-        raise _refuse(path, f"its mode is {mode:04o}, not 0700 (others could reach its socket or secret)")
+        raise _refuse(
+            path,
+            f"its mode is {mode:04o}, not 0700 (others could reach its socket or secret)",
+            f"if you made it and nobody else could have changed it, `chmod 700 {path}`",
+        )
 
 
 def check_node_dir(path: str) -> bool:
@@ -106,7 +111,11 @@ def check_secret_file(node_dir: str, st: os.stat_result) -> None:
         raise _refuse(node_dir, f"its secret {path} belongs to uid {st.st_uid}, not to you (uid {uid})")
     mode = stat.S_IMODE(st.st_mode)
     if mode != 0o600:
-        raise _refuse(node_dir, f"its secret {path} has mode {mode:04o}, not 0600")
+        raise _refuse(
+            node_dir,
+            f"its secret {path} has mode {mode:04o}, not 0600",
+            "a secret others could read is no secret: stop the node and remove the directory",
+        )
 
 
 def read_secret(node_dir: str) -> bytes:
