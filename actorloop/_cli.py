@@ -11,8 +11,7 @@ import uuid
 from typing import Any
 
 from ._connection import SyncNodeChannel
-from ._node import default_daemon_dir, node_running, prepare_dir, start_node_process
-from ._runtime import read_secret
+from ._node import default_daemon_dir, node_running, prepare_dir, read_secret, start_node_process
 
 
 class _CliError(Exception):
@@ -20,7 +19,12 @@ class _CliError(Exception):
 
 
 def _connect(node_dir: str) -> SyncNodeChannel:
-    if not node_running(node_dir):
+    try:
+        # Checks the directory, the socket and the secret before connecting.
+        running = node_running(node_dir)
+    except OSError as exc:
+        raise _CliError(str(exc)) from exc
+    if not running:
         raise _CliError(f"no actorloop node is running at {node_dir} (start one with `actorloop start`)")
     try:
         secret = read_secret(node_dir)
@@ -32,13 +36,18 @@ def _connect(node_dir: str) -> SyncNodeChannel:
 
 
 def cmd_start(node_dir: str) -> None:
-    if node_running(node_dir):
-        raise _CliError(f"a node is already running at {node_dir}")
     try:
+        # First: a squatted or symlinked directory is refused, never taken for a running node.
         prepare_dir(node_dir)
-        lock = os.open(os.path.join(node_dir, "start.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        running = node_running(node_dir)
+        if not running:
+            lock = os.open(
+                os.path.join(node_dir, "start.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
     except OSError as exc:
         raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
+    if running:
+        raise _CliError(f"a node is already running at {node_dir}")
     try:
         # Two `actorloop start` at once: the second waits here, then finds the first's node
         # (without the lock both would start one, and the loser's node would run on unreachable).

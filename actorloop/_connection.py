@@ -23,6 +23,7 @@ from asyncio import events
 from typing import Any, Callable, Protocol, cast
 
 from . import _protocol as proto
+from ._fds import is_fd_exhaustion, out_of_fds_error
 from ._meta import ClassMeta
 from ._ref import ObjectRef
 from .exceptions import ActorDiedError, SerializationError, _make_task_error
@@ -245,7 +246,10 @@ class ActorConnection(proto.FrameProtocol):
             epoch, path = status[1], status[2]
             try:
                 await self.loop.create_unix_connection(lambda: self, sock=await connect_unix(path))
-            except OSError:
+            except OSError as exc:
+                if is_fd_exhaustion(exc):  # not the actor's end: waiting for a restart would hang
+                    self._die(str(out_of_fds_error("this process", exc)))
+                    return
                 # The actor ended between the node's answer and our connect:
                 # wait for whatever comes next (restart or death).
                 min_epoch = epoch + 1

@@ -18,6 +18,7 @@ about 0.2 s, which programs without HTTP routes should not pay.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import inspect
 import json
@@ -26,7 +27,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -49,6 +50,29 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 #: Pending-connection queue of the listening socket: room for bursts of
 #: clients, e.g. while the actor process is still starting.
 LISTEN_BACKLOG = 1024
+
+#: Seconds a client has, from connecting, to send the complete headers of its
+#: first request; then the connection is closed. aiohttp has no such limit: a
+#: client that sends half a request line would hold a descriptor forever.
+#: ``$ACTORLOOP_HTTP_HEADER_TIMEOUT`` overrides it.
+HEADER_TIMEOUT = 10.0
+
+#: Seconds an idle keep-alive connection stays open after a response; the next
+#: request's headers must be complete within it. aiohttp's default is an hour.
+#: ``$ACTORLOOP_HTTP_KEEPALIVE_TIMEOUT`` overrides it.
+KEEPALIVE_TIMEOUT = 15.0
+
+#: Open HTTP connections one actor serves at once, so HTTP clients can never
+#: take the descriptors the actor's callers need. At the cap a new connection
+#: takes the place of the oldest one still sending its headers; if there is
+#: none, accepting pauses and new connections wait in the listen backlog.
+#: ``$ACTORLOOP_HTTP_MAX_CONNECTIONS`` overrides it.
+MAX_CONNECTIONS = 256
+
+#: How long accepting pauses after the process ran out of descriptors.
+_ACCEPT_RETRY_DELAY = 0.5
+#: accept() errors that concern one client only (as asyncio's own accept loop treats them).
+_CLIENT_GAVE_UP = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
 
 _ROUTES_ATTR = "__actorloop_routes__"
 
@@ -231,11 +255,17 @@ def http_url(sock: socket.socket) -> str:
 class HttpServer:
     """A running in-actor HTTP server; ``close()`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, url: str) -> None:
+    def __init__(self, runner: web.AppRunner, url: str, acceptor: _Acceptor) -> None:
         self._runner = runner
+        self._acceptor = acceptor
         self._closed = False
         #: Base URL, as ``http_url`` gives it.
         self.url = url
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP connections open right now (at most the ``max_connections`` cap)."""
+        return self._acceptor.open
 
     async def close(self) -> None:
         """Stop accepting, let running handlers finish (within the
@@ -244,7 +274,233 @@ class HttpServer:
         if self._closed:
             return
         self._closed = True
+        self._acceptor.close()
         await self._runner.cleanup()
+
+
+def _setting(name: str, given: float | None, default: float, kind: type[float] | type[int]) -> float:
+    """``given`` if not None, else ``$name`` if set, else ``default``; must be positive."""
+    value: float
+    if given is not None:
+        value = given
+        source = name.lower().removeprefix("actorloop_http_")
+    else:
+        raw = os.environ.get(name, "")
+        if not raw:
+            return default
+        source = f"${name}"
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"{source} must be a positive {kind.__name__}, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{source} must be positive, got {value!r}")
+    return value
+
+
+class _Acceptor:
+    """Accepts connections from the listening socket, at most ``limit`` open at once.
+
+    Each connection gets a :class:`_HeaderDeadline` in front of aiohttp's
+    handler. At the cap, a new connection takes the place of the oldest one
+    that has not completed its first request's headers (a stalled client is
+    never worth more than a new one); when every open connection is past
+    its headers, accepting pauses and further clients wait in the kernel's
+    backlog, without taking descriptors, until one closes.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        limit: int,
+        header_timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.factory = factory
+        self.limit = limit
+        self.header_timeout = header_timeout
+        self.open = 0
+        #: Connections accepted, and connections closed to make room, since the start.
+        self.accepted = 0
+        self.evicted = 0
+        #: Open connections still waiting for their first headers, oldest first.
+        self.awaiting_headers: dict[_HeaderDeadline, None] = {}
+        self.closed = False
+        self._reading = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resume()
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self._reading and not self.closed and self.open < self.limit:
+            self._reading = True
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def _accept(self) -> None:
+        while self.open < self.limit or self.awaiting_headers:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The socket stays readable: without a pause this would spin.
+                    from ._fds import describe_fd_limit
+
+                    _log.warning(
+                        "HTTP server: cannot accept a connection (%s; %s); pausing for %.1f s",
+                        exc.strerror,
+                        describe_fd_limit(),
+                        _ACCEPT_RETRY_DELAY,
+                    )
+                    self._pause()
+                    if self._retry is None:
+                        self._retry = self.loop.call_later(_ACCEPT_RETRY_DELAY, self._resume)
+                    return
+                if exc.errno in _CLIENT_GAVE_UP:
+                    continue  # that client is gone; take the next one
+                # The listening socket itself is broken: retrying would spin.
+                _log.error("HTTP server: stopped accepting connections: %s", exc)
+                self._pause()
+                return
+            if self.open >= self.limit:
+                # Only once a new client is really there: the oldest stalled one makes room.
+                next(iter(self.awaiting_headers)).evict()
+                self.evicted += 1
+            self.open += 1
+            self.accepted += 1
+            guard = _HeaderDeadline(self)
+            # Evictable from now on: even before its transport exists (which takes a loop iteration),
+            # so a burst of clients can never leave the acceptor paused with only stalled ones open.
+            self.awaiting_headers[guard] = None
+            try:
+                conn.setblocking(False)
+                if conn.family in (socket.AF_INET, socket.AF_INET6):
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                conn.close()
+                guard.release()
+                continue
+            task = self.loop.create_task(self._serve(guard, conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._pause()
+
+    async def _serve(self, guard: _HeaderDeadline, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: guard, conn)
+        except Exception:  # noqa: BLE001 - the client is gone or the server closed; drop it
+            conn.close()
+            guard.release()
+
+    def released(self) -> None:
+        """A connection closed (or was evicted): room for one more."""
+        self.open -= 1
+        if not self._reading and self._retry is None:
+            self._resume()
+
+    def close(self) -> None:
+        self.closed = True
+        self._pause()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.sock.close()
+
+
+class _HeaderDeadline(asyncio.Protocol):
+    """Sits in front of aiohttp's handler: closes a connection whose first
+    request's headers are not complete ``header_timeout`` seconds after it
+    was accepted, and tells the acceptor when the connection ends.
+
+    Later requests on a kept-alive connection are bounded by aiohttp's
+    keep-alive timeout, which closes a connection that has not sent a whole
+    request within it.
+    """
+
+    def __init__(self, acceptor: _Acceptor) -> None:
+        self._acceptor = acceptor
+        self._inner: asyncio.Protocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._tail = b""
+        self._counted = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        acceptor = self._acceptor
+        self._transport = cast(asyncio.Transport, transport)
+        if not self._counted:  # evicted before it was connected
+            self._transport.abort()
+            return
+        self._inner = acceptor.factory()
+        self._timer = acceptor.loop.call_later(acceptor.header_timeout, self._timed_out)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            # The headers end at the first empty line. Empty lines before the request line
+            # are allowed (RFC 9112, 2.2) and end nothing.
+            seen = self._tail + data if self._tail else data.lstrip(b"\r\n")
+            if b"\r\n\r\n" in seen or b"\n\n" in seen:
+                self._headers_done()
+            else:
+                self._tail = seen[-3:]
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_done()
+        self._transport = None
+        self.release()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def release(self) -> None:
+        """Give this connection's place back to the acceptor (once)."""
+        if self._counted:
+            self._counted = False
+            self._acceptor.awaiting_headers.pop(self, None)
+            self._acceptor.released()
+
+    def evict(self) -> None:
+        """Close this connection now to make room for a new one."""
+        self._headers_done()
+        self.release()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _headers_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._tail = b""
+        self._acceptor.awaiting_headers.pop(self, None)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._acceptor.awaiting_headers.pop(self, None)
+        if self._transport is not None:
+            self._transport.close()
 
 
 async def start_http_server(
@@ -256,6 +512,9 @@ async def start_http_server(
     *,
     client_max_size: int = DEFAULT_MAX_BODY,
     shutdown_timeout: float = 5.0,
+    header_timeout: float | None = None,
+    keepalive_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> HttpServer:
     """Serve ``routes`` of ``instance`` from the listening socket ``sock``.
 
@@ -267,12 +526,21 @@ async def start_http_server(
 
     Takes ownership of ``sock``: the server closes it on ``close()``, and
     this function closes it if it fails.
+
+    ``header_timeout``, ``keepalive_timeout`` and ``max_connections`` default
+    to ``$ACTORLOOP_HTTP_HEADER_TIMEOUT`` etc., else to ``HEADER_TIMEOUT``,
+    ``KEEPALIVE_TIMEOUT`` and ``MAX_CONNECTIONS``: a client that stalls can
+    hold a connection only that long, and no more than ``max_connections``
+    are open at once.
     """
     from aiohttp import web
 
     url = http_url(sock)
     runner: web.AppRunner | None = None
     try:
+        header_after = _setting("ACTORLOOP_HTTP_HEADER_TIMEOUT", header_timeout, HEADER_TIMEOUT, float)
+        keepalive_after = _setting("ACTORLOOP_HTTP_KEEPALIVE_TIMEOUT", keepalive_timeout, KEEPALIVE_TIMEOUT, float)
+        limit = int(_setting("ACTORLOOP_HTTP_MAX_CONNECTIONS", max_connections, MAX_CONNECTIONS, int))
         sock.setblocking(False)
         app = web.Application(client_max_size=client_max_size)
         expect = _make_expect_handler(client_max_size)
@@ -306,15 +574,21 @@ async def start_http_server(
             handle_signals=False,
             shutdown_timeout=shutdown_timeout,
             logger=_protocol_log,
+            keepalive_timeout=keepalive_after,
         )
         await runner.setup()
-        await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
+        server = runner.server
+        assert server is not None
+        # Our own accept loop instead of a web.SockSite: it enforces the
+        # connection cap and the header deadline. The socket already
+        # listens (bind_http_socket), with LISTEN_BACKLOG.
+        acceptor = _Acceptor(asyncio.get_running_loop(), sock, server, limit, header_after)
     except BaseException:
         if runner is not None:
             await runner.cleanup()
         sock.close()
         raise
-    return HttpServer(runner, url)
+    return HttpServer(runner, url, acceptor)
 
 
 def _make_handler(

@@ -50,6 +50,25 @@ HEADER_BYTES = HEADER.size
 #: The largest frame any peer accepts; a larger length prefix closes the connection.
 MAX_FRAME_BYTES = 1 << 30
 
+
+def _hello_timeout_from_env() -> float:
+    raw = os.environ.get("ACTORLOOP_HELLO_TIMEOUT", "")
+    if not raw:
+        return 5.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"ACTORLOOP_HELLO_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+#: Seconds a peer has to present the hello on a server socket (the node's, an actor's) before it is
+#: disconnected, so silent connections cannot pile up.  ``$ACTORLOOP_HELLO_TIMEOUT`` overrides it
+#: (read when this module is imported; the node's value applies to the node and its actors).
+HELLO_TIMEOUT = _hello_timeout_from_env()
+
 # Message kinds between a caller and an actor.
 CALL = 1  # (CALL, call_id, method, args, kwargs, group)
 CANCEL = 2  # (CANCEL, call_id)
@@ -189,7 +208,8 @@ class FrameProtocol(asyncio.Protocol):
     Subclasses implement :meth:`frames_received` (a list of payloads, each
     parsed in one go) and may override :meth:`connection_made` /
     :meth:`connection_lost`.  ``expect_secret`` set means this side is the
-    server: the first bytes must be the hello.
+    server: the first bytes must be the hello, within ``HELLO_TIMEOUT``
+    seconds of connecting, or the peer is disconnected.
     """
 
     transport: asyncio.Transport | None
@@ -202,6 +222,7 @@ class FrameProtocol(asyncio.Protocol):
         self.entry = entry_for(loop)
         self.transport = None
         self._expect_secret = expect_secret
+        self._hello_timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -288,7 +309,10 @@ class FrameProtocol(asyncio.Protocol):
                     try:
                         view = view[os.write(self._fd, view) :]
                     except BlockingIOError:
-                        select.select([], [self._fd], [], 1.0)
+                        # poll, not select: descriptors past 1023 are normal once the fd limit is raised.
+                        poller = select.poll()
+                        poller.register(self._fd, select.POLLOUT)
+                        poller.poll(1000)
             except OSError:
                 if len(view) == len(data):
                     return False  # nothing written: the loop will see the broken socket
@@ -304,6 +328,8 @@ class FrameProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        if self._expect_secret is not None:
+            self._hello_timer = self.loop.call_later(HELLO_TIMEOUT, self._hello_timed_out)
         if self.direct_writes:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -325,6 +351,7 @@ class FrameProtocol(asyncio.Protocol):
                 return
             del buf[:HELLO_BYTES]
             self._expect_secret = None
+            self._cancel_hello_timer()
             self.authenticated()
         frames: list[bytes] = []
         pos = 0
@@ -344,6 +371,22 @@ class FrameProtocol(asyncio.Protocol):
         if frames:
             self.frames_received(frames)
 
+    def _hello_timed_out(self, final: bool = False) -> None:
+        self._hello_timer = None
+        if self._expect_secret is None or self.closed:
+            return
+        if not final:
+            # Timers run before reads in a loop iteration: after a stall of the loop the hello
+            # may be waiting unread.  Decide one iteration later, once it was read.
+            self._hello_timer = self.loop.call_later(0.01, self._hello_timed_out, True)
+            return
+        self.protocol_error(f"no hello within {HELLO_TIMEOUT} s")
+
+    def _cancel_hello_timer(self) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+
     def authenticated(self) -> None:
         """Called once the peer's hello matched (server side only)."""
 
@@ -357,6 +400,7 @@ class FrameProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_hello_timer()
         self._drop_direct_fd()
         self.closed = True
         self.transport = None

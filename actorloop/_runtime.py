@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import stat
 import sys
 import threading
 import uuid
@@ -29,8 +28,10 @@ from . import _pickle, _ref
 from . import _protocol as proto
 from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
 from ._entry import entry_for
+from ._fds import raise_fd_limit
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
 from ._node import EmbeddedNode, default_daemon_dir, node_running
+from ._node._dirs import read_secret  # checks the directory and the secret before reading it
 from ._ref import ObjectRef
 from .exceptions import PendingCallsLimitExceeded, SerializationError
 
@@ -75,6 +76,8 @@ def start(
     with _runtime_lock:
         if _runtime is not None:
             raise RuntimeError("actorloop is already initialized in this process")
+        # Each actor this process calls holds a socket here: the usual soft limit of 1,024 is too few.
+        raise_fd_limit()
         embedded: EmbeddedNode | None = None
         if address is None:
             address = os.environ.get("ACTORLOOP_ADDRESS") or None
@@ -581,28 +584,6 @@ class Runtime:
         except Exception:
             pass
         node.close()
-
-
-def read_secret(node_dir: str) -> bytes:
-    """The node's secret: a 0600 regular file of ours in ``node_dir`` (never followed through a symlink)."""
-    path = os.path.join(node_dir, "secret")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise ConnectionError(f"no actorloop node at {node_dir} (cannot read its secret: {exc.strerror})") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o600:
-            raise ConnectionError(
-                f"{path} is not a 0600 file of yours; refusing to trust that node (remove {node_dir} "
-                "or set $ACTORLOOP_DIR)"
-            )
-        secret = os.read(fd, proto.SECRET_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(secret) != proto.SECRET_BYTES:
-        raise ConnectionError(f"the node secret in {node_dir} is damaged")
-    return secret
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -656,25 +656,34 @@ async def test_failed_start_closes_the_socket() -> None:
 async def test_requests_wait_in_the_backlog_until_the_server_starts() -> None:
     # The node binds before the actor process runs; early clients must wait,
     # not be refused.
+    import socket as socket_module
+
     sock = bind_http_socket("127.0.0.1", 0)
-    url = http_url(sock)
     runtime = FakeRuntime()
-    async with aiohttp.ClientSession() as s:
-        early = asyncio.ensure_future(s.get(url + "/int"))
-        await asyncio.sleep(0.05)
-        assert not early.done()
-        server = await start_http_server(
-            Service(),
-            collect_routes(Service),
-            sock,
-            runtime.run_in_group,
-            group_of(Service),
-        )
-        try:
-            async with await early as r:
-                assert await r.json() == 42
-        finally:
-            await server.close()
+    # A connect that succeeds before any server runs: the client waits in the backlog, it is not refused.
+    early = socket_module.create_connection(sock.getsockname()[:2], timeout=30)
+    early.sendall(b"GET /int HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    server = await start_http_server(
+        Service(),
+        collect_routes(Service),
+        sock,
+        runtime.run_in_group,
+        group_of(Service),
+    )
+
+    def read_all() -> bytes:
+        chunks = []
+        while chunk := early.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        answer = await asyncio.get_running_loop().run_in_executor(None, read_all)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert answer.split(b"\r\n\r\n", 1)[1].strip() == b"42"
+    finally:
+        early.close()
+        await server.close()
 
 
 @needs_curl

@@ -10,7 +10,17 @@ import sys
 import tempfile
 import time
 
-__all__ = ["default_daemon_dir", "prepare_dir", "node_running", "start_node_process", "EmbeddedNode"]
+from ._dirs import UntrustedNodeDirError, check_node_dir, check_node_socket, make_node_dir, read_secret
+
+__all__ = [
+    "default_daemon_dir",
+    "prepare_dir",
+    "node_running",
+    "read_secret",
+    "start_node_process",
+    "EmbeddedNode",
+    "UntrustedNodeDirError",
+]
 
 #: The longest path a Unix socket can have on Linux (sun_path holds 108 bytes with the final NUL).
 _MAX_SOCKET_PATH = 107
@@ -28,7 +38,12 @@ def default_daemon_dir() -> str:
 
 
 def prepare_dir(path: str) -> None:
-    """Create ``path`` as 0700, or check that an existing one is ours and closed to others."""
+    """Create ``path`` as a 0700 directory, or check that an existing one is trustworthy.
+
+    Raises :class:`UntrustedNodeDirError` for a directory that is a symlink,
+    not ours or not mode 0700 (it is never chmod'ed), and ``OSError`` for a
+    path too long to hold the node's sockets.
+    """
     # The longest socket inside is an actor's, a-<12 hex digits>.sock; Unix
     # socket paths end at 107 bytes.
     if len(os.fsencode(os.path.join(path, "a-000000000000.sock"))) > _MAX_SOCKET_PATH:
@@ -36,19 +51,25 @@ def prepare_dir(path: str) -> None:
             f"{path} is too long for a node directory: socket paths inside it would pass the "
             f"{_MAX_SOCKET_PATH}-byte limit of Unix sockets; choose a shorter one"
         )
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to another user; refusing to run a node in it")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+    make_node_dir(path)
 
 
 def node_running(path: str) -> bool:
-    """Whether a node answers on ``path``'s socket."""
-    sock_path = os.path.join(path, "node.sock")
-    if not os.path.exists(sock_path):
+    """Whether a node answers on ``path``'s socket.
+
+    The directory, its secret and the socket are checked before anything
+    connects: a directory someone else could control raises
+    :class:`UntrustedNodeDirError` instead of being connected to.
+    """
+    if not check_node_dir(path):
         return False
+    if not check_node_socket(path):
+        return False
+    sock_path = os.path.join(path, "node.sock")
+    try:
+        read_secret(path)
+    except ConnectionError:
+        return False  # no secret: a node that died before (or while) writing it
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(2)
@@ -99,8 +120,8 @@ class EmbeddedNode:
     """A node owned by this process: a private directory, ended with the process."""
 
     def __init__(self) -> None:
+        # mkdtemp makes it 0700, ours, with a name nobody could guess in advance.
         self.dir = tempfile.mkdtemp(prefix="actorloop-")
-        os.chmod(self.dir, 0o700)
         self.proc = start_node_process(self.dir, embedded=True)
 
     def stop(self) -> None:

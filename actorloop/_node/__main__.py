@@ -20,6 +20,7 @@ import uvloop
 
 import actorloop  # noqa: F401
 from actorloop import _worker  # noqa: F401
+from actorloop._fds import raise_fd_limit
 from actorloop._node import default_daemon_dir, prepare_dir
 from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._sweep import sweep_leftovers
@@ -41,11 +42,19 @@ def main() -> None:
         print(f"actorloop node: {exc}", file=sys.stderr)
         sys.exit(2)
     node_dir = os.path.abspath(args.dir)
+    # Before the fork: the zygote and every actor it forks inherit the raised limit.
+    raise_fd_limit()
     prepare_dir(node_dir)
     secret = secrets.token_bytes(SECRET_BYTES)
     secret_path = os.path.join(node_dir, "secret")
     tmp = secret_path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.unlink(tmp)  # left by a node that died while writing it
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    # The umask may have removed bits of 0600; clients refuse any other mode.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
     os.replace(tmp, secret_path)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import _protocol as proto
+from .._fds import is_fd_exhaustion, out_of_fds_error
 from .._meta import ActorInfo
 from .._shm import WRITER_GONE_GRACE
 from ..exceptions import ActorDiedError
@@ -259,7 +260,7 @@ class Node:
         try:
             self._spawn(actor)
         except OSError as exc:
-            self._actor_exited(actor, None, spawn_error=f"could not start its process: {exc}")
+            self._actor_exited(actor, None, spawn_error=f"could not start its process: {_spawn_failure(exc)}")
 
     def _zygote_readable(self, zygote: socket.socket) -> None:
         while True:
@@ -610,7 +611,7 @@ class Node:
             if actor.http_sock is not None:
                 actor.http_sock.close()
             raise ActorDiedError(
-                f"the actor {actor.class_name} ({actor_id}) died: could not start its process: {exc}"
+                f"the actor {actor.class_name} ({actor_id}) died: could not start its process: {_spawn_failure(exc)}"
             ) from exc
         self.actors[actor_id] = actor
         if name is not None:
@@ -763,6 +764,8 @@ class NodeServerConnection(proto.FrameProtocol):
             self.send(proto.dumps((req_id, True, result)))
 
     def _reply_error(self, req_id: int, exc: Exception) -> None:
+        if is_fd_exhaustion(exc):
+            exc = out_of_fds_error("the node", exc)
         if not isinstance(exc, (ValueError, TypeError, RuntimeError, OSError, KeyError, ActorDiedError)):
             _log.error("actorloop node: a request failed", exc_info=exc)
         if req_id and not self.closed:
@@ -786,3 +789,8 @@ def _kill_group(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _spawn_failure(exc: OSError) -> OSError:
+    """Why a spawn failed; out of descriptors, the text names the limit and the fix."""
+    return out_of_fds_error("the node", exc) if is_fd_exhaustion(exc) else exc

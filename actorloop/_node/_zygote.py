@@ -25,6 +25,8 @@ import socket
 import sys
 from typing import NoReturn
 
+from .._fds import is_fd_exhaustion, out_of_fds_error, raise_fd_limit
+
 _MAX_MSG = 1 << 16
 #: Test-only fault injection: the first N actor forks of a zygote fail with
 #: EAGAIN (fork failures cannot be provoked with rlimits when running as root).
@@ -39,6 +41,9 @@ def zygote_main(
     ``http_sock`` is the channel of the HTTP zygote, which this one forks the
     first time the node asks for it (only once an actor with routes exists).
     """
+    # Inherited from the node already; raised again in case we were started some other way.
+    # Actors inherit it from here.
+    raise_fd_limit()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -85,6 +90,8 @@ def zygote_main(
                 except OSError as exc:
                     for fd in fds:
                         _close(fd)
+                    if is_fd_exhaustion(exc):
+                        exc = out_of_fds_error("the zygote", exc)
                     sock.send(pickle.dumps(("spawn_failed", actor_id, epoch, f"could not start its process: {exc}")))
                     continue
                 children.add(pid)

@@ -68,8 +68,14 @@ def test_start_prints_the_address_and_the_node_outlives_the_starter(daemon) -> N
 
 
 def test_the_directory_is_private_and_the_secret_too(daemon) -> None:  # type: ignore[no-untyped-def]
+    # A directory someone else made open is refused, never chmod'ed (see test_dir_trust.py) ...
     os.makedirs(daemon.dir, mode=0o755)
     os.chmod(daemon.dir, 0o755)
+    result = daemon.cli("start")
+    assert result.returncode == 1 and "mode is 0755, not 0700" in result.stderr
+    assert stat.S_IMODE(os.stat(daemon.dir).st_mode) == 0o755
+    # ... one that start makes itself is closed to others.
+    os.rmdir(daemon.dir)
     daemon.start()
     assert stat.S_IMODE(os.stat(daemon.dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(os.path.join(daemon.dir, "secret")).st_mode) == 0o600
@@ -208,6 +214,7 @@ def test_start_fails_cleanly_when_the_node_cannot_listen(daemon) -> None:  # typ
     # A directory where the socket should go: the node cannot bind; start must
     # say so (not hang) and leave no process behind.
     os.makedirs(os.path.join(daemon.dir, "node.sock"))
+    os.chmod(daemon.dir, 0o700)  # a directory of ours, or start would refuse it before trying
     line = _one_line_error(daemon.cli("start"))
     assert "failed to start" in line
     assert wait_until(lambda: processes_of(daemon.dir) == [], timeout=5)
@@ -269,5 +276,5 @@ def test_start_refuses_a_directory_of_another_user(daemon) -> None:  # type: ign
     os.makedirs(daemon.dir, mode=0o700)
     os.chown(daemon.dir, 65534, 65534)
     line = _one_line_error(daemon.cli("start"))
-    assert "another user" in line
+    assert "belongs to uid 65534, not to you" in line
     assert processes_of(daemon.dir) == []
