@@ -67,8 +67,8 @@ def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:
     unsupported = sorted(set(runtime_env) - {"env_vars"})
     if unsupported:
         raise ValueError(
-            f"{where}: runtime_env supports only 'env_vars' on actorloop (actors run in this machine's own "
-            f"Python environment); unsupported: {', '.join(map(repr, unsupported))}"
+            f"{where}: runtime_env key(s) {', '.join(map(repr, unsupported))} are not supported: actorloop runs "
+            "on this machine's own Python environment and supports only runtime_env={'env_vars': {...}}"
         )
     env_vars = runtime_env.get("env_vars") or {}
     if not isinstance(env_vars, dict) or not all(

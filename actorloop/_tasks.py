@@ -52,7 +52,7 @@ from typing import Any, Callable, Generic, TypeVar
 import cloudpickle
 
 from ._entry import entry_for
-from ._meta import collect_meta
+from ._meta import collect_meta, env_vars_of
 from ._ref import ObjectRef
 from ._runtime import ActorState, Runtime, require_runtime
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error
@@ -133,24 +133,6 @@ def validate_task_options(opts: dict[str, Any], where: str) -> None:
     if name is not None and not isinstance(name, str):
         raise TypeError(f"{where}: name must be a string, got {name!r}")
     env_vars_of(opts.get("runtime_env"), where)
-
-
-def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:
-    """The ``env_vars`` of a runtime_env; any other key is refused (actorloop installs nothing)."""
-    if runtime_env is None:
-        return {}
-    if not isinstance(runtime_env, dict):
-        raise TypeError(f"{where}: runtime_env must be a dict, got {type(runtime_env).__name__}")
-    other = sorted(set(runtime_env) - {"env_vars"})
-    if other:
-        raise ValueError(
-            f"{where}: runtime_env key(s) {', '.join(map(repr, other))} are not supported: actorloop runs on "
-            "this machine's Python environment and supports only runtime_env={'env_vars': {...}}"
-        )
-    env = runtime_env.get("env_vars") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise TypeError(f"{where}: runtime_env['env_vars'] must be a dict of str to str, got {env!r}")
-    return dict(env)
 
 
 # -- pool size -----------------------------------------------------------------------

@@ -234,7 +234,7 @@ def test_init_checks_its_arguments_as_ray_does(monkeypatch: pytest.MonkeyPatch) 
         ray.init(namespace=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="namespace"):
         ray.init(namespace="")
-    with pytest.raises(ValueError, match="only 'env_vars'"):
+    with pytest.raises(ValueError, match="supports only runtime_env"):
         ray.init(runtime_env={"conda": "x"})
     with pytest.raises(TypeError, match="unknown option"):
         ray.init(no_such_option=1)
