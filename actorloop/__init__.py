@@ -16,23 +16,24 @@ Each actor lives in its own process with its own uvloop event loop::
     print(actorloop.get(c.increment.remote()))    # 1
 
 The package's map: this module is the public API; ``exceptions`` holds the
-errors, ``http`` the route decorators, ``util`` the ActorPool.  The engine is
-private, in layers that import only downwards::
+errors, ``http`` the route decorators, ``util`` the ActorPool and the queue,
+``actor`` and ``runtime_context`` Ray's module paths.  The engine is private,
+in layers that import only downwards (``tests/test_layers.py`` checks it)::
 
-    exceptions            the error tree
-    _entry                the one way into an event loop from threads and finalizers
-    _protocol             frames, hello, node error answers (shared memory: _shm)
-    _meta                 class metadata, options, ActorInfo
-    _ref                  ObjectRef and sync waiting
-    _connection           a loop's connection to an actor; the node channels
-    _runtime              the process-global runtime and its home loop
-    _tasks                remote functions and their pool of worker actors
-    _handles              ActorClass, ActorHandle, ActorMethod
-    _api                  init, get, wait, kill, ... (this module re-exports them)
+    exceptions _entry _fds _pickle    errors; the one way into a loop; fd limits; pickling
+    _shm _http                        shared-memory segments; HTTP routes
+    _protocol                         frames, hello, node error answers
+    _meta                             class metadata, options, ActorInfo
+    _node                             the node process: dirs, names, spawning, supervision
+    _ref                              ObjectRef and sync waiting
+    _connection                       a loop's connection to an actor; the node channels
+    _runtime                          the process-global runtime and its home loop
+    _tasks                            remote functions and their worker pool
+    _handles                          ActorClass, ActorHandle, ActorMethod
+    _api                              init, get, wait, kill, ... (re-exported here)
 
-Beside them, each a process or a part of one: ``_worker`` (the actor
-process), ``_node`` (names, spawning, supervision), ``_http`` (the
-in-actor server), ``_cli`` (the command line).
+Beside them: ``_worker`` (the actor process) and ``_cli`` (the command line).
+See docs/internals.md.
 """
 
 from __future__ import annotations

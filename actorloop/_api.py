@@ -21,6 +21,7 @@ from ._meta import ActorInfo, env_vars_of
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
 from .exceptions import GetTimeoutError, SerializationError
+from .runtime_context import get_runtime_context
 
 T = TypeVar("T")
 
@@ -358,8 +359,6 @@ def available_resources() -> dict[str, float]:
 
 def nodes() -> list[dict[str, Any]]:
     """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
-    from .runtime_context import get_runtime_context
-
     rt = require_runtime()
     node_id = get_runtime_context().get_node_id()
     return [

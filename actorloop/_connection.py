@@ -178,12 +178,7 @@ class Pending:
         self.retries_left = retries_left
         self.delivered = False
         # While we keep the payload, its shared-memory segments stay ours (it may be sent again).
-        self.held = payload is not None and proto.hold_payload(payload)
-
-    def mark_delivered(self) -> None:
-        self.delivered = True
-        if self.retries_left == 0:
-            self.drop_payload()
+        self.held = payload is not None and payload[0] == _OOB_BYTE and proto.hold_payload(payload)
 
     def drop_payload(self) -> None:
         """The call will not be sent again: let go of its bytes and segments."""
@@ -191,6 +186,9 @@ class Pending:
             proto.unhold_payload(self.payload)  # type: ignore[arg-type]
             self.held = False
         self.payload = None
+
+
+_OOB_BYTE = proto._OOB_MARK[0]
 
 
 class ActorConnection(proto.FrameProtocol):
@@ -288,7 +286,11 @@ class ActorConnection(proto.FrameProtocol):
         written = self._written
         self._written = []
         for entry in written:
-            entry.mark_delivered()
+            entry.delivered = True
+            if entry.retries_left == 0:  # never sent again: keep nothing for it
+                if entry.held:
+                    entry.drop_payload()
+                entry.payload = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
@@ -371,14 +373,19 @@ class ActorConnection(proto.FrameProtocol):
         if ref.done():  # cancelled before it left the process
             self.link.calls_finished(1)
             return
-        entry = self._new_pending(call_id, ref, payload)
+        entry = self.pending[call_id] = Pending(ref, payload, self.link.max_task_retries)
         if self.dead_error is not None:
             self._fail(call_id, ActorDiedError(self.dead_error))
-            return
-        if self._blocked:
+        elif self._blocked:
             self._blocked.append(lambda: self._send_now(entry, payload))
         else:
-            self._send_now(entry, payload)
+            self._unsent.append(entry)
+            self.send(payload)
+
+    def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
+        """``send_call`` for a call a thread posted to this loop (see ``count_queued_from_thread``)."""
+        self.count_queued_from_thread(-1)
+        self.send_call(call_id, payload, ref)
 
     def _send_now(self, entry: Pending, payload: bytes) -> bool:
         self._unsent.append(entry)
@@ -397,11 +404,13 @@ class ActorConnection(proto.FrameProtocol):
         # Registered before it is written: the answer may come back at once.
         entry = self._new_pending(call_id, ref, payload)
         try:
-            if self.write_from_thread(payload):
-                entry.mark_delivered()
-                return True
+            written = self.write_from_thread(payload)
         except OSError:
-            entry.mark_delivered()  # half written on a broken socket: it may have reached the actor
+            written = True  # half written on a broken socket: it may have reached the actor
+        if written:
+            entry.delivered = True
+            if entry.retries_left == 0:
+                entry.drop_payload()
             return True
         if self.pending.get(call_id) is entry:
             self.pending.pop(call_id, None)

@@ -49,9 +49,6 @@ class EntryQueue:
 
         Never blocks and never raises, so it is safe in finalizers and signal handlers.
         """
-        if self.loop.is_closed():
-            self._jobs.clear()
-            return False
         self._jobs.append((fn, args))
         if not self._scheduled:
             # A lost race here costs one spare wake-up, never a lost job: the

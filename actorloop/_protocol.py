@@ -76,12 +76,15 @@ RESULT_OK = 3  # (RESULT_OK, call_id, value)
 RESULT_ERR = 4  # (RESULT_ERR, call_id, exception_or_None, type_name, message, traceback)
 RELEASE = 6  # (RELEASE, segment_name): the receiver is done with a shared-memory segment
 
+_OOB_BYTE = _OOB_MARK[0]
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 # Types whose values plain pickle always sends by value; anything else goes
 # through cloudpickle so classes defined in __main__ or closures arrive too.
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+# The plain types that are always small enough for the frame (bytes may be large: shared memory).
+_SMALL_TYPES = _PLAIN_TYPES - {bytes}
 
 
 class ProtocolError(Exception):
@@ -91,7 +94,7 @@ class ProtocolError(Exception):
 def _all_plain(values: tuple[Any, ...] | list[Any]) -> bool:
     for value in values:
         kind = type(value)
-        if kind not in _PLAIN_TYPES or (kind is bytes and len(value) >= OOB_THRESHOLD):
+        if kind not in _SMALL_TYPES and (kind is not bytes or len(value) >= OOB_THRESHOLD):
             return False
     return True
 
@@ -242,7 +245,7 @@ class FrameProtocol(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         """Queue one frame; queued frames leave together at the end of this iteration."""
-        if payload[:1] == _OOB_MARK:
+        if payload[0] == _OOB_BYTE:  # an int compare: this runs for every frame
             self.track_segments(payload)
         out = self._out
         out.append(_pack_header(len(payload)))
@@ -281,7 +284,7 @@ class FrameProtocol(asyncio.Protocol):
         """
         if self._fd < 0 or self.queued_from_threads:
             return False
-        if payload[:1] != _OOB_MARK:
+        if payload[0] != _OOB_BYTE:
             return self._write_now(payload)
         # Tracked before the write: the peer's RELEASE may arrive before this thread runs again.
         self.track_segments(payload)

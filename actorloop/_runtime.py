@@ -183,16 +183,28 @@ class ActorState:
     def calls_finished(self, count: int) -> None:
         with self._lock:
             self.pending -= count
-        self._release_if_unused()
-
-    def _release_if_unused(self) -> None:
-        if not self.created_here or not self.anonymous or self.passed_on:
-            return
-        with self._lock:
-            if self.released or self.pending > 0 or self.handles_made > self.handles_dropped:
+            if not self._unused_now():
                 return
             self.released = True
         self.runtime.release_actor(self.actor_id)
+
+    def _release_if_unused(self) -> None:
+        with self._lock:
+            if not self._unused_now():
+                return
+            self.released = True
+        self.runtime.release_actor(self.actor_id)
+
+    def _unused_now(self) -> bool:
+        """An anonymous actor this process made, with no handle and no call left here (under the lock)."""
+        return (
+            self.pending <= 0
+            and not self.released
+            and self.created_here
+            and self.anonymous
+            and not self.passed_on
+            and self.handles_made <= self.handles_dropped
+        )
 
     # -- ActorLink -------------------------------------------------------------
 
@@ -259,7 +271,7 @@ class ActorState:
             conn.send_call(call_id, payload, ref)
         elif not conn.call_from_thread(call_id, payload, ref):
             conn.count_queued_from_thread(1)
-            rt.entry.put(_send_posted, conn, call_id, payload, ref)
+            rt.entry.put(conn.send_call_from_thread, call_id, payload, ref)
         return ref
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
@@ -276,11 +288,6 @@ class ActorState:
         else:
             conn.start()
         return conn
-
-
-def _send_posted(conn: ActorConnection, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
-    conn.count_queued_from_thread(-1)
-    conn.send_call(call_id, payload, ref)
 
 
 def _send_with_refs_posted(

@@ -1,0 +1,78 @@
+"""The core's one-way layering (issue 10, "Structure"): each module imports only the layers below it.
+
+Read from the source with ``ast``, so a function-level import that works
+around a cycle fails here just as a top-level one does.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import actorloop
+
+PACKAGE = Path(actorloop.__file__).parent
+
+#: Bottom to top; modules on one line are one layer and do not import each other.
+LAYERS: list[set[str]] = [
+    {"exceptions", "_entry", "_fds", "_pickle"},
+    {"_http", "_shm"},
+    {"_protocol"},
+    {"_meta"},
+    {"_node"},
+    {"_ref"},
+    {"_connection"},
+    {"_runtime"},
+    {"_tasks"},
+    {"_handles"},
+    {"runtime_context", "actor"},
+    {"_api"},
+]
+LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+#: Imports that happen only in a child process, never in the importing process's own graph.
+FORK_TIME = {("_node", "_worker")}
+
+
+def _imports(path: Path) -> set[str]:
+    """The actorloop modules ``path`` imports anywhere in its code (outside ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level >= 1 or module.startswith("actorloop"):
+                parts = module.removeprefix("actorloop").lstrip(".").split(".")
+                first = parts[0]
+                if first:
+                    found.add(first)
+                else:
+                    found.update(alias.name for alias in node.names)
+    return found
+
+
+def _module_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0].removesuffix(".py")
+
+
+def test_every_layered_module_imports_only_lower_layers() -> None:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_of(path)
+        if module not in LEVEL:
+            continue
+        for imported in _imports(path):
+            if imported == module or imported not in LEVEL or (module, imported) in FORK_TIME:
+                continue
+            if LEVEL[imported] >= LEVEL[module]:
+                where = path.relative_to(PACKAGE)
+                problems.append(f"{where} imports {imported} (layer {LEVEL[imported]} >= {LEVEL[module]})")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layers_name_every_core_module() -> None:
+    core = {p.stem for p in PACKAGE.glob("_*.py")} - {"__init__", "__main__", "_worker", "_cli"}
+    assert core <= set(LEVEL), f"modules with no layer: {sorted(core - set(LEVEL))}"
