@@ -127,8 +127,10 @@ class _Lane:
 
     def submit(self, call: _Call) -> None:
         self._queue.put(call)
+        if len(self._threads) >= self._size:
+            return  # all threads started (a lane of one, after its first call: no lock on this path)
         with self._idle_lock:
-            start = self._idle == 0 and len(self._threads) < self._size
+            start = self._idle == 0
         if start:
             thread = threading.Thread(
                 target=self._run, name=f"actorloop-{self._name}-{len(self._threads)}", daemon=True
@@ -139,12 +141,16 @@ class _Lane:
     def _run(self) -> None:
         get = self._queue.get
         idle_lock = self._idle_lock
+        # Idle threads matter only while the lane may still start more; a lane of one never asks.
+        counting = self._size > 1
         while True:
-            with idle_lock:
-                self._idle += 1
+            if counting:
+                with idle_lock:
+                    self._idle += 1
             call = get()
-            with idle_lock:
-                self._idle -= 1
+            if counting:
+                with idle_lock:
+                    self._idle -= 1
             if call is None:
                 return
             self._run_one(call)
