@@ -166,17 +166,21 @@ class ActorLink(Protocol):
 class Pending:
     """One call sent and not yet answered.
 
-    ``payload`` is kept while the call may have to be sent again: until it
-    is delivered, and after that only if it has retries left.
+    ``payload`` is kept while the call may have to be sent again: until its
+    answer, except that a call written straight to the socket with no
+    retries left lets go of it at once.  ``seq`` orders the call's latest
+    send on its connection: the call is delivered once the connection's
+    ``delivered_seq`` reaches it (0: written straight to the socket;
+    ``NOT_SENT``: not sent yet).
     """
 
-    __slots__ = ("ref", "payload", "retries_left", "delivered", "held")
+    __slots__ = ("ref", "payload", "retries_left", "seq", "held")
 
     def __init__(self, ref: ObjectRef[Any], payload: bytes | None, retries_left: int) -> None:
         self.ref = ref
         self.payload = payload
         self.retries_left = retries_left
-        self.delivered = False
+        self.seq = NOT_SENT
         # While we keep the payload, its shared-memory segments stay ours (it may be sent again).
         self.held = payload is not None and payload[0] == _OOB_BYTE and proto.hold_payload(payload)
 
@@ -189,6 +193,8 @@ class Pending:
 
 
 _OOB_BYTE = proto._OOB_MARK[0]
+#: The ``seq`` of a call not sent yet: above every delivered_seq.
+NOT_SENT = 1 << 62
 
 
 class ActorConnection(proto.FrameProtocol):
@@ -201,10 +207,12 @@ class ActorConnection(proto.FrameProtocol):
         self.link = link
         self.ids = itertools.count(1)
         self.pending: dict[int, Pending] = {}
-        # Calls queued for the next flush, and calls written but not yet known
-        # to be accepted by the socket: neither counts as delivered.
-        self._unsent: list[Pending] = []
-        self._written: list[Pending] = []
+        # Delivery is counted, not flagged per call: each send takes the next
+        # number; a flush hands everything up to ``_seq`` to the transport;
+        # once the socket took it, ``delivered_seq`` moves up to that flush.
+        self._seq = 0
+        self._flushed_seq = 0
+        self.delivered_seq = 0
         self._confirm_scheduled = False
         self.epoch = -1
         self.dead_error: str | None = None
@@ -263,12 +271,10 @@ class ActorConnection(proto.FrameProtocol):
 
     def _flush(self) -> None:
         super()._flush()
-        unsent = self._unsent
-        if unsent and not self._out:
-            # Written to the transport; uvloop performs the write at the end of
+        if self._flushed_seq != self._seq and not self._out:
+            # Handed to the transport; uvloop performs the write at the end of
             # this iteration, so whether the socket took it is known only then.
-            self._unsent = []
-            self._written.extend(unsent)
+            self._flushed_seq = self._seq
             if not self._confirm_scheduled:
                 self._confirm_scheduled = True
                 self.loop.call_soon(self._confirm_delivered)
@@ -276,28 +282,19 @@ class ActorConnection(proto.FrameProtocol):
     def _confirm_delivered(self) -> None:
         self._confirm_scheduled = False
         transport = self.transport
-        if transport is None or transport.is_closing() or not self._written:
+        if transport is None or transport.is_closing():
             return  # the write failed (the peer was already gone): those calls go to the next process
         if transport.get_write_buffer_size():
             # Still in our buffer (the actor reads slowly): look again soon.
             self._confirm_scheduled = True
             self.loop.call_later(0.002, self._confirm_delivered)
             return
-        written = self._written
-        self._written = []
-        for entry in written:
-            entry.delivered = True
-            if entry.retries_left == 0:  # never sent again: keep nothing for it
-                if entry.held:
-                    entry.drop_payload()
-                entry.payload = None
+        self.delivered_seq = self._flushed_seq
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
-        self._unsent = []
-        self._written = []
         self.segments_lost()
         if self.dead_error is not None or self.loop.is_closed():
             return
@@ -318,7 +315,7 @@ class ActorConnection(proto.FrameProtocol):
         for call_id, entry in inflight:
             if self.pending.get(call_id) is not entry:
                 continue
-            if not entry.delivered:
+            if entry.seq > self.delivered_seq:
                 if entry.payload is None:  # a call still waiting for its ref arguments: it sends itself later
                     continue
                 # Otherwise it never reached the old process: it simply goes to the new one.
@@ -329,10 +326,10 @@ class ActorConnection(proto.FrameProtocol):
                 continue
             payload = entry.payload
             assert payload is not None  # kept while the call may be sent again
-            entry.delivered = False
+            self._seq += 1
+            entry.seq = self._seq
             resend.append(proto.frame(payload))
             self.track_segments(payload)
-            self._unsent.append(entry)
         self._out = resend + self._out
         await self._connect(status[1])
 
@@ -340,8 +337,6 @@ class ActorConnection(proto.FrameProtocol):
         self.dead_error = reason
         self._out = []
         self.segments_lost()
-        self._unsent = []
-        self._written = []
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
         while self._blocked:
@@ -379,7 +374,8 @@ class ActorConnection(proto.FrameProtocol):
         elif self._blocked:
             self._blocked.append(lambda: self._send_now(entry, payload))
         else:
-            self._unsent.append(entry)
+            self._seq += 1
+            entry.seq = self._seq
             self.send(payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
@@ -388,7 +384,8 @@ class ActorConnection(proto.FrameProtocol):
         self.send_call(call_id, payload, ref)
 
     def _send_now(self, entry: Pending, payload: bytes) -> bool:
-        self._unsent.append(entry)
+        self._seq += 1
+        entry.seq = self._seq
         self.send(payload)
         return True
 
@@ -408,7 +405,7 @@ class ActorConnection(proto.FrameProtocol):
         except OSError:
             written = True  # half written on a broken socket: it may have reached the actor
         if written:
-            entry.delivered = True
+            entry.seq = 0  # in the socket already: delivered
             if entry.retries_left == 0:
                 entry.drop_payload()
             return True

@@ -55,7 +55,7 @@ def _check_resolvable(loop: asyncio.AbstractEventLoop) -> None:
         raise RuntimeError(
             "this ObjectRef belongs to an event loop that has been closed; its result can no longer arrive"
         )
-    if loop in abandoned_loops:
+    if abandoned_loops and loop in abandoned_loops:  # empty unless this process was forked
         raise RuntimeError(
             "this ObjectRef was made before this process was forked; its result goes to the parent process. "
             "Call actorloop.init() in the child and make the call again"
