@@ -187,8 +187,12 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
             raise TypeError(f"actorloop.get() takes ObjectRefs, got {type(ref).__name__} in the list")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    with _tasks.blocked_in_get(ref_list):  # a task lends its worker slot while it waits
+    lending = _tasks.blocked_in_get(ref_list)  # a task lends its worker slot while it waits
+    if lending is None:
         done = wait_sync(ref_list, len(ref_list), timeout)
+    else:
+        with lending:
+            done = wait_sync(ref_list, len(ref_list), timeout)
     if done < len(ref_list):
         raise GetTimeoutError(
             f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready"
@@ -217,8 +221,12 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    with _tasks.blocked_in_get(ref_list):
+    lending = _tasks.blocked_in_get(ref_list)
+    if lending is None:
         wait_sync(ref_list, num_returns, timeout)
+    else:
+        with lending:
+            wait_sync(ref_list, num_returns, timeout)
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
     for ref in ref_list:

@@ -175,6 +175,8 @@ class _FunctionMissing(Exception):
 
 
 _local = threading.local()
+#: Whether this process runs tasks at all: every other process skips the lending check in get().
+_runs_tasks = False
 
 
 class _Executor:
@@ -321,8 +323,13 @@ class _Lending:
 _NO_LENDING = _NoLending()
 
 
-def blocked_in_get(refs: list[ObjectRef[Any]]) -> _NoLending | _Lending:
-    """Wrap a blocking wait of ``get``/``wait``: in a task, its worker slot goes to the next task meanwhile."""
+def blocked_in_get(refs: list[ObjectRef[Any]]) -> _NoLending | _Lending | None:
+    """Wrap a blocking wait of ``get``/``wait``: in a task, its worker slot goes to the next task meanwhile.
+
+    None outside a task-worker process, so that ``get`` pays nothing for this there.
+    """
+    if not _runs_tasks:
+        return None
     executor = getattr(_local, "executor", None)
     if executor is None:
         return _NO_LENDING
@@ -341,7 +348,8 @@ class TaskWorker:
     """A process of the task pool (an actor in the namespace ``_actorloop_tasks``)."""
 
     def __init__(self, env_vars: dict[str, str], size: int) -> None:
-        global _inherited_env, _inherited_size
+        global _inherited_env, _inherited_size, _runs_tasks
+        _runs_tasks = True
         os.environ.update(env_vars)
         # Tasks this worker runs use the same pool (and runtime_env), as Ray's children inherit it.
         _inherited_env = dict(env_vars)
