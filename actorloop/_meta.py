@@ -36,10 +36,9 @@ ACTOR_OPTIONS: dict[str, Any] = {
     "http_host": "127.0.0.1",
     "runtime_env": None,
 }
-#: Ray's actor options that mean nothing on one machine: accepted, no effect.
-IGNORED_OPTIONS = frozenset(
+#: Ray's placement and resource options, for actors and tasks alike: on one machine they mean nothing.
+NO_EFFECT_ON_ONE_NODE = frozenset(
     {
-        "num_cpus",
         "num_gpus",
         "resources",
         "memory",
@@ -52,10 +51,11 @@ IGNORED_OPTIONS = frozenset(
         "enable_task_events",
         "label_selector",
         "fallback_strategy",
-        "allow_out_of_order_execution",
         "_metadata",
     }
 )
+#: Ray's actor options that mean nothing on one machine: accepted, no effect.
+IGNORED_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"num_cpus", "allow_out_of_order_execution"}
 
 
 def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:

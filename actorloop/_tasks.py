@@ -52,7 +52,7 @@ from typing import Any, Callable, Generic, TypeVar
 import cloudpickle
 
 from ._entry import entry_for
-from ._meta import collect_meta, env_vars_of
+from ._meta import NO_EFFECT_ON_ONE_NODE, collect_meta, env_vars_of
 from ._ref import ObjectRef
 from ._runtime import ActorState, Runtime, require_runtime
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error
@@ -74,25 +74,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "name": None,
 }
 #: Ray's task options that mean nothing on one node without GPUs: accepted, no effect.
-IGNORED_TASK_OPTIONS = frozenset(
-    {
-        "num_gpus",
-        "resources",
-        "memory",
-        "object_store_memory",
-        "accelerator_type",
-        "scheduling_strategy",
-        "placement_group",
-        "placement_group_bundle_index",
-        "placement_group_capture_child_tasks",
-        "label_selector",
-        "fallback_strategy",
-        "enable_task_events",
-        "max_calls",
-        "_labels",
-        "_metadata",
-    }
-)
+IGNORED_TASK_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"max_calls", "_labels"}
 
 _get_running_loop = events._get_running_loop
 
