@@ -459,6 +459,11 @@ class ActorConnection(proto.FrameProtocol):
         self._blocked.append(release)
         task.add_done_callback(lambda _: self._drain_blocked())
 
+    def send_call_with_refs_from_thread(self, *call: Any) -> None:
+        """``send_call_with_refs`` for a call a thread posted to this loop (see ``count_queued_from_thread``)."""
+        self.count_queued_from_thread(-1)
+        self.send_call_with_refs(*call)
+
     def _drain_blocked(self) -> None:
         while self._blocked:
             if not self._blocked[0]():

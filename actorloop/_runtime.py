@@ -256,7 +256,7 @@ class ActorState:
         if has_refs:
             if threadsafe:
                 conn.count_queued_from_thread(1)
-                rt.entry.put(_send_with_refs_posted, conn, call_id, ref, method, args, kwargs, group)
+                rt.entry.put(conn.send_call_with_refs_from_thread, call_id, ref, method, args, kwargs, group)
             else:
                 conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
             return ref
@@ -288,19 +288,6 @@ class ActorState:
         else:
             conn.start()
         return conn
-
-
-def _send_with_refs_posted(
-    conn: ActorConnection,
-    call_id: int,
-    ref: ObjectRef[Any],
-    method: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    group: str | None,
-) -> None:
-    conn.count_queued_from_thread(-1)
-    conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
 
 
 # -- the runtime -----------------------------------------------------------------
