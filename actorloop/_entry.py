@@ -71,10 +71,6 @@ class EntryQueue:
             except Exception:
                 _log.exception("actorloop: a job posted to the event loop failed")
 
-    def run_pending(self) -> None:
-        """Run what is queued now, on the calling thread (which must be the loop's, or the loop is gone)."""
-        self._drain()
-
     def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run ``coro`` as a task on the loop; its outcome arrives in the returned future (any thread)."""
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
