@@ -6,7 +6,10 @@ Variants, each served by one actor process:
 - ``builtin-sync``: the same with a sync handler (it runs on a thread);
 - ``hand-made``: the seed's pattern, an aiohttp ``AppRunner``/``TCPSite``
   started in the actor's async ``__init__`` (the same actor as above);
-- ``ray hand-made``: the seed's pattern on Ray, when ``import ray`` works.
+- ``ray hand-made``: the seed's pattern on Ray, when ``import ray`` works;
+- ``ray serve``: a Ray Serve deployment (one replica) answering the same
+  body through Serve's HTTP proxy, when ``ray[serve]`` is installed (the
+  bench extra). Its CPU per request is the proxy's plus the replica's.
 
 Every variant answers the same body (the counter as text) to the same
 client: one aiohttp ``ClientSession`` in this process, 32 tasks in a loop,
@@ -45,6 +48,7 @@ import actorloop
 CLIENTS = 32
 TARGET_COST = 1.10  # built-in routes may cost 10% over hand-made aiohttp
 TARGET_RATIO = 1 / TARGET_COST  # ... that is, keep 91% of its req/s
+TARGET_OVER_SERVE = 5.0  # built-in routes answer at least 5x the req/s of a Ray Serve deployment
 
 
 class Counter:
@@ -83,17 +87,20 @@ class Counter:
         return str(self.counter)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` and its threads (Linux ``/proc``; None elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: int | tuple[int, ...]) -> float | None:
+    """User + system CPU time of the processes (and their threads) (Linux ``/proc``; None elsewhere)."""
+    total = 0.0
+    for pid in pids if isinstance(pids, tuple) else (pids,):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-async def _load(url: str, pid: int, duration: float, warmup: float) -> dict[str, float]:
+async def _load(url: str, pid: int | tuple[int, ...], duration: float, warmup: float) -> dict[str, float]:
     """GET ``url`` from CLIENTS tasks for ``warmup + duration`` seconds; measure the last ``duration``."""
     latencies: list[float] = []
     errors = 0
@@ -160,7 +167,7 @@ def _check(url: str, expected: str) -> None:
         raise RuntimeError(f"{url} answered {got!r}, expected {expected!r}")
 
 
-Target = tuple[str, int]  # (url, pid of the process that serves it)
+Target = tuple[str, "int | tuple[int, ...]"]  # (url, pids of the processes that serve it)
 
 # The actors' handles: an anonymous actor ends when its last handle is gone.
 _handles: list[Any] = []
@@ -205,9 +212,55 @@ def start_ray() -> dict[str, Target] | None:
     return {"ray hand-made": (f"http://127.0.0.1:{port}/", pid)}
 
 
+class ServeCounter:
+    """The same work as ``Counter.count``, as a Ray Serve deployment (plain class; decorated in ``start_serve``)."""
+
+    def __init__(self) -> None:
+        self.counter = 5
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse(str(self.counter))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def start_serve() -> dict[str, Target] | None:
+    """A Serve app on a free port of 127.0.0.1; None without ``ray[serve]``."""
+    try:
+        import psutil
+        from ray import serve
+    except ImportError:
+        return None
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Serve's default of 5 ongoing requests per replica would queue 27 of the 32 clients in the proxy.
+    app = serve.deployment(ServeCounter, max_ongoing_requests=64).bind()
+    handle = serve.run(app, name="bench_http", route_prefix="/")
+    replica_pid = handle.pid.remote().result()
+    proxies = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline"])
+        if any("ProxyActor" in part for part in (proc.info["cmdline"] or []))
+    ]
+    return {"ray serve": (f"http://127.0.0.1:{port}/", (replica_pid, *proxies))}
+
+
 def stop_ray() -> None:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
+        serve = sys.modules.get("ray.serve")
+        if serve is not None:
+            try:
+                serve.shutdown()
+            except Exception:  # noqa: BLE001 - the cluster goes down next anyway
+                pass
         ray.shutdown()
 
 
@@ -229,9 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_ray:
             ray_targets = start_ray()
             if ray_targets is None:
-                print("ray is not installed: skipping the Ray variant", file=sys.stderr)
+                print("ray is not installed: skipping the Ray variants", file=sys.stderr)
             else:
                 targets.update(ray_targets)
+                serve_targets = start_serve()
+                if serve_targets is None:
+                    print("ray[serve] is not installed: skipping the Ray Serve variant", file=sys.stderr)
+                else:
+                    targets.update(serve_targets)
         for url, _ in targets.values():
             _check(url, "5")
         results = measure(targets, args.rounds, args.duration, args.warmup)
@@ -246,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     best_ratio = built["cpu_us_best"] / hand["cpu_us_best"]
     if args.json:
         summary = {
+            "builtin_over_ray_serve_rps": (
+                built["rps"] / results["ray serve"]["rps"] if "ray serve" in results else None
+            ),
             "builtin_over_hand_made_rps": ratio,
             "builtin_over_hand_made_cpu": cpu_ratio,
             "builtin_over_hand_made_cpu_best": best_ratio,
@@ -259,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<16} {r['rps']:>9.0f} {r['cpu_us']:>7.1f} us {r['cpu_us_best']:>7.1f} us "
             f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>7.0f}"
         )
+    if "ray serve" in results:
+        serve_ratio = built["rps"] / results["ray serve"]["rps"]
+        serve_verdict = "ok" if serve_ratio >= TARGET_OVER_SERVE else f"below the target {TARGET_OVER_SERVE:g}"
+        print(f"req/s builtin / ray serve = {serve_ratio:.2f} ({serve_verdict})")
     verdict = "ok" if ratio >= TARGET_RATIO else f"below the target {TARGET_RATIO:.2f}"
     print(f"req/s builtin / hand-made = {ratio:.3f} ({verdict})")
     cpu_verdict = "ok" if best_ratio <= TARGET_COST else f"above the target {TARGET_COST:.2f}"
