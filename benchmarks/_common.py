@@ -27,7 +27,8 @@ class Params:
     settle: float = 1.0  # seconds idle before a memory reading
     big_min_calls: int = 3  # 100 MiB round trips at least
     tasks_n: int = 1_000  # remote-function calls per get([...]) round
-    loop: str = "uvloop"  # event loop of the driver's async workloads
+    gather_1m_n: int = 1_000_000  # calls in the one big gather of the memory workload
+    loop: str = "asyncio"  # event loop of the driver's async workloads
     pin: str = "none"  # same | split | none
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -41,6 +42,7 @@ class Params:
             batch_per_actor=10,
             settle=0.5,
             big_min_calls=2,
+            gather_1m_n=100_000,
         )
 
 
@@ -138,6 +140,28 @@ def pin_process(pid: int, pin: str) -> None:
 
 
 # ---------------------------------------------------------------- memory
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Start a new peak-RSS reading (VmHWM) of a process of ours; False where Linux cannot."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss(pid: int) -> float | None:
+    """Peak RSS (VmHWM) of a process in MiB since the last ``reset_peak_rss``; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def process_memory(pid: int) -> tuple[float, float]:

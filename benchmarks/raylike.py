@@ -18,8 +18,10 @@ from benchmarks._actors import AsyncActor, SyncActor, task_f
 from benchmarks._common import (
     MIB,
     Params,
+    peak_rss,
     pin_process,
     process_memory,
+    reset_peak_rss,
     run_async,
     timed_loop,
     timed_loop_async,
@@ -136,6 +138,35 @@ class RayLike:
 
     def w_gather_sync(self) -> Result:
         return self._gather("sync")
+
+    def w_gather_1m(self) -> Result:
+        import os
+
+        import psutil
+
+        h, pid = self.new_actor("async")
+        n_calls = self.params.gather_1m_n
+        me = os.getpid()
+
+        async def main() -> None:
+            await asyncio.gather(*[h.f.remote(i) for i in range(1000)])
+            out = await asyncio.gather(*[h.f.remote(i) for i in range(n_calls)])
+            assert len(out) == n_calls and out[-1] == n_calls - 1
+
+        # Baselines and peaks from the kernel's VmHWM, reset just before the gather.
+        base_driver = psutil.Process(me).memory_info().rss / MIB
+        base_actor = psutil.Process(pid).memory_info().rss / MIB
+        if not (reset_peak_rss(me) and reset_peak_rss(pid)):
+            raise RuntimeError("this kernel cannot reset peak RSS (/proc/PID/clear_refs)")
+        run_async(main(), self.params.loop)
+        driver, actor = peak_rss(me), peak_rss(pid)
+        self.kill([h], [pid])
+        assert driver is not None and actor is not None
+        return {
+            "gather_1m_driver": driver - base_driver,
+            "gather_1m_actor": actor - base_actor,
+            "_info": {"calls": n_calls, "driver_base_mib": base_driver, "actor_base_mib": base_actor},
+        }
 
     def w_get_list(self) -> Result:
         h, pid = self.new_actor("sync")

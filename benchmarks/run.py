@@ -1,11 +1,15 @@
 """Run every workload on actorloop, Ray and the floor, interleaved; report.
 
 ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--backends a,b,c]
-[--repeat N] [--pin same|split|none] [--chart]``
+[--repeat N] [--pin same|split|none] [--loops asyncio,uvloop] [--chart]``
 
 For each repeat, each backend runs all selected workloads in a fresh
 subprocess (``benchmarks._worker``), in the order actorloop, ray, floor, so
-the backends take turns on the same machine state (A B C A B C ...). Every
+the backends take turns on the same machine state (A B C A B C ...). The
+driver's async workloads run on the first loop of ``--loops`` (the stdlib
+loop by default: what ``asyncio.run`` gives users); for each further loop,
+a column ``actorloop (uvloop)`` reruns actorloop's loop-dependent workloads
+in the same turns. Every
 process a backend-run starts carries a tag in its environment; after the
 run the tag is searched for and anything left is reported (and ended). A
 workload that hangs past its timeout ends its backend-run, and the rest of
@@ -34,13 +38,25 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import ENV_TAG, Params
-from benchmarks.workloads import BACKENDS, BY_NAME, WORKLOADS, Metric
+from benchmarks.workloads import BACKENDS, BY_NAME, METRICS, WORKLOADS, Metric
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ---------------------------------------------------------------- running
+
+
+def column_backend(column: str, params: Params) -> tuple[str, Params]:
+    """The backend and params of a table column: ``actorloop@uvloop`` is actorloop with the driver on uvloop."""
+    backend, _, loop = column.partition("@")
+    return backend, (dataclasses.replace(params, loop=loop) if loop else params)
+
+
+def column_title(column: str) -> str:
+    backend, _, loop = column.partition("@")
+    name = {"actorloop": "actorloop", "ray": "Ray", "floor": "floor"}[backend]
+    return f"{name} ({loop})" if loop else name
 
 
 @dataclass
@@ -119,6 +135,7 @@ class Worker:
     """One worker subprocess and its result pipe."""
 
     def __init__(self, backend: str, workloads: list[str], params: Params, tag: str, log: Path) -> None:
+        backend, params = column_backend(backend, params)
         rfd, wfd = os.pipe()
         env = dict(os.environ)
         env[ENV_TAG] = tag
@@ -339,6 +356,7 @@ def summarize(
 ) -> list[dict[str, Any]]:
     rows = []
     fields = dataclasses.asdict(params)
+    python = sys.version_info[:2]
     for m in metrics:
         values: dict[str, list[float]] = {b: [] for b in backends}
         for r in records:
@@ -356,9 +374,10 @@ def summarize(
         r_ray = oriented_ratio(m, ours, med("ray"))
         r_floor = oriented_ratio(m, ours, med("floor"))
         met: bool | None = None
-        if m.target is not None and ours is not None:
+        target = m.target.for_run(python, params.pin) if m.target is not None else None
+        if target is not None and ours is not None:
             checks: list[bool | None] = []
-            t = m.target
+            t = target
             if t.at_least is not None:
                 checks.append(ours >= t.at_least)
             if t.at_most is not None:
@@ -378,7 +397,7 @@ def summarize(
                 "stats": stats,
                 "ratio_vs_ray": r_ray,
                 "ratio_vs_floor": r_floor,
-                "target": m.target.describe(m.unit) if m.target else "",
+                "target": target.describe(m.unit) if target else "",
                 "target_met": met,
             }
         )
@@ -400,7 +419,7 @@ RATIO_NOTE = (
 
 
 def table_rows(rows: list[dict[str, Any]], backends: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["workload", "unit"] + [{"actorloop": "actorloop", "ray": "Ray", "floor": "floor"}[b] for b in backends]
+    header = ["workload", "unit"] + [column_title(b) for b in backends]
     if "ray" in backends and "actorloop" in backends:
         header.append("vs Ray (>1 better)")
     if "floor" in backends and "actorloop" in backends:
@@ -547,7 +566,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="none",
         help="driver and actors on the same CPU, on different CPUs, or where the scheduler puts them",
     )
-    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="driver loop for async workloads")
+    ap.add_argument(
+        "--loops",
+        default="asyncio,uvloop",
+        help="driver loops for async workloads: the first is the headline column, each other one adds an "
+        "actorloop column (default asyncio,uvloop)",
+    )
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default=None, help="one driver loop (= --loops LOOP)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per timed loop (default 1, quick 0.5)")
     ap.add_argument("--actors", type=int, default=None, help="actors in the start-up workload (default 50, quick 5)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds before a workload counts as hung")
@@ -603,9 +628,27 @@ def main(argv: list[str] | None = None) -> int:
         print("--pin split needs two CPUs; using --pin same", file=sys.stderr)
         args.pin = "same"
 
+    loops = [args.loop] if args.loop else [s.strip() for s in args.loops.split(",") if s.strip()]
+    bad_loops = [lp for lp in loops if lp not in ("asyncio", "uvloop")]
+    if not loops or bad_loops:
+        print(f"--loops: unknown loop(s) {bad_loops or loops}; known: asyncio, uvloop", file=sys.stderr)
+        return 2
+    if "actorloop" in backends:
+        at = backends.index("actorloop") + 1
+        backends[at:at] = [f"actorloop@{lp}" for lp in loops[1:]]
+    columns_workloads = {
+        b: [
+            w
+            for w in workloads
+            if (BY_NAME[w].only is None or b.partition("@")[0] in BY_NAME[w].only)
+            and ("@" not in b or BY_NAME[w].loop_dependent)
+        ]
+        for b in backends
+    }
+
     params = Params.quick() if args.quick else Params()
     params.pin = args.pin
-    params.loop = args.loop
+    params.loop = loops[0]
     if args.duration is not None:
         params.duration = args.duration
     if args.actors is not None:
@@ -641,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             def say(msg: str) -> None:
                 print(f" {msg};", end="", file=sys.stderr, flush=True)
 
-            rec = run_backend(b, rep, workloads, params, timeouts, stem, say)
+            rec = run_backend(b, rep, columns_workloads[b], params, timeouts, stem, say)
             print(f" ({rec.seconds:.0f}s)", file=sys.stderr, flush=True)
             records.append(rec)
     elapsed = time.perf_counter() - t0
@@ -650,10 +693,32 @@ def main(argv: list[str] | None = None) -> int:
     metrics = [m for w in workloads for m in BY_NAME[w].metrics]
     rows = summarize(records, metrics, backends, params)
     header, trows = table_rows(rows, backends)
+    if loops[1:] and "actorloop" in backends:
+        header[header.index("actorloop")] = f"actorloop ({loops[0]})"
     versions = {b: next((r.version for r in records if r.backend == b and r.version), "") for b in backends}
     problems = [p for r in records for p in r.problems]
     memcpy = [r.info["arg_100mib"]["memcpy_mbps"] for r in records if "memcpy_mbps" in r.info.get("arg_100mib", {})]
     notes = []
+    for w in workloads:
+        if BY_NAME[w].why_only and any(b.partition("@")[0] not in (BY_NAME[w].only or ()) for b in backends):
+            notes.append(BY_NAME[w].why_only)
+    for extra in loops[1:]:
+        column = f"actorloop@{extra}"
+        if column not in backends:
+            continue
+        compared = []
+        for r in rows:
+            ours, theirs = r["stats"].get("actorloop"), r["stats"].get(column)
+            if ours and theirs:
+                metric = METRICS[r["metric"]]
+                ratio = oriented_ratio(metric, theirs["median"], ours["median"])
+                compared.append(f"{r['metric']} {fmt_ratio(ratio)}")
+        if compared:
+            notes.append(
+                f"actorloop with the driver on {extra} ÷ on {loops[0]} (> 1: {extra} is better): "
+                + ", ".join(compared)
+                + "."
+            )
     if memcpy:
         notes.append(
             f"For scale: one memcpy of 100 MiB inside one process runs at {fmt(statistics.median(memcpy))} MB/s "
@@ -686,7 +751,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "repeat": repeat,
         "pin": args.pin,
-        "loop": args.loop,
+        "loops": loops,
+        "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
         "backends": backends,
         "workloads": workloads,
         "params": dataclasses.asdict(params),
@@ -705,7 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
         + (f" (checkout {machine['git']})" if machine.get("git") else ""),
         "",
-        f"{repeat} backend-run(s) per backend, interleaved; pin={args.pin}; driver loop {args.loop}; "
+        f"Command: `python -m benchmarks {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        f"{repeat} backend-run(s) per backend, interleaved; pin={args.pin}; driver loop {loops[0]}"
+        + (f" (and {', '.join(loops[1:])} in its own actorloop column)" if loops[1:] else "")
+        + "; "
         + ("quick sizes; " if args.quick else "")
         + f"{elapsed:.0f} s in all. "
         "Memory in MiB; MB/s in 10^6 bytes/s.",
