@@ -277,7 +277,14 @@ def _block_until(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | 
 
 def _loop_deadlock_message(loop: asyncio.AbstractEventLoop, what: str) -> str:
     rt = get_runtime()
-    where = "an async actor's event loop" if rt is not None and rt.role == "actor" else f"a {type(loop).__name__}"
+    if rt is not None and loop is rt.home_loop:
+        where = (
+            "an async actor's event loop (its methods, and a sync __init__, run there)"
+            if rt.role == "actor"
+            else "actorloop's own background loop (a done-callback of a ref made in sync code runs there)"
+        )
+    else:
+        where = f"a {type(loop).__module__}.{type(loop).__name__} event loop (get() can run only asyncio's own loops)"
     return (
         f"actorloop.{what}() would deadlock: it was called on the thread of {where}, and the result it waits "
         f"for can only arrive through that same loop, which a blocking {what}() stops. Use `await ref` (or "
@@ -353,6 +360,8 @@ def _drive(loop: Any, refs: list[ObjectRef[Any]], num_returns: int, timeout: flo
         _leave_task(loop, current)
     held: collections.deque[Any] = collections.deque()
     ours: dict[asyncio.Task[Any], bool] = {}
+    # The iteration that called us already counted the ready callbacks it will pop after ours.
+    expected = len(loop._ready)
     try:
         while True:
             if sum(1 for r in refs if r.done()) >= num_returns:
@@ -362,7 +371,10 @@ def _drive(loop: Any, refs: list[ObjectRef[Any]], num_returns: int, timeout: flo
                 break
             _run_once_holding_tasks(loop, held, ours, left)
     finally:
-        loop._ready.extendleft(reversed(held))  # the held steps run first, in their order, once get() returns
+        ready = loop._ready
+        ready.extendleft(reversed(held))  # the held steps run first, in their order, once get() returns
+        while len(ready) < expected:  # we ran some of those callbacks: stand-ins keep its count right
+            ready.append(asyncio.Handle(_nothing, (), loop))
         if current is not None:
             _enter_task(loop, current)
         if elsewhere:
