@@ -390,3 +390,35 @@ def test_ipython_autoawait_cells() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "plain cell: 1" in done.stdout
     assert "await cell: True 2 3" in done.stdout, done.stdout + done.stderr
+
+
+def test_jupyter_kernel_cells() -> None:
+    # A real ipykernel: every cell, with or without `await`, runs on the kernel's running loop.
+    pytest.importorskip("ipykernel")
+    manager = pytest.importorskip("jupyter_client.manager")
+    km, kc = manager.start_new_kernel(env=_node_env())
+    printed: list[str] = []
+
+    def output(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append(f"{msg['content']['ename']}: {msg['content']['evalue']}")
+
+    cells = [
+        "import asyncio, actorloop",
+        "@actorloop.remote\nclass C:\n    def __init__(self): self.n = 0\n    def inc(self):\n"
+        "        self.n += 1\n        return self.n",
+        "c = C.remote()\nprint('loop running:', asyncio.get_event_loop().is_running())",
+        "r = c.inc.remote()",  # sent when this cell ends: the next cell's get() reads its answer
+        "print('next cell:', actorloop.get(r))",
+        "print('await cell:', actorloop.get(c.inc.remote()), await c.inc.remote())",
+    ]
+    try:
+        for cell in cells:
+            reply = kc.execute_interactive(cell, timeout=HANG_GUARD, output_hook=output)
+            assert reply["content"]["status"] == "ok", (cell, printed)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert printed == ["loop running: True\n", "next cell: 1\n", "await cell: 2 3\n"]
