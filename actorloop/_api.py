@@ -252,27 +252,29 @@ def wait(
 
 def _block_until(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None, what: str) -> int:
     """Wait until ``num_returns`` of ``refs`` are done (or ``timeout``); return how many are."""
+    loop = events._get_running_loop()
+    if loop is None and current_lane.group is None:
+        # Plain sync code (the common case): the refs complete on other threads' loops.
+        lending = _tasks.blocked_in_get(refs)  # a task lends its worker slot while it waits
+        if lending is None:
+            return wait_sync(refs, num_returns, timeout)
+        with lending:
+            return wait_sync(refs, num_returns, timeout)
     pending = [r for r in refs if not r.done()]
     if len(refs) - len(pending) >= num_returns or timeout == 0:
         return len(refs) - len(pending)
     if current_lane.group is not None:
         _refuse_self_wait(pending, what)
-    loop = events._get_running_loop()
-    lending = _tasks.blocked_in_get(pending)  # a task lends its worker slot while it waits
-    if loop is None or loop.is_closed():
-        if lending is None:
+    lending = _tasks.blocked_in_get(pending)
+    with lending if lending is not None else contextlib.nullcontext():
+        if loop is None or loop.is_closed():
             return wait_sync(refs, num_returns, timeout)
-        with lending:
-            return wait_sync(refs, num_returns, timeout)
-    drivable = _drivable(loop)
-    if not drivable:
+        if _drivable(loop):
+            return _drive(loop, refs, num_returns, timeout)
         for ref in pending:
             if ref.get_loop() is loop:
                 raise RuntimeError(_loop_deadlock_message(loop, what))
-    with lending if lending is not None else contextlib.nullcontext():
-        if not drivable:
-            return wait_sync(refs, num_returns, timeout)  # every ref completes on another thread
-        return _drive(loop, refs, num_returns, timeout)  # type: ignore[arg-type]
+        return wait_sync(refs, num_returns, timeout)  # every ref completes on another thread
 
 
 def _loop_deadlock_message(loop: asyncio.AbstractEventLoop, what: str) -> str:
