@@ -41,6 +41,9 @@ class Counter:
     def pid(self) -> int:
         return os.getpid()
 
+    def length(self, text: str) -> int:
+        return len(text)
+
 
 @actorloop.remote
 class Gate:
@@ -164,6 +167,20 @@ def test_get_of_refs_made_on_another_thread() -> None:
     assert sorted(run(main())) == [1, 2, 3, 4]
 
 
+def test_get_of_a_home_loop_call_that_waits_for_a_ref_of_this_loop() -> None:
+    # The home loop waits for this loop's ref through this loop's entry queue: get() must drain it.
+    async def main() -> Any:
+        gate = Gate.remote()
+        c = Counter.remote()
+        dep = gate.wait.remote()  # this loop's ref, pending until the gate opens
+        dependent = await asyncio.to_thread(lambda: c.length.remote(dep))  # made in sync code: the home loop's
+        assert dependent.get_loop() is not asyncio.get_running_loop()
+        gate.open.remote()
+        return actorloop.get(dependent, timeout=HANG_GUARD)
+
+    assert run(main()) == len("opened")
+
+
 def test_wait_inside_a_running_loop() -> None:
     async def main() -> Any:
         gate = Gate.remote()
@@ -200,13 +217,15 @@ def test_other_tasks_of_the_loop_wait_while_get_blocks() -> None:
         async def other() -> None:
             steps.append("other ran")
 
-        task = asyncio.get_running_loop().create_task(other())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(other())
+        loop.call_soon(steps.append, "a plain callback ran")  # callbacks are the loop's I/O: they do run
         value = actorloop.get(square.remote(4))
         steps.append("get returned")
         await task
         return value, steps
 
-    assert run(main()) == (16, ["get returned", "other ran"])
+    assert run(main()) == (16, ["a plain callback ran", "get returned", "other ran"])
 
 
 def test_await_and_gather_are_unchanged_after_a_get() -> None:
@@ -232,6 +251,38 @@ def test_an_error_of_the_call_is_raised_by_get_in_a_loop() -> None:
             actorloop.get(c.inc.remote("not a number"))
 
     run(main())
+
+
+@actorloop.remote
+class Crashy:
+    def crash(self) -> None:
+        os._exit(1)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_get_in_a_loop_waits_through_an_actor_restart() -> None:
+    # Reconnecting to the restarted actor is one of actorloop's own tasks on this loop: get() runs it.
+    async def main() -> Any:
+        c = Crashy.options(max_restarts=1).remote()
+        with pytest.raises(actorloop.RayActorError):
+            actorloop.get(c.crash.remote(), timeout=HANG_GUARD)
+        return actorloop.get(c.ping.remote(), timeout=HANG_GUARD)
+
+    assert run(main()) == "pong"
+
+
+def test_util_queue_blocking_calls_inside_a_loop() -> None:
+    from actorloop.util.queue import Queue
+
+    async def main() -> Any:
+        q = Queue()
+        q.put(1)
+        q.put(2)
+        return q.get(timeout=HANG_GUARD), q.qsize(), await q.get_async()
+
+    assert run(main()) == (1, 1, 2)
 
 
 # -- true deadlocks: a clear error at once, never a hang ---------------------------
@@ -285,6 +336,24 @@ def test_get_in_an_async_actor_method_on_its_own_loop_raises_at_once() -> None:
     assert "would deadlock" in actorloop.get(caller.wait_in_method.remote(counter), timeout=HANG_GUARD)
     # await is the way, and the actor is fine; the calls whose get() was refused ran all the same.
     assert actorloop.get(caller.await_in_method.remote(counter), timeout=HANG_GUARD) == 3
+
+
+@actorloop.remote
+class AsyncInitGets:
+    def __init__(self, other: Any) -> None:  # a sync __init__ of an async actor runs on the actor's loop
+        try:
+            self.got: Any = actorloop.get(other.inc.remote())
+        except RuntimeError as exc:
+            self.got = str(exc)
+
+    async def result(self) -> Any:
+        return self.got
+
+
+def test_get_in_the_sync_init_of_an_async_actor_raises_at_once() -> None:
+    actor = AsyncInitGets.remote(Counter.remote())
+    message = actorloop.get(actor.result.remote(), timeout=HANG_GUARD)
+    assert "would deadlock" in message and "__init__" in message
 
 
 def test_a_sync_actor_waiting_on_a_call_to_itself_raises_at_once() -> None:
