@@ -281,7 +281,8 @@ def _loop_deadlock_message(loop: asyncio.AbstractEventLoop, what: str) -> str:
     rt = get_runtime()
     if rt is not None and loop is rt.home_loop:
         where = (
-            "an async actor's event loop (its methods, and a sync __init__, run there)"
+            "this actor's event loop (an async actor's methods and sync __init__, and async remote functions, "
+            "run there)"
             if rt.role == "actor"
             else "actorloop's own background loop (a done-callback of a ref made in sync code runs there)"
         )

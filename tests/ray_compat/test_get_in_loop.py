@@ -332,7 +332,7 @@ def test_get_in_an_async_actor_method_on_its_own_loop_raises_at_once() -> None:
     caller = AsyncCaller.remote()
     counter = Counter.remote()
     message = actorloop.get(caller.get_in_method.remote(counter), timeout=HANG_GUARD)
-    assert "would deadlock" in message and "await ref" in message and "async actor" in message
+    assert "would deadlock" in message and "await ref" in message and "actor's event loop" in message
     assert "would deadlock" in actorloop.get(caller.wait_in_method.remote(counter), timeout=HANG_GUARD)
     # await is the way, and the actor is fine; the calls whose get() was refused ran all the same.
     assert actorloop.get(caller.await_in_method.remote(counter), timeout=HANG_GUARD) == 3
@@ -354,6 +354,20 @@ def test_get_in_the_sync_init_of_an_async_actor_raises_at_once() -> None:
     actor = AsyncInitGets.remote(Counter.remote())
     message = actorloop.get(actor.result.remote(), timeout=HANG_GUARD)
     assert "would deadlock" in message and "__init__" in message
+
+
+@actorloop.remote
+async def async_task_that_gets() -> str:
+    try:
+        actorloop.get(square.remote(2))
+    except RuntimeError as exc:
+        return str(exc)
+    return "no error"
+
+
+def test_get_in_an_async_remote_function_raises_at_once() -> None:
+    message = actorloop.get(async_task_that_gets.remote(), timeout=HANG_GUARD)
+    assert "would deadlock" in message and "await ref" in message
 
 
 def test_a_sync_actor_waiting_on_a_call_to_itself_raises_at_once() -> None:
