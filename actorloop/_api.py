@@ -362,7 +362,7 @@ def _drive(loop: Any, refs: list[ObjectRef[Any]], num_returns: int, timeout: flo
     if current is not None:
         _leave_task(loop, current)
     held: collections.deque[Any] = collections.deque()
-    ours: dict[asyncio.Task[Any], bool] = {}
+    ours: dict[Any, bool] = {}
     # The iteration that called us already counted the ready callbacks it will pop after ours.
     expected = len(loop._ready)
     try:
@@ -387,10 +387,14 @@ def _drive(loop: Any, refs: list[ObjectRef[Any]], num_returns: int, timeout: flo
 
 #: Longest single wait in the selector; a safety net, never the mechanism (the wake-ups are).
 _FALLBACK_POLL = 0.25
+#: asyncio's C tasks, and its pure-Python ones (which some libraries patch in).
+_TASK_TYPES: tuple[type, ...] = tuple(
+    t for t in (asyncio.Task, getattr(asyncio.tasks, "_PyTask", None)) if isinstance(t, type)
+)
 
 
 def _run_once_holding_tasks(
-    loop: Any, held: collections.deque[Any], ours: dict[asyncio.Task[Any], bool], longest: float
+    loop: Any, held: collections.deque[Any], ours: dict[Any, bool], longest: float
 ) -> None:
     """One iteration of asyncio's ``BaseEventLoop._run_once`` that holds back other tasks' steps."""
     ready = loop._ready
@@ -416,13 +420,13 @@ def _run_once_holding_tasks(
             continue
         # A task's step or wake-up is its bound method (__self__ is the task) on every supported Python.
         task = getattr(handle._callback, "__self__", None)
-        if isinstance(task, asyncio.Task) and not _is_ours(task, ours):
+        if isinstance(task, _TASK_TYPES) and not _is_ours(task, ours):
             held.append(handle)
             continue
         handle._run()
 
 
-def _is_ours(task: asyncio.Task[Any], cache: dict[asyncio.Task[Any], bool]) -> bool:
+def _is_ours(task: Any, cache: dict[Any, bool]) -> bool:
     known = cache.get(task)
     if known is None:
         code = getattr(task.get_coro(), "cr_code", None)
