@@ -6,10 +6,16 @@ gave them, and then asks the runtime (``_runtime``) or the refs (``_ref``).
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import heapq
 import os
 import socket
 import threading
+import time
 from asyncio import events
+from asyncio.tasks import _enter_task, _leave_task
 from typing import Any, Sequence, TypeVar, overload
 
 import cloudpickle
@@ -17,9 +23,9 @@ import cloudpickle
 from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
-from ._meta import ActorInfo, env_vars_of
-from ._ref import ObjectRef, wait_sync
-from ._runtime import get_runtime, require_runtime
+from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
+from ._ref import ObjectRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
+from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from .exceptions import GetTimeoutError, SerializationError
 from .runtime_context import get_runtime_context
 
@@ -150,14 +156,6 @@ def is_initialized() -> bool:
     return get_runtime() is not None
 
 
-def _check_not_in_loop(what: str) -> None:
-    if events._get_running_loop() is not None:
-        raise RuntimeError(
-            f"actorloop.{what}() would block the running event loop (and deadlock it); use `await ref` "
-            f"(or `await asyncio.gather(*refs)`) in async code instead"
-        )
-
-
 @overload
 def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 
@@ -167,17 +165,21 @@ def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list
 
 
 def get(refs: Any, *, timeout: float | None = None) -> Any:
-    """Block until the ref(s) resolve and return their value(s), for sync code.
+    """Block until the ref(s) resolve and return their value(s), as Ray's ``get`` does.
 
-    Raises ``GetTimeoutError`` after ``timeout`` seconds, the call's error
+    Works on any thread, also where an event loop is running (Jupyter,
+    IPython's autoawait, ``python -m asyncio``, a coroutine under
+    ``asyncio.run``): the loop's other tasks wait, as they would in Ray,
+    while the calls' results still arrive (see ``docs/get.md``).  Raises
+    ``GetTimeoutError`` after ``timeout`` seconds, the call's error
     (``TaskError``, ``ActorDiedError``, ...) if it failed, and
-    ``RuntimeError`` on a thread that is running an event loop.
+    ``RuntimeError`` at once where waiting could never end (an async actor
+    blocking its own loop, a sync actor waiting on a call to itself).
 
     Example::
 
         values = actorloop.get([c.increment.remote() for _ in range(3)])
     """
-    _check_not_in_loop("get")
     single = isinstance(refs, ObjectRef)
     ref_list = [refs] if single else list(refs) if isinstance(refs, (list, tuple)) else None
     if ref_list is None:
@@ -187,12 +189,7 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
             raise TypeError(f"actorloop.get() takes ObjectRefs, got {type(ref).__name__} in the list")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    lending = _tasks.blocked_in_get(ref_list)  # a task lends its worker slot while it waits
-    if lending is None:
-        done = wait_sync(ref_list, len(ref_list), timeout)
-    else:
-        with lending:
-            done = wait_sync(ref_list, len(ref_list), timeout)
+    done = _block_until(ref_list, len(ref_list), timeout, "get")
     if done < len(ref_list):
         raise GetTimeoutError(
             f"get() timed out after {timeout} s with {len(ref_list) - done} of {len(ref_list)} not ready"
@@ -206,11 +203,12 @@ def wait(
 ) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
     """Wait until ``num_returns`` refs are ready; return ``(ready, not_ready)`` in the order given.
 
+    Like ``get``, it works where an event loop is running.
+
     Example::
 
         ready, not_ready = actorloop.wait(refs, num_returns=2, timeout=1.0)
     """
-    _check_not_in_loop("wait")
     ref_list = list(refs)
     for ref in ref_list:
         if not isinstance(ref, ObjectRef):
@@ -221,17 +219,219 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    lending = _tasks.blocked_in_get(ref_list)
-    if lending is None:
-        wait_sync(ref_list, num_returns, timeout)
-    else:
-        with lending:
-            wait_sync(ref_list, num_returns, timeout)
+    _block_until(ref_list, num_returns, timeout, "wait")
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
     for ref in ref_list:
         (ready if ref.done() and len(ready) < num_returns else not_ready).append(ref)
     return ready, not_ready
+
+
+# -- blocking where a loop runs ---------------------------------------------------
+#
+# Ray's get() blocks the calling thread and its I/O goes on in Ray's own
+# threads.  Here a call made on a running event loop goes out on that loop's
+# own connection (so that ``await ref`` costs no thread hop, SPEC section 4),
+# and its answer arrives through that loop: block the loop's thread in a
+# plain wait and the answer is never read.  Moving those calls to the home
+# loop's thread instead would cost every ``await`` two thread hops, and a
+# call already sent on the loop's socket cannot move at all.  So get() on a
+# loop's thread *is* that loop for a while: it runs the loop's I/O, timers
+# and callbacks itself, and the steps of actorloop's own tasks (connecting,
+# resolving ref arguments, task retries), but holds back the steps of every
+# other task until it returns.  To the user's code that is Ray's behaviour:
+# their coroutines stay frozen while get() blocks, the calls complete.
+#
+# That needs the loop's internals: asyncio's own loop (``BaseEventLoop``,
+# which Jupyter, IPython, ``python -m asyncio`` and ``asyncio.run`` use).  A
+# uvloop loop (an actor's own loop, ``uvloop.run``) cannot be driven from
+# inside one of its callbacks; there get() still blocks for refs that other
+# threads complete, and refuses (RuntimeError, at once) a ref only that loop
+# could complete - for an async actor this is a true deadlock, as Ray warns.
+
+
+def _block_until(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None, what: str) -> int:
+    """Wait until ``num_returns`` of ``refs`` are done (or ``timeout``); return how many are."""
+    loop = events._get_running_loop()
+    if loop is None and current_lane.group is None:
+        # Plain sync code (the common case): the refs complete on other threads' loops.
+        lending = _tasks.blocked_in_get(refs)  # a task lends its worker slot while it waits
+        if lending is None:
+            return wait_sync(refs, num_returns, timeout)
+        with lending:
+            return wait_sync(refs, num_returns, timeout)
+    pending = [r for r in refs if not r.done()]
+    if len(refs) - len(pending) >= num_returns or timeout == 0:
+        return len(refs) - len(pending)
+    if current_lane.group is not None:
+        _refuse_self_wait(pending, what)
+    lending = _tasks.blocked_in_get(pending)
+    with lending if lending is not None else contextlib.nullcontext():
+        if loop is None or loop.is_closed():
+            return wait_sync(refs, num_returns, timeout)
+        if _drivable(loop):
+            return _drive(loop, refs, num_returns, timeout)
+        for ref in pending:
+            if ref.get_loop() is loop:
+                raise RuntimeError(_loop_deadlock_message(loop, what))
+        return wait_sync(refs, num_returns, timeout)  # every ref completes on another thread
+
+
+def _loop_deadlock_message(loop: asyncio.AbstractEventLoop, what: str) -> str:
+    rt = get_runtime()
+    if rt is not None and loop is rt.home_loop:
+        where = (
+            "this actor's event loop (an async actor's methods and sync __init__, and async remote functions, "
+            "run there)"
+            if rt.role == "actor"
+            else "actorloop's own background loop (a done-callback of a ref made in sync code runs there)"
+        )
+    else:
+        where = f"a {type(loop).__module__}.{type(loop).__name__} event loop (get() can run only asyncio's own loops)"
+    return (
+        f"actorloop.{what}() would deadlock: it was called on the thread of {where}, and the result it waits "
+        f"for can only arrive through that same loop, which a blocking {what}() stops. Use `await ref` (or "
+        f"`await asyncio.gather(*refs)`, `await asyncio.wait(refs)`) here instead"
+    )
+
+
+def _refuse_self_wait(pending: list[ObjectRef[Any]], what: str) -> None:
+    """On an actor's method thread: refuse to wait for a call to this actor that only this thread could run."""
+    lane = current_lane
+    for ref in pending:
+        call = self_call_of(ref)
+        if call is None:
+            continue
+        method, group, is_async = call
+        if group != lane.group:
+            continue  # another concurrency group: other threads run it
+        # A sync method of this group runs on one of the lane's threads, an async one needs a free slot of the
+        # group: with one of either, that is the one this thread holds while it waits.
+        if (lane.size if not is_async else lane.limit) == 1:
+            where = "concurrency group" if group != DEFAULT_GROUP else "actor (max_concurrency=1)"
+            raise RuntimeError(
+                f"actorloop.{what}() would deadlock: this actor method waits for its own call to {method}(), "
+                f"which can only start once this method returns (this {where} runs one call at a time). "
+                f"Return the ref instead of its value, make the method async and `await ref`, or let the "
+                f"call run elsewhere (max_concurrency > 1 or a concurrency group of its own)"
+            )
+
+
+class _LoopWake(SyncWaiter):
+    """Wakes a loop that ``_drive`` runs when a ref of another loop (or thread) finishes."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # no lock: the loop's selector is the wait
+        self.loop = loop
+
+    def notify(self, ref: ObjectRef[Any]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(_nothing)
+        except RuntimeError:  # closed: nothing to wake
+            pass
+
+
+def _nothing() -> None:
+    pass
+
+
+def _drivable(loop: asyncio.AbstractEventLoop) -> bool:
+    return isinstance(loop, asyncio.BaseEventLoop) and hasattr(loop, "_selector") and hasattr(loop, "_ready")
+
+
+#: Where actorloop's own coroutines live: their tasks run while get() drives a loop.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _drive(loop: Any, refs: list[ObjectRef[Any]], num_returns: int, timeout: float | None) -> int:
+    """Run ``loop`` (whose thread this is, inside one of its callbacks) until ``num_returns`` refs are done."""
+    pending = [r for r in refs if not r.done()]
+    for ref in pending:
+        _check_resolvable(ref.get_loop())
+    elsewhere = [r for r in pending if r.get_loop() is not loop]
+    wake = _LoopWake(loop)
+    if elsewhere:
+        _add_waiter(elsewhere, wake)
+        for ref in elsewhere:
+            if ref.done():
+                wake.notify(ref)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    # The task that called get() steps aside, so that actorloop's own tasks may take steps meanwhile.
+    current = asyncio.current_task(loop)
+    if current is not None:
+        _leave_task(loop, current)
+    held: collections.deque[Any] = collections.deque()
+    ours: dict[Any, bool] = {}
+    # The iteration that called us already counted the ready callbacks it will pop after ours.
+    expected = len(loop._ready)
+    try:
+        while True:
+            if sum(1 for r in refs if r.done()) >= num_returns:
+                break
+            left = _FALLBACK_POLL if deadline is None else min(_FALLBACK_POLL, deadline - time.monotonic())
+            if left <= 0:
+                break
+            _run_once_holding_tasks(loop, held, ours, left)
+    finally:
+        ready = loop._ready
+        ready.extendleft(reversed(held))  # the held steps run first, in their order, once get() returns
+        while len(ready) < expected:  # we ran some of those callbacks: stand-ins keep its count right
+            ready.append(asyncio.Handle(_nothing, (), loop))
+        if current is not None:
+            _enter_task(loop, current)
+        if elsewhere:
+            _remove_waiter(elsewhere, wake)
+    return sum(1 for r in refs if r.done())
+
+
+#: Longest single wait in the selector; a safety net, never the mechanism (the wake-ups are).
+_FALLBACK_POLL = 0.25
+#: asyncio's C tasks, and its pure-Python ones (which some libraries patch in).
+_TASK_TYPES: tuple[type, ...] = tuple(
+    t for t in (asyncio.Task, getattr(asyncio.tasks, "_PyTask", None)) if isinstance(t, type)
+)
+
+
+def _run_once_holding_tasks(
+    loop: Any, held: collections.deque[Any], ours: dict[Any, bool], longest: float
+) -> None:
+    """One iteration of asyncio's ``BaseEventLoop._run_once`` that holds back other tasks' steps."""
+    ready = loop._ready
+    scheduled = loop._scheduled
+    while scheduled and scheduled[0]._cancelled:
+        loop._timer_cancelled_count -= 1
+        heapq.heappop(scheduled)._scheduled = False
+    if ready:
+        wait_for = 0.0
+    elif scheduled:
+        wait_for = min(max(0.0, scheduled[0]._when - loop.time()), longest)
+    else:
+        wait_for = longest
+    loop._process_events(loop._selector.select(wait_for))
+    end = loop.time() + loop._clock_resolution
+    while scheduled and scheduled[0]._when < end:
+        handle = heapq.heappop(scheduled)
+        handle._scheduled = False
+        ready.append(handle)
+    for _ in range(len(ready)):
+        handle = ready.popleft()
+        if handle._cancelled:
+            continue
+        # A task's step or wake-up is its bound method (__self__ is the task) on every supported Python.
+        task = getattr(handle._callback, "__self__", None)
+        if isinstance(task, _TASK_TYPES) and not _is_ours(task, ours):
+            held.append(handle)
+            continue
+        handle._run()
+
+
+def _is_ours(task: Any, cache: dict[Any, bool]) -> bool:
+    known = cache.get(task)
+    if known is None:
+        code = getattr(task.get_coro(), "cr_code", None)
+        known = cache[task] = code is not None and code.co_filename.startswith(_PACKAGE_DIR)
+    return known
 
 
 def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:

@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import uuid
+import weakref
 from asyncio import events
 from typing import Any
 
@@ -35,7 +36,16 @@ from ._node._dirs import read_secret  # checks the directory and the secret befo
 from ._ref import ObjectRef
 from .exceptions import PendingCallsLimitExceeded, SerializationError
 
-__all__ = ["ActorState", "Runtime", "get_runtime", "require_runtime", "set_runtime", "start"]
+__all__ = [
+    "ActorState",
+    "Runtime",
+    "current_lane",
+    "get_runtime",
+    "require_runtime",
+    "self_call_of",
+    "set_runtime",
+    "start",
+]
 
 _get_running_loop = events._get_running_loop
 
@@ -130,6 +140,37 @@ def stop() -> None:
         if rt.embedded_node is not None and os.environ.get("ACTORLOOP_ADDRESS") == rt.node_dir:
             del os.environ["ACTORLOOP_ADDRESS"]
         rt.shutdown()
+
+
+# -- what a blocking get() needs to know to refuse a self-deadlock ---------------
+
+
+class _CurrentLane(threading.local):
+    """Set by an actor's method threads (``_worker._Lane``): which concurrency group this thread serves.
+
+    ``get()`` reads it to tell a call that can only run on this very thread
+    (a sync actor waiting on itself) from one that merely takes a while.
+    """
+
+    group: str | None = None
+    #: Threads of the lane (sync methods of the group run on them, one call per thread).
+    size = 0
+    #: Calls of the group that may run at once (async methods of the group count against it).
+    limit = 0
+
+
+current_lane = _CurrentLane()
+
+#: Calls an actor made to itself: ref -> (method, concurrency group, whether the method is async).
+#: Only self-calls are recorded (a string compare per call elsewhere); entries go with their refs.
+_self_calls: weakref.WeakKeyDictionary[ObjectRef[Any], tuple[str, str, bool]] = weakref.WeakKeyDictionary()
+
+
+def self_call_of(ref: ObjectRef[Any]) -> tuple[str, str, bool] | None:
+    """``(method, group, is_async)`` if ``ref`` is a call this actor made to itself, else None."""
+    if not _self_calls:
+        return None
+    return _self_calls.get(ref)
 
 
 # -- per-actor state in this process -------------------------------------------
@@ -242,6 +283,10 @@ class ActorState:
             self.pending += 1
         call_id = next(conn.ids)
         ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id, self)
+        if rt.actor_id == self.actor_id:  # an actor calling itself: get() must know (see _CurrentLane)
+            method_meta = self.meta.methods.get(method)
+            target_group = group or (method_meta.group if method_meta else None) or DEFAULT_GROUP
+            _self_calls[ref] = (method, target_group, bool(method_meta and method_meta.is_async))
         has_refs = False
         for value in args:
             if isinstance(value, ObjectRef):

@@ -39,7 +39,7 @@ import cloudpickle
 
 from . import _protocol as proto
 from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
-from ._runtime import Runtime, set_runtime
+from ._runtime import Runtime, current_lane, set_runtime
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None
@@ -139,6 +139,10 @@ class _Lane:
             thread.start()
 
     def _run(self) -> None:
+        # What get() on this thread needs to refuse waiting on a call that only this lane could run.
+        current_lane.group = self._name
+        current_lane.size = self._size
+        current_lane.limit = self._worker.groups[self._name].limit
         get = self._queue.get
         idle_lock = self._idle_lock
         # Idle threads matter only while the lane may still start more; a lane of one never asks.

@@ -74,11 +74,12 @@ def test_get_timeout_raises_get_timeout_error(echo: actorloop.ActorHandle) -> No
     assert actorloop.get(ref) == 0.5
 
 
-def test_get_inside_running_loop_raises_runtime_error(echo: actorloop.ActorHandle) -> None:
+def test_get_inside_running_loop_returns_the_value(echo: actorloop.ActorHandle) -> None:
+    # Issue 11 replaced SPEC section 4's RuntimeError: get() blocks and returns, as Ray's does
+    # (tests/ray_compat/test_get_in_loop.py has the rest).
     async def main() -> None:
         ref = echo.echo.remote(1)
-        with pytest.raises(RuntimeError, match="await"):
-            actorloop.get(ref)
+        assert actorloop.get(ref) == 1
         assert await ref == 1
 
     asyncio.run(main())
