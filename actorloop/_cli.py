@@ -232,11 +232,14 @@ def _command_of(pid: object) -> str:
     """`` (python job.py)``: the command line of a driver, to tell scripts apart; empty if unknown."""
     try:
         with open(f"/proc/{int(pid)}/cmdline", "rb") as f:  # type: ignore[call-overload]
-            words = f.read().split(b"\0")
+            words = [w.decode("utf-8", "replace") for w in f.read().split(b"\0") if w]
     except (OSError, TypeError, ValueError):
         return ""
-    text = " ".join(w.decode("utf-8", "replace") for w in words if w)
-    return f" ({text[:80]}{'...' if len(text) > 80 else ''})" if text else ""
+    if not words:
+        return ""
+    # The interpreter's path says little; the script, at the end, says most: keep the end.
+    text = " ".join([os.path.basename(words[0]), *words[1:]])
+    return f" ({text if len(text) <= 80 else '...' + text[-77:]})"
 
 
 def _duration(seconds: float) -> str:
