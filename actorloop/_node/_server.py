@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -182,10 +183,13 @@ class Node:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        # Inside our own checked directory; the logs of the node that ran here before are
+        # unreachable now (their actors are gone), so they go.  rmtree follows no links.
+        shutil.rmtree(self.logs_dir, ignore_errors=True)
         try:
-            os.mkdir(self.logs_dir, 0o700)  # inside our own checked directory
-        except FileExistsError:
-            pass
+            os.mkdir(self.logs_dir, 0o700)
+        except OSError as exc:  # the node runs on; actors' output reaches drivers, `actorloop logs` finds none
+            print(f"actorloop node: cannot keep actor output in {self.logs_dir}: {exc}", file=sys.stderr)
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
         os.chmod(path, 0o600)
         for zygote in (self.zygote, self.http_zygote):
