@@ -20,6 +20,7 @@ from typing import Any
 
 from ._connection import SyncNodeChannel
 from ._node import default_daemon_dir, node_running, prepare_dir, read_secret, start_node_process
+from ._node._logs import KeptParser, json_head, json_line
 from ._node._registry import EmbeddedEntry, embedded_nodes
 
 #: The states an actor can be in, for ``list --state``.
@@ -342,7 +343,7 @@ def cmd_logs(args: argparse.Namespace) -> None:
     node_dir = _default_node(args.address)
     actor = _find_actor(_actors(node_dir), args.name, args.namespace)
     path = os.path.join(node_dir, "logs", f"{actor['actor_id']}.log")
-    reader = _LogReader(path, args.json)
+    reader = _LogReader(path, actor if args.json else None)
     reader.read_rotated()
     reader.read_new()
     if not args.follow:
@@ -369,16 +370,20 @@ def cmd_logs(args: argparse.Namespace) -> None:
 
 
 class _LogReader:
-    """Prints an actor's log file (JSON records, see _node/_server.py) and what is appended to it.
+    """Prints an actor's kept log (see _node/_logs.py) and what is appended to it.
+
+    Plain lines go to stdout or stderr as the actor wrote them; with the
+    actor's description (``--json``) each becomes a JSON record on stdout.
 
     A file that passes its size limit is renamed ``.log.1`` by the node and a
     new one started: the reader notices the new inode, finishes the old
     file and goes on with the new one.
     """
 
-    def __init__(self, path: str, raw: bool) -> None:
+    def __init__(self, path: str, json_of: dict[str, Any] | None) -> None:
         self.path = path
-        self.raw = raw
+        self.json_of = json_of
+        self.parser = KeptParser()
         self.fd: int | None = None
         self.ino: int | None = None
         self.pending = b""
@@ -426,16 +431,25 @@ class _LogReader:
         sys.stdout.flush()
         sys.stderr.flush()
 
-    def _print(self, line: bytes) -> None:
-        if self.raw:
-            sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+    def _print(self, raw: bytes) -> None:
+        record = self.parser.feed(raw.decode("utf-8", "replace"))
+        if record is None:
             return
-        try:
-            record = json.loads(line)
-            stream = sys.stderr if record["stream"] == "stderr" else sys.stdout
-            stream.write(str(record["message"]) + "\n")
-        except (ValueError, KeyError, TypeError):
-            sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+        t, pid, stream_no, text = record
+        a = self.json_of
+        if a is None:
+            (sys.stderr if stream_no == 2 else sys.stdout).write(text + "\n")
+            return
+        head = json_head(
+            t=t,
+            actor_id=a["actor_id"],
+            class_name=a["class_name"],
+            name=a["name"],
+            namespace=a["namespace"],
+            pid=pid,
+            stream_no=stream_no,
+        )
+        sys.stdout.write(json_line(head, text))
 
 
 def _open_log(path: str) -> int | None:

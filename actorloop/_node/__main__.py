@@ -22,8 +22,9 @@ import actorloop  # noqa: F401
 from actorloop import _worker  # noqa: F401
 from actorloop._fds import raise_fd_limit
 from actorloop._node import default_daemon_dir, prepare_dir
+from actorloop._node._logs import LOG_FORMATS
 from actorloop._node._registry import register, unregister
-from actorloop._node._server import LOG_FORMATS, Node, shutdown_timeout_from_env
+from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._sweep import sweep_leftovers
 from actorloop._node._zygote import zygote_main
 from actorloop._protocol import SECRET_BYTES

@@ -13,8 +13,6 @@ the group at once.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
 import logging
 import os
 import pickle
@@ -32,6 +30,7 @@ from .._fds import is_fd_exhaustion, out_of_fds_error
 from .._meta import ActorInfo
 from .._shm import WRITER_GONE_GRACE
 from ..exceptions import ActorDiedError
+from ._logs import LOG_FORMATS, json_head, json_line, kept_chunk
 
 _log = logging.getLogger("actorloop.node")
 
@@ -51,14 +50,12 @@ STOP_GRACE = 1.0
 RESTART_BACKOFF_FIRST = 0.1
 RESTART_BACKOFF_MAX = 10.0
 RESTART_BACKOFF_RESET = 10.0
-#: Each actor's output is kept in ``<node dir>/logs/<actor id>.log`` (one JSON record a line,
-#: for ``actorloop logs``): a file that passes this size becomes ``.log.1`` (the one before is
+#: Each actor's output is kept in ``<node dir>/logs/<actor id>.log`` (see _logs.py) for
+#: ``actorloop logs``: a file that passes this size becomes ``.log.1`` (the one before is
 #: dropped), so an actor's kept output is at most twice this.
 LOG_FILE_BYTES = 512 * 1024
 #: The logs of this many dead actors are kept; older ones are removed.
 MAX_DEAD_LOGS = 100
-#: The formats of actor output: ``(Class pid=N) line`` or one JSON object a line.
-LOG_FORMATS = ("text", "json")
 
 
 def shutdown_timeout_from_env() -> float:
@@ -549,7 +546,7 @@ class Node:
         """Append the lines to the actor's log file (for ``actorloop logs``), rotating it at LOG_FILE_BYTES."""
         if actor.log_bytes is None:
             return
-        data = _format_lines(actor, stream_no, texts, pid, now, "json").encode()
+        data = kept_chunk(now, pid, stream_no, texts)
         path = os.path.join(self.logs_dir, f"{actor.actor_id}.log")
         try:
             if actor.log_bytes and actor.log_bytes + len(data) > LOG_FILE_BYTES:
@@ -903,17 +900,16 @@ def _format_lines(
 ) -> str:
     """Lines of an actor's output as its receiver wants them: prefixed text or JSON records."""
     if log_format == "json":
-        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="microseconds")
-        base = {
-            "time": stamp.replace("+00:00", "Z"),
-            "actor_id": actor.actor_id,
-            "class": actor.class_name,
-            "name": actor.name,
-            "namespace": actor.namespace,
-            "pid": pid,
-            "stream": "stdout" if stream_no == 1 else "stderr",
-        }
-        return "".join(json.dumps({**base, "message": text}, ensure_ascii=False) + "\n" for text in texts)
+        head = json_head(
+            t=now,
+            actor_id=actor.actor_id,
+            class_name=actor.class_name,
+            name=actor.name,
+            namespace=actor.namespace,
+            pid=pid,
+            stream_no=stream_no,
+        )
+        return "".join(json_line(head, text) for text in texts)
     prefix = f"({actor.log_name or actor.class_name} pid={pid if pid is not None else '?'}) "
     return "".join(prefix + text + "\n" for text in texts)
 

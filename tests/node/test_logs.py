@@ -74,3 +74,12 @@ def test_a_bad_log_format_is_refused_before_anything_starts() -> None:
     with pytest.raises(ValueError, match='log_format must be "text" or "json", got \'xml\''):
         actorloop.init(log_format="xml")
     assert not actorloop.is_initialized()
+
+
+def test_the_kept_log_format_round_trips_any_line() -> None:
+    from actorloop._node._logs import kept_chunk, parse_kept
+
+    texts = ["plain", "@looks like a header", "1 starts with a mark", "", "ünïcödé \t\r tabs"]
+    data = kept_chunk(1700000000.25, 42, 1, texts) + kept_chunk(1700000001.5, None, 2, ["err"])
+    records = parse_kept(data.decode().split("\n"))  # as `actorloop logs` splits: on newlines only
+    assert records == [(1700000000.25, 42, 1, t) for t in texts] + [(1700000001.5, None, 2, "err")]
