@@ -59,6 +59,7 @@ def init(
     *,
     namespace: str | None = None,
     log_to_driver: bool = True,
+    log_format: str = "text",
     ignore_reinit_error: bool = False,
     runtime_env: dict[str, Any] | None = None,
     num_cpus: int | None = None,
@@ -77,6 +78,11 @@ def init(
     sizes the remote-function pool.  Ray's other options that mean nothing
     on one machine are accepted (see ``IGNORED_INIT_OPTIONS``); unknown ones
     raise ``TypeError``.
+
+    ``log_format="json"`` prints each line the actors write as one JSON
+    object (``time``, ``actor_id``, ``class``, ``name``, ``namespace``,
+    ``pid``, ``stream``, ``message``) instead of ``(Class pid=N) line``, for
+    log collectors; an embedded node writes its detached actors' lines so too.
 
     Example::
 
@@ -101,11 +107,13 @@ def init(
                 raise ValueError('"" is not a valid namespace; pass None to get an anonymous one')
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a string (a node directory, 'auto' or 'local'), got {address!r}")
+        if log_format not in ("text", "json"):
+            raise ValueError(f'log_format must be "text" or "json", got {log_format!r}')
         env_vars = env_vars_of(runtime_env, "actorloop.init(runtime_env=...)")
         if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
         _tasks.configure(num_cpus)
-        rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
+        rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver, log_format=log_format)
         rt.env_vars = env_vars
         rt.num_cpus = num_cpus
         return _context()

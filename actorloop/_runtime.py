@@ -80,7 +80,11 @@ def require_runtime() -> Runtime:
 
 
 def start(
-    address: str | None = None, *, namespace: str | None = None, log_to_driver: bool = True
+    address: str | None = None,
+    *,
+    namespace: str | None = None,
+    log_to_driver: bool = True,
+    log_format: str = "text",
 ) -> Runtime:
     """Connect this process to a node (see ``actorloop.init``) and make it the process's runtime."""
     with _runtime_lock:
@@ -103,7 +107,7 @@ def start(
                 )
             address = daemon
         if address == "local":
-            embedded = EmbeddedNode()
+            embedded = EmbeddedNode(log_format)
             node_dir = embedded.dir
         else:
             node_dir = os.path.abspath(address)
@@ -116,7 +120,9 @@ def start(
                 log_to_driver,
                 embedded_node=embedded,
             )
-            rt.connect_node_sync(("hello", rt.client_id, "driver", os.getpid(), log_to_driver, rt.namespace))
+            rt.connect_node_sync(
+                ("hello", rt.client_id, "driver", os.getpid(), log_to_driver, rt.namespace, log_format)
+            )
         except BaseException:
             if embedded is not None:
                 embedded.proc.kill()

@@ -81,10 +81,18 @@ def node_running(path: str) -> bool:
         sock.close()
 
 
-def start_node_process(node_dir: str, *, embedded: bool, log_path: str | None = None) -> subprocess.Popen[bytes]:
-    """Start a node serving ``node_dir`` and return once it listens."""
+def start_node_process(
+    node_dir: str, *, embedded: bool, log_path: str | None = None, log_format: str = "text"
+) -> subprocess.Popen[bytes]:
+    """Start a node serving ``node_dir`` and return once it listens.
+
+    ``log_format`` ("text" or "json") is how the node writes the output of
+    actors nobody receives (detached ones whose creator is gone) to its own log.
+    """
     ready_r, ready_w = os.pipe()
     cmd = [sys.executable, "-m", "actorloop._node", "--dir", node_dir, "--ready-fd", str(ready_w)]
+    if log_format != "text":
+        cmd += ["--log-format", log_format]
     if embedded:
         cmd += ["--parent", str(os.getpid())]
     out = None
@@ -119,10 +127,10 @@ def start_node_process(node_dir: str, *, embedded: bool, log_path: str | None = 
 class EmbeddedNode:
     """A node owned by this process: a private directory, ended with the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_format: str = "text") -> None:
         # mkdtemp makes it 0700, ours, with a name nobody could guess in advance.
         self.dir = tempfile.mkdtemp(prefix="actorloop-")
-        self.proc = start_node_process(self.dir, embedded=True)
+        self.proc = start_node_process(self.dir, embedded=True, log_format=log_format)
 
     def stop(self) -> None:
         """Wait for the node to end (it does once our connections closed), then clean up."""

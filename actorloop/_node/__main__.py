@@ -22,6 +22,8 @@ import actorloop  # noqa: F401
 from actorloop import _worker  # noqa: F401
 from actorloop._fds import raise_fd_limit
 from actorloop._node import default_daemon_dir, prepare_dir
+from actorloop._node._logs import LOG_FORMATS
+from actorloop._node._registry import register, unregister
 from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._sweep import sweep_leftovers
 from actorloop._node._zygote import zygote_main
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     args = parser.parse_args()
     try:
         shutdown_timeout_from_env()  # a bad setting fails the start, with this line in the log
@@ -76,12 +79,18 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     loop = uvloop.new_event_loop()
-    node = Node(loop, node_dir, secret, node_side, node_http_side, embedded_parent=args.parent)
+    node = Node(
+        loop, node_dir, secret, node_side, node_http_side, embedded_parent=args.parent, log_format=args.log_format
+    )
+    registered: list[str | None] = []
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
 
     def announce() -> None:
         with open(os.path.join(node_dir, "node.pid"), "w") as f:
             f.write(str(os.getpid()))
+        if args.parent is not None:
+            # Listed for `actorloop status` of this user (the directory itself is a secret temp name).
+            registered.append(register(default_daemon_dir(), node_dir, args.parent))
         os.write(args.ready_fd, f"READY {os.getpid()}\n".encode())
         os.close(args.ready_fd)
         # What killed runs left (segments, embedded node directories): off the loop, after READY.
@@ -93,6 +102,8 @@ def main() -> None:
     try:
         loop.run_until_complete(node.serve())
     finally:
+        for entry in registered:
+            unregister(entry)
         for name in ("node.sock", "node.pid"):
             try:
                 os.unlink(os.path.join(node_dir, name))

@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from .._fds import is_fd_exhaustion, out_of_fds_error
 from .._meta import ActorInfo
 from .._shm import WRITER_GONE_GRACE
 from ..exceptions import ActorDiedError
+from ._logs import LOG_FORMATS, json_head, json_line, kept_chunk
 
 _log = logging.getLogger("actorloop.node")
 
@@ -48,6 +50,12 @@ STOP_GRACE = 1.0
 RESTART_BACKOFF_FIRST = 0.1
 RESTART_BACKOFF_MAX = 10.0
 RESTART_BACKOFF_RESET = 10.0
+#: Each actor's output is kept in ``<node dir>/logs/<actor id>.log`` (see _logs.py) for
+#: ``actorloop logs``: a file that passes this size becomes ``.log.1`` (the one before is
+#: dropped), so an actor's kept output is at most twice this.
+LOG_FILE_BYTES = 512 * 1024
+#: The logs of this many dead actors are kept; older ones are removed.
+MAX_DEAD_LOGS = 100
 
 
 def shutdown_timeout_from_env() -> float:
@@ -75,6 +83,10 @@ class _Client:
     conns: set[NodeServerConnection] = field(default_factory=set)
     primary: NodeServerConnection | None = None
     log_to_driver: bool = True
+    #: How actor output pushed to this client is formatted (one of LOG_FORMATS).
+    log_format: str = "text"
+    #: Set for an actor's own client: its output goes on to the actor's owner (one prefix, not two).
+    actor_id: str | None = None
 
 
 @dataclass
@@ -118,6 +130,8 @@ class _Actor:
     restart_timer: asyncio.TimerHandle | None = None
     backoff: float = 0.0
     alive_since: float | None = None
+    #: Bytes in the actor's current log file; None once writing it failed (see _keep_lines).
+    log_bytes: int | None = 0
 
 
 class Node:
@@ -130,6 +144,7 @@ class Node:
         http_zygote_sock: socket.socket,
         *,
         embedded_parent: int | None,
+        log_format: str = "text",
     ) -> None:
         self.loop = loop
         self.dir = node_dir
@@ -152,6 +167,10 @@ class Node:
         self._server: asyncio.AbstractServer | None = None
         self._parent_seen = False
         self._zygote_gone = False
+        #: How lines of actors nobody receives (detached ones) are written to the node's own output.
+        self.log_format = log_format
+        self.logs_dir = os.path.join(node_dir, "logs")
+        self._dead_logs: list[str] = []
 
     # -- life ------------------------------------------------------------------
 
@@ -161,6 +180,13 @@ class Node:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        # Inside our own checked directory; the logs of the node that ran here before are
+        # unreachable now (their actors are gone), so they go.  rmtree follows no links.
+        shutil.rmtree(self.logs_dir, ignore_errors=True)
+        try:
+            os.mkdir(self.logs_dir, 0o700)
+        except OSError as exc:  # the node runs on; actors' output reaches drivers, `actorloop logs` finds none
+            print(f"actorloop node: cannot keep actor output in {self.logs_dir}: {exc}", file=sys.stderr)
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
         os.chmod(path, 0o600)
         for zygote in (self.zygote, self.http_zygote):
@@ -386,6 +412,9 @@ class Node:
         self.dead_order.append(actor.actor_id)
         while len(self.dead_order) > MAX_DEAD_REMEMBERED:
             self.actors.pop(self.dead_order.pop(0), None)
+        self._dead_logs.append(actor.actor_id)
+        while len(self._dead_logs) > MAX_DEAD_LOGS:
+            self._remove_logs(self._dead_logs.pop(0))
 
     def _resolve_ended(self, actor: _Actor) -> None:
         if actor.ended is not None and not actor.ended.done():
@@ -479,18 +508,66 @@ class Node:
         return fut
 
     def _forward_lines(self, actor: _Actor, stream_no: int, lines: list[bytes], pid: int | None) -> None:
-        prefix = f"({actor.log_name or actor.class_name} pid={pid if pid is not None else '?'}) "
-        text = "".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines)
-        client = self.clients.get(actor.owner)
-        if client is not None and client.primary is not None and client.log_to_driver and not client.primary.closed:
-            client.primary.push("log", stream_no, text)
+        texts = [line.decode("utf-8", "replace") for line in lines]
+        now = time.time()
+        self._keep_lines(actor, stream_no, texts, pid, now)
+        client = self._log_receiver(actor)
+        if client is not None and client.primary is not None and not client.primary.closed:
+            if client.log_to_driver:
+                text = _format_lines(actor, stream_no, texts, pid, now, client.log_format)
+                client.primary.push("log", stream_no, text)
         elif client is None:
-            # Detached actors outlive their creators: their lines go to the node's own log.
+            # Detached actors outlive their creators: their lines go to the node's own log
+            # (and are kept for `actorloop logs`).
             stream = sys.stdout if stream_no == 1 else sys.stderr
             try:
-                stream.write(text)
+                stream.write(_format_lines(actor, stream_no, texts, pid, now, self.log_format))
                 stream.flush()
             except Exception:
+                pass
+
+    def _log_receiver(self, actor: _Actor) -> _Client | None:
+        """The driver that shows ``actor``'s output: its owner, or its owner's owner for an actor's actor.
+
+        An actor's output would otherwise reach the driver through its creator's
+        own output, prefixed twice; None when the chain ends at a creator that is gone.
+        """
+        client = self.clients.get(actor.owner)
+        for _ in range(1000):  # an owner chain is a tree path; the bound only guards against a cycle
+            if client is None or client.actor_id is None:
+                return client
+            parent = self.actors.get(client.actor_id)
+            if parent is None:
+                return None
+            client = self.clients.get(parent.owner)
+        return None
+
+    def _keep_lines(self, actor: _Actor, stream_no: int, texts: list[str], pid: int | None, now: float) -> None:
+        """Append the lines to the actor's log file (for ``actorloop logs``), rotating it at LOG_FILE_BYTES."""
+        if actor.log_bytes is None:
+            return
+        data = kept_chunk(now, pid, stream_no, texts)
+        path = os.path.join(self.logs_dir, f"{actor.actor_id}.log")
+        try:
+            if actor.log_bytes and actor.log_bytes + len(data) > LOG_FILE_BYTES:
+                os.replace(path, path + ".1")
+                actor.log_bytes = 0
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            actor.log_bytes += len(data)
+        except OSError as exc:
+            # A full disk must not stop the node: the actor's lines still reach its driver.
+            actor.log_bytes = None
+            print(f"actorloop node: cannot keep the output of actor {actor.actor_id}: {exc}", file=sys.stderr)
+
+    def _remove_logs(self, actor_id: str) -> None:
+        for suffix in (".log", ".log.1"):
+            try:
+                os.unlink(os.path.join(self.logs_dir, actor_id + suffix))
+            except OSError:
                 pass
 
     # -- clients ----------------------------------------------------------------------
@@ -531,6 +608,7 @@ class Node:
             conn.actor_id = actor_id
             actor.conn = conn
             client = self.clients.setdefault(client_id, _Client(client_id, pid, actor.spec["owner_namespace"]))
+            client.actor_id = actor_id
             client.conns.add(conn)
             client.primary = conn
             client.log_to_driver = True
@@ -546,6 +624,8 @@ class Node:
         if role == "driver":
             client.primary = conn
             client.log_to_driver = log_to_driver
+            if len(rest) > 1 and rest[1] in LOG_FORMATS:
+                client.log_format = rest[1]
         return {"pid": os.getpid(), "dir": self.dir}
 
     async def _spec_when_args_ready(self, actor: _Actor) -> dict[str, Any]:
@@ -640,11 +720,14 @@ class Node:
             raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
         return actor.actor_id, actor.spec["meta"], actor.http_url, actor.spec["caller_options"]
 
-    async def op_kill(self, conn: NodeServerConnection, actor_id: str, no_restart: bool) -> None:
+    async def op_kill(
+        self, conn: NodeServerConnection, actor_id: str, no_restart: bool, reason: str | None = None
+    ) -> None:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == "DEAD":
             return
-        await self._end(actor, "it was killed with actorloop.kill()", no_restart=no_restart, graceful=False)
+        why = reason if isinstance(reason, str) and reason else "it was killed with actorloop.kill()"
+        await self._end(actor, why, no_restart=no_restart, graceful=False)
 
     def op_release(self, conn: NodeServerConnection, actor_id: str) -> None:
         actor = self.actors.get(actor_id)
@@ -662,6 +745,26 @@ class Node:
             for a in self.actors.values()
         ]
 
+    def op_actors(self, conn: NodeServerConnection) -> list[dict[str, Any]]:
+        """Every actor with all the CLI shows (``actorloop list``, ``logs``, ``kill``), as plain dicts."""
+        return [
+            {
+                "actor_id": a.actor_id,
+                "class_name": a.class_name,
+                "name": a.name,
+                "namespace": a.namespace,
+                "state": a.state,
+                "pid": a.pid,
+                "restarts": a.restarts,
+                "detached": a.detached,
+                "http_url": a.http_url,
+                "death_cause": a.death_cause,
+                # All its output has been read (and kept): `actorloop logs -f` stops once a dead actor's is.
+                "output_closed": a.pipes_open <= 0,
+            }
+            for a in self.actors.values()
+        ]
+
     def op_status(self, conn: NodeServerConnection) -> dict[str, Any]:
         states: dict[str, int] = {}
         for a in self.actors.values():
@@ -672,6 +775,7 @@ class Node:
             "uptime": time.time() - self.started,
             "actors": states,
             "embedded": self.embedded_parent is not None,
+            "driver": self.embedded_parent,
         }
 
     async def op_bye(self, conn: NodeServerConnection) -> None:
@@ -789,6 +893,25 @@ def _kill_group(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _format_lines(
+    actor: _Actor, stream_no: int, texts: list[str], pid: int | None, now: float, log_format: str
+) -> str:
+    """Lines of an actor's output as its receiver wants them: prefixed text or JSON records."""
+    if log_format == "json":
+        head = json_head(
+            t=now,
+            actor_id=actor.actor_id,
+            class_name=actor.class_name,
+            name=actor.name,
+            namespace=actor.namespace,
+            pid=pid,
+            stream_no=stream_no,
+        )
+        return "".join(json_line(head, text) for text in texts)
+    prefix = f"({actor.log_name or actor.class_name} pid={pid if pid is not None else '?'}) "
+    return "".join(prefix + text + "\n" for text in texts)
 
 
 def _spawn_failure(exc: OSError) -> OSError:

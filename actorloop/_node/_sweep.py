@@ -32,7 +32,7 @@ from .. import _shm
 ORPHAN_DIR_AGE = 60.0
 # What tempfile.mkdtemp(prefix="actorloop-") names (EmbeddedNode), and what a node puts inside.
 _EMBEDDED_DIR = re.compile(r"^actorloop-[a-z0-9_]{8}$")
-_NODE_ENTRY = re.compile(r"^(secret|secret\.tmp|node\.sock|node\.pid|a-[0-9a-f]{12}\.sock)$")
+_NODE_ENTRY = re.compile(r"^(secret|secret\.tmp|node\.sock|node\.pid|a-[0-9a-f]{12}\.sock|logs)$")
 
 
 def _read_pid(path: str) -> int | None:
