@@ -344,12 +344,13 @@ def cmd_logs(args: argparse.Namespace) -> None:
     actor = _find_actor(_actors(node_dir), args.name, args.namespace)
     path = os.path.join(node_dir, "logs", f"{actor['actor_id']}.log")
     reader = _LogReader(path, actor if args.json else None)
-    reader.read_rotated()
-    reader.read_new()
-    if not args.follow:
-        return
     polls = 0
+    # Ctrl-C ends `logs -f` quietly wherever it lands, also in the first reads.
     try:
+        reader.read_rotated()
+        reader.read_new()
+        if not args.follow:
+            return
         while True:
             time.sleep(_FOLLOW_POLL)
             reader.read_new()
