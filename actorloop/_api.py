@@ -18,6 +18,7 @@ from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import ActorInfo, env_vars_of
+from ._node._dashboard import check_dashboard_address
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
 from .exceptions import GetTimeoutError, SerializationError
@@ -43,6 +44,11 @@ class InitContext(dict):  # type: ignore[type-arg]
         shutdown()
 
     @property
+    def dashboard_url(self) -> str | None:
+        """The node's dashboard (``http://127.0.0.1:PORT``) when ``init(dashboard_port=...)`` started it, else None."""
+        return self.get("dashboard_url")  # type: ignore[no-any-return]
+
+    @property
     def address_info(self) -> dict[str, Any]:
         """The same keys, as Ray's ``RayContext.address_info``."""
         return dict(self)
@@ -56,6 +62,8 @@ def init(
     ignore_reinit_error: bool = False,
     runtime_env: dict[str, Any] | None = None,
     num_cpus: int | None = None,
+    dashboard_port: int | None = None,
+    dashboard_host: str | None = None,
     **ray_options: Any,
 ) -> InitContext:
     """Connect this process to a node, starting an embedded one if needed.
@@ -72,10 +80,20 @@ def init(
     on one machine are accepted (see ``IGNORED_INIT_OPTIONS``); unknown ones
     raise ``TypeError``.
 
+    ``dashboard_port`` makes the node serve Prometheus metrics
+    (``/metrics``), a live page of its actors (``/``) and their JSON
+    (``/api/actors``) on that TCP port (0 picks a free one), on
+    ``dashboard_host`` (default ``127.0.0.1``); the URL is the returned
+    context's ``dashboard_url``.  Off unless ``dashboard_port`` is given.
+    See docs/observability.md.
+
     Example::
 
         with actorloop.init(namespace="jobs"):
             ...
+
+        ctx = actorloop.init(dashboard_port=8265)
+        print(ctx.dashboard_url)       # http://127.0.0.1:8265
     """
     with _runtime.runtime_lock():
         if get_runtime() is not None:
@@ -98,11 +116,23 @@ def init(
         env_vars = env_vars_of(runtime_env, "actorloop.init(runtime_env=...)")
         if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
+        dashboard = None
+        if dashboard_port is not None:  # checked before any node starts
+            dashboard = check_dashboard_address(dashboard_host, dashboard_port)
         _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
         rt.env_vars = env_vars
         rt.num_cpus = num_cpus
-        return _context()
+        dashboard_url = None
+        if dashboard is not None:
+            try:
+                dashboard_url = rt.node_request("dashboard", *dashboard)
+            except BaseException as exc:
+                _runtime.stop()  # init failed as a whole: no half-started runtime (nor embedded node) is left
+                if isinstance(exc, Exception):
+                    exc.__cause__ = None  # the node's traceback says nothing more than the message
+                raise
+        return _context(dashboard_url)
 
 
 #: Ray's init() options that mean nothing on one machine: accepted, no effect.
@@ -112,7 +142,6 @@ IGNORED_INIT_OPTIONS = frozenset(
         "resources",
         "object_store_memory",
         "include_dashboard",
-        "dashboard_host",
         "logging_level",
         "logging_format",
         "configure_logging",
@@ -131,10 +160,10 @@ IGNORED_INIT_OPTIONS = frozenset(
 )
 
 
-def _context() -> InitContext:
+def _context(dashboard_url: str | None = None) -> InitContext:
     rt = get_runtime()
     assert rt is not None
-    return InitContext(address=rt.node_dir, namespace=rt.namespace)
+    return InitContext(address=rt.node_dir, namespace=rt.namespace, dashboard_url=dashboard_url)
 
 
 def shutdown() -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from ._connection import SyncNodeChannel
 from ._node import default_daemon_dir, node_running, prepare_dir, read_secret, start_node_process
@@ -35,7 +35,7 @@ def _connect(node_dir: str) -> SyncNodeChannel:
         raise _CliError(str(exc)) from exc
 
 
-def cmd_start(node_dir: str) -> None:
+def cmd_start(node_dir: str, dashboard: tuple[str, int] | None = None) -> None:
     try:
         # First: a squatted or symlinked directory is refused, never taken for a running node.
         prepare_dir(node_dir)
@@ -60,12 +60,43 @@ def cmd_start(node_dir: str) -> None:
             raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
     finally:
         os.close(lock)
+    dashboard_url = _start_dashboard(node_dir, dashboard, proc) if dashboard is not None else None
     print(node_dir)
     print(
         f'actorloop node started (pid {proc.pid}); connect with actorloop.init(address="auto") '
         f"or ACTORLOOP_ADDRESS={node_dir}",
         file=sys.stderr,
     )
+    if dashboard_url is not None:
+        print(f"dashboard: {dashboard_url} (metrics: {dashboard_url}/metrics)", file=sys.stderr)
+
+
+def _start_dashboard(node_dir: str, dashboard: tuple[str, int], proc: Any) -> str:
+    """Ask the node just started for its dashboard; if that fails, stop the node and say why."""
+    channel = _connect(node_dir)
+    try:
+        url: str = channel.request("dashboard", *dashboard)
+        return url
+    except Exception as exc:
+        try:
+            channel.request("stop")
+            proc.wait(timeout=15)
+        except Exception:
+            pass
+        raise _CliError(f"cannot start the dashboard: {exc} (the node started for it was stopped)") from exc
+    finally:
+        channel.close()
+
+
+def _dashboard_port(text: str) -> int:
+    """argparse type of --dashboard-port: a port number, 0 for a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free port)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535; 0 picks a free port)")
+    return port
 
 
 def cmd_stop(node_dir: str) -> None:
@@ -166,13 +197,37 @@ def main(argv: list[str] | None = None) -> None:
         prog="actorloop", description="Run and inspect this user's actorloop node ($ACTORLOOP_DIR moves it)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("start", help="start a node in the background and print its address")
+    start = sub.add_parser("start", help="start a node in the background and print its address")
+    start.add_argument(
+        "--dashboard-port",
+        type=_dashboard_port,
+        default=None,
+        metavar="N",
+        help="serve /metrics (Prometheus), /api/actors and a live dashboard on this TCP port (0: a free one); "
+        "off unless given",
+    )
+    start.add_argument(
+        "--dashboard-host",
+        default=None,
+        metavar="HOST",
+        help="address the dashboard listens on (default 127.0.0.1; anything else exposes it to the network)",
+    )
     sub.add_parser("stop", help="stop the node and every actor, detached ones too")
     sub.add_parser("status", help="show the node's address, pid, uptime and actors by state")
     sub.add_parser("list", help="list every actor of every namespace")
     args = parser.parse_args(argv)
     node_dir = default_daemon_dir()
-    commands = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "list": cmd_list}
+    commands: dict[str, Callable[[str], None]] = {
+        "start": cmd_start,
+        "stop": cmd_stop,
+        "status": cmd_status,
+        "list": cmd_list,
+    }
+    if args.command == "start" and (args.dashboard_port is not None or args.dashboard_host is not None):
+        if args.dashboard_port is None:
+            parser.error("--dashboard-host needs --dashboard-port")
+        dashboard = (args.dashboard_host or "127.0.0.1", args.dashboard_port)
+        commands["start"] = lambda d: cmd_start(d, dashboard)
     try:
         commands[args.command](node_dir)
     except _CliError as exc:

@@ -1,0 +1,75 @@
+"""The call counters an actor keeps for the node's metrics (``/metrics``, the dashboard).
+
+An actor counts only while its node serves a dashboard.  On the call path
+it touches plain lists, never a Prometheus object or a lock: one list per
+method, ``[started, finished, failed, cancelled, latency_sum, bucket_0, ...]``.
+The node asks for a copy (a snapshot) over its control channel when someone
+reads ``/metrics`` or the dashboard, and builds the Prometheus families
+there.  Increments from the worker threads of a sync actor are plain ``+=``:
+exact under the GIL (no thread switch happens inside one), approximate on a
+free-threaded build.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from time import perf_counter
+
+#: Upper bounds (seconds) of the call-latency histogram's buckets; one more bucket holds the rest (+Inf).
+BOUNDS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+# Where each count sits in a method's record.
+STARTED = 0
+FINISHED = 1
+FAILED = 2
+CANCELLED = 3
+LATENCY_SUM = 4
+BUCKET0 = 5
+RECORD_LEN = BUCKET0 + len(BOUNDS) + 1
+
+__all__ = [
+    "BOUNDS",
+    "STARTED",
+    "FINISHED",
+    "FAILED",
+    "CANCELLED",
+    "LATENCY_SUM",
+    "BUCKET0",
+    "RECORD_LEN",
+    "new_record",
+    "call_ended",
+    "perf_counter",
+]
+
+
+def new_record() -> list[float]:
+    """A method's record, all zero."""
+    return [0] * RECORD_LEN
+
+
+def call_ended(record: list[float], t0: float, outcome: int) -> None:
+    """A call that started at ``t0`` (``perf_counter()``) ended: ``outcome`` is FINISHED or FAILED."""
+    dt = perf_counter() - t0
+    record[outcome] += 1
+    record[LATENCY_SUM] += dt
+    record[BUCKET0 + bisect_left(BOUNDS, dt)] += 1
