@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from time import perf_counter
+from typing import Callable
 
 #: Upper bounds (seconds) of the call-latency histogram's buckets; one more bucket holds the rest (+Inf).
 BOUNDS: tuple[float, ...] = (
@@ -46,6 +47,7 @@ CANCELLED = 3
 LATENCY_SUM = 4
 BUCKET0 = 5
 RECORD_LEN = BUCKET0 + len(BOUNDS) + 1
+assert (LATENCY_SUM, BUCKET0) == (4, 5)  # call_ended() uses them as literals
 
 __all__ = [
     "BOUNDS",
@@ -67,9 +69,20 @@ def new_record() -> list[float]:
     return [0] * RECORD_LEN
 
 
-def call_ended(record: list[float], t0: float, outcome: int) -> None:
-    """A call that started at ``t0`` (``perf_counter()``) ended: ``outcome`` is FINISHED or FAILED."""
-    dt = perf_counter() - t0
+def call_ended(
+    record: list[float],
+    t0: float,
+    outcome: int,
+    _clock: Callable[[], float] = perf_counter,
+    _bucket: Callable[[tuple[float, ...], float], int] = bisect_left,
+    _bounds: tuple[float, ...] = BOUNDS,
+) -> None:
+    """A call that started at ``t0`` (``perf_counter()``) ended: ``outcome`` is FINISHED or FAILED.
+
+    Every call of an actor with metrics on runs this: the helpers are bound as
+    defaults (locals, not global look-ups), the indices are literals.
+    """
+    dt = _clock() - t0
     record[outcome] += 1
-    record[LATENCY_SUM] += dt
-    record[BUCKET0 + bisect_left(BOUNDS, dt)] += 1
+    record[4] += dt  # LATENCY_SUM
+    record[5 + _bucket(_bounds, dt)] += 1  # BUCKET0 + the bucket

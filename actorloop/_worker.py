@@ -41,6 +41,8 @@ from . import _protocol as proto
 from . import _stats
 from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, set_runtime
+from ._stats import call_ended as _call_ended
+from ._stats import perf_counter as _perf_counter
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None
@@ -518,9 +520,9 @@ class ActorWorker:
             record = stats.get(name)
             if record is None:
                 record = stats[name] = _stats.new_record()
-            record[_stats.STARTED] += 1
+            record[0] += 1  # _stats.STARTED
             call.stats = record
-            call.t0 = _stats.perf_counter()
+            call.t0 = _perf_counter()
         conn.running[call_id] = call
         self._schedule(call)
 
@@ -637,7 +639,7 @@ class ActorWorker:
 
     def encode_ok(self, call: _Call, value: Any) -> bytes | None:
         if call.stats is not None:
-            _stats.call_ended(call.stats, call.t0, _stats.FINISHED)
+            _call_ended(call.stats, call.t0, 1)  # _stats.FINISHED
         if call.fut is not None:
             self._resolve_future(call.fut, value, None)
             return None
@@ -652,7 +654,7 @@ class ActorWorker:
 
     def encode_error(self, call: _Call, exc: BaseException, with_traceback: bool = True) -> bytes | None:
         if call.stats is not None:
-            _stats.call_ended(call.stats, call.t0, _stats.FAILED)
+            _call_ended(call.stats, call.t0, 2)  # _stats.FAILED
         if call.fut is not None:
             self._resolve_future(call.fut, None, exc)
             return None
