@@ -5,9 +5,10 @@ it touches plain lists, never a Prometheus object or a lock: one list per
 method, ``[started, finished, failed, cancelled, latency_sum, bucket_0, ...]``.
 The node asks for a copy (a snapshot) over its control channel when someone
 reads ``/metrics`` or the dashboard, and builds the Prometheus families
-there.  Increments from the worker threads of a sync actor are plain ``+=``:
-exact under the GIL (no thread switch happens inside one), approximate on a
-free-threaded build.
+there.  Increments from the worker threads of a sync actor are plain ``+=``
+without a lock: two threads ending calls of one method at the same instant
+(a sync actor with ``max_concurrency > 1``) may, rarely, lose one count.
+These are figures for watching a system, not for accounting.
 """
 
 from __future__ import annotations

@@ -69,6 +69,12 @@ class Blocker:
         self.gate.set()
 
 
+def _inet_connections(pid: int) -> list[Any]:
+    proc = psutil.Process(pid)
+    method = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6 has only the old name
+    return list(method(kind="inet"))
+
+
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -267,7 +273,7 @@ def test_listens_on_loopback_only_and_refuses_foreign_host_names(dash: str) -> N
     port = int(dash.rsplit(":", 1)[1])
     node_pid = api(dash)["node"]["pid"]
     listening = [
-        c.laddr for c in psutil.Process(node_pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        c.laddr for c in _inet_connections(node_pid) if c.status == psutil.CONN_LISTEN
     ]
     assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", port)]
     # A page on another origin that rebinds its name to 127.0.0.1 sends its own Host: refused.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -25,10 +26,16 @@ def no_runtime() -> Iterator[None]:
     actorloop.shutdown()
 
 
+def _inet_connections(pid: int) -> list[Any]:
+    proc = psutil.Process(pid)
+    method = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6 has only the old name
+    return list(method(kind="inet"))
+
+
 def _listening(pid: int) -> list[tuple[str, int]]:
     return [
         (c.laddr.ip, c.laddr.port)
-        for c in psutil.Process(pid).net_connections(kind="inet")
+        for c in _inet_connections(pid)
         if c.status == psutil.CONN_LISTEN
     ]
 
