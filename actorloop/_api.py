@@ -84,8 +84,9 @@ def init(
     (``/metrics``), a live page of its actors (``/``) and their JSON
     (``/api/actors``) on that TCP port (0 picks a free one), on
     ``dashboard_host`` (default ``127.0.0.1``); the URL is the returned
-    context's ``dashboard_url``.  Off unless ``dashboard_port`` is given.
-    See docs/observability.md.
+    context's ``dashboard_url``.  Off unless ``dashboard_port`` is given
+    (Ray's ``include_dashboard=True`` alone means port 8265, as in Ray;
+    ``include_dashboard=False`` turns it off).  See docs/observability.md.
 
     Example::
 
@@ -117,7 +118,10 @@ def init(
         if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
         dashboard = None
-        if dashboard_port is not None:  # checked before any node starts
+        include_dashboard = ray_options.get("include_dashboard")
+        if include_dashboard is True and dashboard_port is None:
+            dashboard_port = DEFAULT_DASHBOARD_PORT  # Ray's include_dashboard=True: its default port
+        if dashboard_port is not None and include_dashboard is not False:  # checked before any node starts
             dashboard = check_dashboard_address(dashboard_host, dashboard_port)
         _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver)
@@ -135,13 +139,16 @@ def init(
         return _context(dashboard_url)
 
 
+#: The dashboard's port for Ray's ``init(include_dashboard=True)`` without a ``dashboard_port`` (Ray's own default).
+DEFAULT_DASHBOARD_PORT = 8265
+
 #: Ray's init() options that mean nothing on one machine: accepted, no effect.
 IGNORED_INIT_OPTIONS = frozenset(
     {
         "num_gpus",
         "resources",
         "object_store_memory",
-        "include_dashboard",
+        "include_dashboard",  # read by init() itself: True means a dashboard on 8265, False none
         "logging_level",
         "logging_format",
         "configure_logging",

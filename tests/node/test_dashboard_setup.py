@@ -172,3 +172,18 @@ def test_init_with_an_unknown_host_says_so() -> None:
     with pytest.raises(ValueError, match="cannot bind dashboard port 0 on no-such-host.invalid: unknown host"):
         actorloop.init(address="local", dashboard_port=0, dashboard_host="no-such-host.invalid")
     assert not actorloop.is_initialized()
+
+
+def test_include_dashboard_false_turns_it_off() -> None:
+    ctx = actorloop.init(address="local", dashboard_port=0, include_dashboard=False)
+    assert ctx.dashboard_url is None
+
+
+def test_include_dashboard_true_without_a_port_uses_rays_default_port() -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8265))
+        except OSError:
+            pytest.skip("port 8265 is taken on this machine")
+    ctx = actorloop.init(address="local", include_dashboard=True)
+    assert ctx.dashboard_url == "http://127.0.0.1:8265"
