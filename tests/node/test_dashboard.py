@@ -304,3 +304,35 @@ def test_a_second_request_for_the_dashboard_returns_the_running_one(dash: str) -
     with pytest.raises(ValueError, match="already serves its dashboard at"):
         rt.node_request("dashboard", "127.0.0.1", port + 1 if port < 65535 else port - 1)
     assert rt.node_request("status")["dashboard_url"] == dash
+
+
+@actorloop.remote
+class LoopBlocker:
+    async def block_until(self, path: str) -> str:
+        # Blocks the actor's loop on purpose (a bug the dashboard should make visible).
+        import time
+
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "unblocked"
+
+    async def actor_id(self) -> str:
+        return actorloop.get_runtime_context().get_actor_id()
+
+
+def test_an_actor_whose_loop_is_blocked_is_marked_stale_and_the_rest_still_answer(dash: str, tmp_path: Any) -> None:
+    b = LoopBlocker.remote()
+    w = Worker.remote()
+    aid, wid = actorloop.get([b.actor_id.remote(), w.actor_id.remote()])
+    flag = str(tmp_path / "go")
+    ref = b.block_until.remote(flag)
+    # The node waits for the blocked actor's snapshot only briefly; its row says so.
+    row_until(dash, aid, lambda r: r["stale"])
+    actorloop.get([w.ok.remote(i) for i in range(3)])
+    assert row_until(dash, wid, lambda r: r["calls"]["finished"] >= 3)["stale"] is False
+    open(flag, "w").close()
+    assert actorloop.get(ref) == "unblocked"
+    row_until(dash, aid, lambda r: not r["stale"])
+    actorloop.kill(b)
+    actorloop.kill(w)
