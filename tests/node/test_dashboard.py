@@ -202,9 +202,18 @@ def test_queue_depth_per_concurrency_group(dash: str) -> None:
 
     assert wait_until(lambda: depth() == 3, timeout=30), depth()
     assert row(dash, aid)["queued_by_group"] == {"slow": 3, "ctl": 0, "_default": 0}
+    # A queued call cancelled by its caller is counted as cancelled, never as ended.
+    actorloop.cancel(queued[0])
+    cancelled = "actorloop_actor_calls_cancelled_total"
+    m = scrape_until(dash, lambda m: value(m, cancelled, actor_id=aid, method="wait") == 1)
+    assert value(m, "actorloop_actor_calls_started_total", actor_id=aid, method="wait") == 4
     actorloop.get(b.release.remote())
-    assert actorloop.get([first, *queued]) == ["done"] * 4
+    assert actorloop.get([first, *queued[1:]]) == ["done"] * 3
+    with pytest.raises(actorloop.TaskCancelledError):
+        actorloop.get(queued[0])
     assert wait_until(lambda: depth() == 0, timeout=30)
+    m = scrape_until(dash, lambda m: value(m, "actorloop_actor_calls_finished_total", actor_id=aid, method="wait") == 3)
+    assert value(m, "actorloop_actor_calls_failed_total", actor_id=aid, method="wait") == 0
     actorloop.kill(b)
 
 
