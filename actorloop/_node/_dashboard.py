@@ -94,7 +94,7 @@ class _ActorStats:
     rss: int | None = None
     cpu_seconds: float | None = None
     cpu_percent: float | None = None
-    cpu_at: tuple[float, float] | None = None  # (monotonic time, cpu seconds) of the last reading
+    cpu_at: tuple[int, float, float] | None = None  # (pid, monotonic time, cpu seconds) of the last reading
 
     def methods(self) -> dict[str, list[float]]:
         """Counters by method since the actor was created (its restarts added up)."""
@@ -197,9 +197,7 @@ class Dashboard:
         if waiting:
             await asyncio.wait(list(waiting.values()), timeout=PULL_TIMEOUT)
         for actor_id, fut in waiting.items():
-            stats = self.stats.get(actor_id)
-            if stats is not None:
-                stats.stale = not fut.done()
+            self.stats.setdefault(actor_id, _ActorStats()).stale = not fut.done()
         self._waiting = {}
         now = time.monotonic()
         node_total = 0.0
@@ -248,9 +246,12 @@ class Dashboard:
             cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime, every thread
         except (OSError, ValueError, IndexError):
             return
-        if stats.cpu_at is not None and stats.cpu_at[1] <= cpu and now > stats.cpu_at[0]:
-            stats.cpu_percent = 100.0 * (cpu - stats.cpu_at[1]) / (now - stats.cpu_at[0])
-        stats.cpu_at = (now, cpu)
+        last = stats.cpu_at
+        if last is not None and last[0] == pid and now > last[1]:
+            stats.cpu_percent = 100.0 * max(0.0, cpu - last[2]) / (now - last[1])
+        else:
+            stats.cpu_percent = None  # a first reading, or a restarted process: no rate yet
+        stats.cpu_at = (pid, now, cpu)
         stats.cpu_seconds = cpu
 
     def _sample(self, stats: _ActorStats, now: float) -> None:
