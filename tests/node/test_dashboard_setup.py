@@ -187,3 +187,10 @@ def test_include_dashboard_true_without_a_port_uses_rays_default_port() -> None:
             pytest.skip("port 8265 is taken on this machine")
     ctx = actorloop.init(address="local", include_dashboard=True)
     assert ctx.dashboard_url == "http://127.0.0.1:8265"
+
+
+def test_start_refuses_a_dashboard_host_without_a_port(daemon) -> None:  # type: ignore[no-untyped-def]
+    result = daemon.cli("start", "--dashboard-host", "127.0.0.1")
+    assert result.returncode == 2
+    assert "--dashboard-host needs --dashboard-port" in result.stderr
+    assert processes_of(daemon.dir) == []
