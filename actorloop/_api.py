@@ -24,6 +24,7 @@ from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
+from ._node._dashboard import check_dashboard_address
 from ._ref import ObjectRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from .exceptions import GetTimeoutError, SerializationError
@@ -49,6 +50,11 @@ class InitContext(dict):  # type: ignore[type-arg]
         shutdown()
 
     @property
+    def dashboard_url(self) -> str | None:
+        """The node's dashboard (``http://127.0.0.1:PORT``) when ``init(dashboard_port=...)`` started it, else None."""
+        return self.get("dashboard_url")  # type: ignore[no-any-return]
+
+    @property
     def address_info(self) -> dict[str, Any]:
         """The same keys, as Ray's ``RayContext.address_info``."""
         return dict(self)
@@ -63,6 +69,8 @@ def init(
     ignore_reinit_error: bool = False,
     runtime_env: dict[str, Any] | None = None,
     num_cpus: int | None = None,
+    dashboard_port: int | None = None,
+    dashboard_host: str | None = None,
     **ray_options: Any,
 ) -> InitContext:
     """Connect this process to a node, starting an embedded one if needed.
@@ -84,10 +92,21 @@ def init(
     ``pid``, ``stream``, ``message``) instead of ``(Class pid=N) line``, for
     log collectors; an embedded node writes its detached actors' lines so too.
 
+    ``dashboard_port`` makes the node serve Prometheus metrics
+    (``/metrics``), a live page of its actors (``/``) and their JSON
+    (``/api/actors``) on that TCP port (0 picks a free one), on
+    ``dashboard_host`` (default ``127.0.0.1``); the URL is the returned
+    context's ``dashboard_url``.  Off unless ``dashboard_port`` is given
+    (Ray's ``include_dashboard=True`` alone means port 8265, as in Ray;
+    ``include_dashboard=False`` turns it off).  See docs/observability.md.
+
     Example::
 
         with actorloop.init(namespace="jobs"):
             ...
+
+        ctx = actorloop.init(dashboard_port=8265)
+        print(ctx.dashboard_url)       # http://127.0.0.1:8265
     """
     with _runtime.runtime_lock():
         if get_runtime() is not None:
@@ -112,12 +131,30 @@ def init(
         env_vars = env_vars_of(runtime_env, "actorloop.init(runtime_env=...)")
         if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative int, got {num_cpus!r}")
+        dashboard = None
+        include_dashboard = ray_options.get("include_dashboard")
+        if include_dashboard is True and dashboard_port is None:
+            dashboard_port = DEFAULT_DASHBOARD_PORT  # Ray's include_dashboard=True: its default port
+        if dashboard_port is not None and include_dashboard is not False:  # checked before any node starts
+            dashboard = check_dashboard_address(dashboard_host, dashboard_port)
         _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver, log_format=log_format)
         rt.env_vars = env_vars
         rt.num_cpus = num_cpus
-        return _context()
+        dashboard_url = None
+        if dashboard is not None:
+            try:
+                dashboard_url = rt.node_request("dashboard", *dashboard)
+            except BaseException as exc:
+                _runtime.stop()  # init failed as a whole: no half-started runtime (nor embedded node) is left
+                if isinstance(exc, Exception):
+                    exc.__cause__ = None  # the node's traceback says nothing more than the message
+                raise
+        return _context(dashboard_url)
 
+
+#: The dashboard's port for Ray's ``init(include_dashboard=True)`` without a ``dashboard_port`` (Ray's own default).
+DEFAULT_DASHBOARD_PORT = 8265
 
 #: Ray's init() options that mean nothing on one machine: accepted, no effect.
 IGNORED_INIT_OPTIONS = frozenset(
@@ -125,8 +162,7 @@ IGNORED_INIT_OPTIONS = frozenset(
         "num_gpus",
         "resources",
         "object_store_memory",
-        "include_dashboard",
-        "dashboard_host",
+        "include_dashboard",  # read by init() itself: True means a dashboard on 8265, False none
         "logging_level",
         "logging_format",
         "configure_logging",
@@ -145,10 +181,10 @@ IGNORED_INIT_OPTIONS = frozenset(
 )
 
 
-def _context() -> InitContext:
+def _context(dashboard_url: str | None = None) -> InitContext:
     rt = get_runtime()
     assert rt is not None
-    return InitContext(address=rt.node_dir, namespace=rt.namespace)
+    return InitContext(address=rt.node_dir, namespace=rt.namespace, dashboard_url=dashboard_url)
 
 
 def shutdown() -> None:
@@ -401,9 +437,7 @@ _TASK_TYPES: tuple[type, ...] = tuple(
 )
 
 
-def _run_once_holding_tasks(
-    loop: Any, held: collections.deque[Any], ours: dict[Any, bool], longest: float
-) -> None:
+def _run_once_holding_tasks(loop: Any, held: collections.deque[Any], ours: dict[Any, bool], longest: float) -> None:
     """One iteration of asyncio's ``BaseEventLoop._run_once`` that holds back other tasks' steps."""
     ready = loop._ready
     scheduled = loop._scheduled

@@ -106,6 +106,7 @@ def _default_node(address: str | None) -> str:
 
 def cmd_start(args: argparse.Namespace) -> None:
     node_dir = default_daemon_dir()
+    dashboard = (args.dashboard_host or "127.0.0.1", args.dashboard_port) if args.dashboard_port is not None else None
     try:
         # First: a squatted or symlinked directory is refused, never taken for a running node.
         prepare_dir(node_dir)
@@ -132,12 +133,43 @@ def cmd_start(args: argparse.Namespace) -> None:
             raise _CliError(f"cannot start a node at {node_dir}: {exc}") from exc
     finally:
         os.close(lock)
+    dashboard_url = _start_dashboard(node_dir, dashboard, proc) if dashboard is not None else None
     print(node_dir)
     print(
         f'actorloop node started (pid {proc.pid}); connect with actorloop.init(address="auto") '
         f"or ACTORLOOP_ADDRESS={node_dir}",
         file=sys.stderr,
     )
+    if dashboard_url is not None:
+        print(f"dashboard: {dashboard_url} (metrics: {dashboard_url}/metrics)", file=sys.stderr)
+
+
+def _start_dashboard(node_dir: str, dashboard: tuple[str, int], proc: Any) -> str:
+    """Ask the node just started for its dashboard; if that fails, stop the node and say why."""
+    channel = _connect(node_dir)
+    try:
+        url: str = channel.request("dashboard", *dashboard)
+        return url
+    except Exception as exc:
+        try:
+            channel.request("stop")
+            proc.wait(timeout=15)
+        except Exception:
+            pass
+        raise _CliError(f"cannot start the dashboard: {exc} (the node started for it was stopped)") from exc
+    finally:
+        channel.close()
+
+
+def _dashboard_port(text: str) -> int:
+    """argparse type of --dashboard-port: a port number, 0 for a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free port)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535; 0 picks a free port)")
+    return port
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
@@ -488,6 +520,20 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="how node.log shows detached actors' output: (Class pid=N) lines or one JSON object a line",
     )
+    start.add_argument(
+        "--dashboard-port",
+        type=_dashboard_port,
+        default=None,
+        metavar="N",
+        help="serve /metrics (Prometheus), /api/actors and a live dashboard on this TCP port (0: a free one); "
+        "off unless given",
+    )
+    start.add_argument(
+        "--dashboard-host",
+        default=None,
+        metavar="HOST",
+        help="address the dashboard listens on (default 127.0.0.1; anything else exposes it to the network)",
+    )
     stop = sub.add_parser("stop", help="stop the node and every actor, detached ones too (no node: says so)")
     address(stop)
     status = sub.add_parser(
@@ -516,7 +562,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``actorloop`` and ``python -m actorloop``."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "start" and args.dashboard_host is not None and args.dashboard_port is None:
+        parser.error("--dashboard-host needs --dashboard-port")
     commands = {
         "start": cmd_start,
         "stop": cmd_stop,
@@ -533,4 +582,3 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         # `actorloop logs NAME | head`: the reader left; not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-

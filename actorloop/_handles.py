@@ -33,6 +33,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 class ActorClass(Generic[T]):
     """An actor class: call ``.remote(...)`` to start an actor, ``.options(...)`` to change options.
 

@@ -81,9 +81,7 @@ _log = logging.getLogger("actorloop.http")
 # _DemoteClientErrors.
 _protocol_log = logging.getLogger("actorloop.http.protocol")
 
-RunInGroup = Callable[
-    [str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]
-]
+RunInGroup = Callable[[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -139,8 +137,7 @@ def collect_routes(cls: type) -> list[Route]:
             other = claimed.setdefault((method, path), attr)
             if other != attr:
                 raise ValueError(
-                    f"HTTP route {method} {path} of {cls.__name__} is declared "
-                    f"on both {other}() and {attr}()"
+                    f"HTTP route {method} {path} of {cls.__name__} is declared on both {other}() and {attr}()"
                 )
             routes.append(Route(method, path, attr))
     return routes
@@ -181,19 +178,12 @@ def bind_http_socket(host: str, port: int) -> socket.socket:
     if addr_host.startswith("[") and addr_host.endswith("]"):
         addr_host = addr_host[1:-1]
     if not addr_host:
-        raise ValueError(
-            "HTTP host must not be empty; use '0.0.0.0' or '::' to listen on "
-            "every interface"
-        )
+        raise ValueError("HTTP host must not be empty; use '0.0.0.0' or '::' to listen on every interface")
 
     try:
-        infos = socket.getaddrinfo(
-            addr_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        infos = socket.getaddrinfo(addr_host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ValueError(
-            f"cannot bind HTTP port {port} on {host}: unknown host ({exc.strerror})"
-        ) from None
+        raise ValueError(f"cannot bind HTTP port {port} on {host}: unknown host ({exc.strerror})") from None
     if not infos:  # pragma: no cover - getaddrinfo raises rather than return []
         raise ValueError(f"cannot bind HTTP port {port} on {host}: unknown host")
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
@@ -218,15 +208,9 @@ def _bind_error(exc: OSError, host: str, port: int) -> OSError:
     if exc.errno == errno.EADDRINUSE:
         message = f"HTTP port {port} on {host} is already in use"
     elif exc.errno == errno.EACCES:
-        message = (
-            f"HTTP port {port} on {host}: permission denied "
-            "(ports below 1024 usually need privileges)"
-        )
+        message = f"HTTP port {port} on {host}: permission denied (ports below 1024 usually need privileges)"
     elif exc.errno == errno.EADDRNOTAVAIL:
-        message = (
-            f"cannot bind HTTP port {port} on {host}: {host} is not an address "
-            "of this machine"
-        )
+        message = f"cannot bind HTTP port {port} on {host}: {host} is not an address of this machine"
     else:
         message = f"cannot bind HTTP port {port} on {host}: {exc.strerror or exc}"
     # errno is set after construction so that str() is the bare message, not
@@ -685,9 +669,7 @@ def _error_response(status: int, exc: BaseException) -> web.Response:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the 500
         message = f"<unprintable {type(exc).__name__}>"
-    return web.json_response(
-        {"error": type(exc).__name__, "message": message}, status=status
-    )
+    return web.json_response({"error": type(exc).__name__, "message": message}, status=status)
 
 
 class _DemoteClientErrors(logging.Filter):

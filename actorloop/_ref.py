@@ -61,6 +61,7 @@ def _check_resolvable(loop: asyncio.AbstractEventLoop) -> None:
             "Call actorloop.init() in the child and make the call again"
         )
 
+
 _FutureBase: Any = asyncio.Future
 _blocking = _FutureBase.__dict__["_asyncio_future_blocking"]
 _future_await = _FutureBase.__await__
@@ -205,7 +206,6 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         _future_set_exception(self, exception)
         # Only a failed ref pays for a finalizer (see _FailedRef).
         self.__class__ = _FailedRef
-
 
     def __reduce__(self) -> Any:
         raise TypeError(

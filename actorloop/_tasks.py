@@ -129,9 +129,7 @@ def configure(num_cpus: Any) -> None:
     """``init(num_cpus=N)``: the size of the task pool of this process (None: the CPU count)."""
     global _configured_size
     if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool) or num_cpus < 0):
-        raise ValueError(
-            f"actorloop.init(): num_cpus must be an integer >= 0 (the task pool size), got {num_cpus!r}"
-        )
+        raise ValueError(f"actorloop.init(): num_cpus must be an integer >= 0 (the task pool size), got {num_cpus!r}")
     # Ray programs pass num_cpus=0 to keep tasks off a head node that only hosts actors; here the
     # node is the one machine, so tasks still get one worker rather than waiting forever.
     _configured_size = None if num_cpus is None else max(1, num_cpus)
@@ -432,9 +430,7 @@ class _Pool:
             "get_if_exists": True,
             "max_concurrency": _WORKER_MAX_CONCURRENCY,
         }
-        state, _ = self.runtime.create_actor(
-            TaskWorker, _WORKER_META, options, (self.env_vars, len(self.slots)), {}
-        )
+        state, _ = self.runtime.create_actor(TaskWorker, _WORKER_META, options, (self.env_vars, len(self.slots)), {})
         with self.lock:
             if slot.state is None:
                 slot.state = state
@@ -876,5 +872,3 @@ class RemoteFunction(Generic[R]):
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self.__module__}.{self.__qualname__})"
-
-

@@ -38,8 +38,12 @@ from typing import Any, Callable, NoReturn
 import cloudpickle
 
 from . import _protocol as proto
+from . import _stats
 from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, current_lane, set_runtime
+from ._stats import BOUNDS as _BOUNDS
+from ._stats import bisect_left as _bisect_left
+from ._stats import perf_counter as _perf_counter
 from .exceptions import SerializationError
 
 _current_worker: ActorWorker | None = None
@@ -83,7 +87,21 @@ def exit_actor() -> NoReturn:
 
 
 class _Call:
-    __slots__ = ("conn", "call_id", "name", "func", "args", "kwargs", "is_async", "group", "cancelled", "task", "fut")
+    __slots__ = (
+        "conn",
+        "call_id",
+        "name",
+        "func",
+        "args",
+        "kwargs",
+        "is_async",
+        "group",
+        "cancelled",
+        "task",
+        "fut",
+        "stats",
+        "t0",
+    )
 
     def __init__(
         self,
@@ -107,6 +125,9 @@ class _Call:
         self.cancelled = False
         self.task: asyncio.Task[Any] | None = None
         self.fut: asyncio.Future[Any] | None = None
+        # The method's metrics record and the time the actor got the call (metrics on only).
+        self.stats: list[float] | None = None
+        self.t0 = 0.0
 
 
 class _Lane:
@@ -277,6 +298,8 @@ class ActorWorker:
         self.muted = False
         self._shutdown_timeout = _DEFAULT_SHUTDOWN_TIMEOUT
         self._exit_waiter: asyncio.Future[None] = loop.create_future()
+        #: Per-method call counters (see ``_stats``), kept only while the node serves metrics.
+        self.call_stats: dict[str, list[float]] | None = None
 
     # -- start-up ------------------------------------------------------------
 
@@ -287,6 +310,8 @@ class ActorWorker:
         self.runtime = rt
         spec = await rt.connect_node(("hello", rt.client_id, "actor", os.getpid(), False, self.actor_id, self.epoch))
         rt.namespace = spec["owner_namespace"]
+        if spec.get("metrics"):
+            self.call_stats = {}
         self._shutdown_timeout = spec.get("shutdown_timeout", _DEFAULT_SHUTDOWN_TIMEOUT)
         # What actorloop.get_runtime_context() tells code in this actor.
         rt.actor_id = self.actor_id
@@ -495,6 +520,14 @@ class ActorWorker:
             )
             return
         call = _Call(conn, call_id, name, func, args, kwargs, is_async, group)
+        stats = self.call_stats
+        if stats is not None:
+            record = stats.get(name)
+            if record is None:
+                record = stats[name] = _stats.new_record()
+            record[0] += 1  # _stats.STARTED
+            call.stats = record
+            call.t0 = _perf_counter()
         conn.running[call_id] = call
         self._schedule(call)
 
@@ -565,6 +598,8 @@ class ActorWorker:
         if call is None:
             return
         call.cancelled = True
+        if call.stats is not None:
+            call.stats[_stats.CANCELLED] += 1
         if call.task is not None:
             call.task.cancel()
 
@@ -608,6 +643,12 @@ class ActorWorker:
     # -- encoding replies ------------------------------------------------------
 
     def encode_ok(self, call: _Call, value: Any) -> bytes | None:
+        record = call.stats
+        if record is not None:  # metrics on; inline, as _stats.call_ended(record, call.t0, FINISHED)
+            dt = _perf_counter() - call.t0
+            record[1] += 1
+            record[4] += dt
+            record[5 + _bisect_left(_BOUNDS, dt)] += 1
         if call.fut is not None:
             self._resolve_future(call.fut, value, None)
             return None
@@ -615,9 +656,18 @@ class ActorWorker:
             return proto.dumps_value((proto.RESULT_OK, call.call_id, value), value)
         except Exception as exc:
             error = SerializationError(f"could not pickle the result of {self.class_name}.{call.name}: {exc}")
-            return self.encode_error(call, error, with_traceback=False)
+            if call.stats is not None:  # counted as finished above: it failed after all
+                call.stats[_stats.FINISHED] -= 1
+                call.stats[_stats.FAILED] += 1
+            return self.encode_error_for(call.call_id, call.name, error, False)
 
     def encode_error(self, call: _Call, exc: BaseException, with_traceback: bool = True) -> bytes | None:
+        record = call.stats
+        if record is not None:  # metrics on; inline, as _stats.call_ended(record, call.t0, FAILED)
+            dt = _perf_counter() - call.t0
+            record[2] += 1
+            record[4] += dt
+            record[5 + _bisect_left(_BOUNDS, dt)] += 1
         if call.fut is not None:
             self._resolve_future(call.fut, None, exc)
             return None
@@ -716,6 +766,18 @@ class ActorWorker:
             restartable=True,
         )
 
+    # -- metrics -------------------------------------------------------------------
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """A copy of the call counters and the queue depth of each group, for the node (on the loop)."""
+        if self.call_stats is None:
+            self.call_stats = {}  # the node serves metrics from now on (it started its dashboard late)
+        return {
+            "methods": {name: list(record) for name, record in self.call_stats.items()},
+            # Calls accepted and not started yet: waiting for a slot, or queued for a worker thread.
+            "queued": {name: len(g.waiting) + g.lane._queue.qsize() for name, g in self.groups.items()},
+        }
+
     _loop_thread = 0
 
 
@@ -730,6 +792,10 @@ class _ActorRuntime(Runtime):
         if msg[0] == "stop":
             _, reason, timeout = msg
             self._worker.request_stop(reason, timeout)
+        elif msg[0] == "metrics":  # the node collects: answer with a snapshot of the counters
+            node = self.node
+            if node is not None:
+                node.notify("metrics_report", msg[1], self._worker.metrics_snapshot())
         else:
             super()._on_push(msg)
 

@@ -70,9 +70,7 @@ _ROUTES_ATTR = "__actorloop_routes__"
 
 def _check_method(method: object) -> str:
     if not isinstance(method, str):
-        raise TypeError(
-            f"HTTP method must be a str such as 'GET', not {type(method).__name__}"
-        )
+        raise TypeError(f"HTTP method must be a str such as 'GET', not {type(method).__name__}")
     verb = method.strip().upper()
     if not verb:
         raise ValueError("HTTP method must not be empty; use e.g. 'GET' or 'POST'")
@@ -164,9 +162,7 @@ def post(path: str) -> Callable[[F], F]:
 def _decorator(verb: str, path: str) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         if not callable(func):
-            raise TypeError(
-                f"@actorloop.http routes decorate methods, not {type(func).__name__}"
-            )
+            raise TypeError(f"@actorloop.http routes decorate methods, not {type(func).__name__}")
         existing = list(getattr(func, _ROUTES_ATTR, ()))
         if (verb, path) not in existing:
             existing.append((verb, path))

@@ -136,5 +136,3 @@ class RuntimeContext:
 def get_runtime_context() -> RuntimeContext:
     """The runtime context of the calling process (``init()`` is called first if needed, as in Ray)."""
     return RuntimeContext(require_runtime())
-
-

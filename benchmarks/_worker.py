@@ -36,6 +36,8 @@ def make_backend(name: str, params: Params) -> Any:
         return Floor(params)
     from benchmarks.raylike import RayLike
 
+    if name == "actorloop-metrics":
+        return RayLike("actorloop", params, metrics=True)
     return RayLike(name, params)
 
 

@@ -34,20 +34,43 @@ Result = dict[str, Any]
 class RayLike:
     """One backend that speaks Ray's actor API (``actorloop`` or ``ray``)."""
 
-    def __init__(self, module: str, params: Params) -> None:
+    def __init__(self, module: str, params: Params, *, metrics: bool = False) -> None:
         self.name = module
         self.params = params
         self.mod: Any = None
         self._classes: dict[str, Any] = {}
+        # actorloop with metrics on: its node serves the dashboard and a scraper
+        # reads /metrics every second (each read collects every actor's counters).
+        self.metrics = metrics
+        self._scraper: threading.Thread | None = None
+        self._stop_scraping = threading.Event()
 
     # ------------------------------------------------------------ life
 
     def init(self) -> None:
         self.mod = importlib.import_module(self.name)
         # "local" starts a fresh node owned by this driver on both backends.
-        self.mod.init(address="local")
+        if not self.metrics:
+            self.mod.init(address="local")
+            return
+        url = self.mod.init(address="local", dashboard_port=0).dashboard_url
+        self._scraper = threading.Thread(target=self._scrape, args=(url + "/metrics",), daemon=True)
+        self._scraper.start()
+
+    def _scrape(self, url: str) -> None:
+        import urllib.request
+
+        while not self._stop_scraping.wait(1.0):
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    resp.read()
+            except OSError:
+                pass
 
     def shutdown(self) -> None:
+        self._stop_scraping.set()
+        if self._scraper is not None:
+            self._scraper.join(timeout=15)
         if self.mod is not None:
             self.mod.shutdown()
 

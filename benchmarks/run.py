@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import ENV_TAG, Params
-from benchmarks.workloads import BACKENDS, BY_NAME, METRICS, WORKLOADS, Metric
+from benchmarks.workloads import BACKENDS, BY_NAME, METRICS, METRICS_BACKEND, WORKLOADS, Metric
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,7 +55,7 @@ def column_backend(column: str, params: Params) -> tuple[str, Params]:
 
 def column_title(column: str) -> str:
     backend, _, loop = column.partition("@")
-    name = {"actorloop": "actorloop", "ray": "Ray", "floor": "floor"}[backend]
+    name = {"actorloop": "actorloop", METRICS_BACKEND: "actorloop, metrics on", "ray": "Ray", "floor": "floor"}[backend]
     return f"{name} ({loop})" if loop else name
 
 
@@ -77,6 +77,8 @@ class RunRecord:
 def backend_available(name: str) -> tuple[bool, str]:
     if name == "floor":
         return True, ""
+    if name == METRICS_BACKEND:
+        name = "actorloop"
     if importlib.util.find_spec(name) is None:
         return False, f"{name} is not installed"
     return True, ""
@@ -373,6 +375,8 @@ def summarize(
         ours = med("actorloop")
         r_ray = oriented_ratio(m, ours, med("ray"))
         r_floor = oriented_ratio(m, ours, med("floor"))
+        # Metrics on vs off: > 1 means on is better, so ~1.00 is "costs nothing measurable".
+        r_metrics = oriented_ratio(m, med(METRICS_BACKEND), ours)
         met: bool | None = None
         target = m.target.for_run(python, params.pin) if m.target is not None else None
         if target is not None and ours is not None:
@@ -397,6 +401,7 @@ def summarize(
                 "stats": stats,
                 "ratio_vs_ray": r_ray,
                 "ratio_vs_floor": r_floor,
+                "ratio_metrics_on_vs_off": r_metrics,
                 "target": target.describe(m.unit) if target else "",
                 "target_met": met,
             }
@@ -420,6 +425,9 @@ RATIO_NOTE = (
 
 def table_rows(rows: list[dict[str, Any]], backends: list[str]) -> tuple[list[str], list[list[str]]]:
     header = ["workload", "unit"] + [column_title(b) for b in backends]
+    with_metrics = METRICS_BACKEND in backends and "actorloop" in backends
+    if with_metrics:
+        header.append("metrics on vs off (>1 on better)")
     if "ray" in backends and "actorloop" in backends:
         header.append("vs Ray (>1 better)")
     if "floor" in backends and "actorloop" in backends:
@@ -430,6 +438,8 @@ def table_rows(rows: list[dict[str, Any]], backends: list[str]) -> tuple[list[st
     out = []
     for r in rows:
         line = [r["label"], r["unit"]] + [cell(r["stats"][b]) for b in backends]
+        if with_metrics:
+            line.append(fmt_ratio(r["ratio_metrics_on_vs_off"]))
         if "ray" in backends and "actorloop" in backends:
             line.append(fmt_ratio(r["ratio_vs_ray"]))
         if "floor" in backends and "actorloop" in backends:
@@ -558,7 +568,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--quick", action="store_true", help="CI-sized run (< 60 s): shorter loops, 1 repeat")
     ap.add_argument("--only", default="", help="comma-separated workloads to run (default: all)")
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from actorloop,ray,floor")
+    ap.add_argument(
+        "--backends",
+        default="actorloop,ray,floor",
+        help="comma-separated, from " + ",".join(BACKENDS) + " (actorloop-metrics: actorloop with its metrics on)",
+    )
+    ap.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run actorloop with its node's metrics on (dashboard served, /metrics scraped every second), "
+        "interleaved with the others, and show on vs off",
+    )
     ap.add_argument("--repeat", type=int, default=None, help="backend-runs per backend (default 3, quick 1)")
     ap.add_argument(
         "--pin",
@@ -611,7 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [w for w in workloads if w in wanted]  # registry order: node_memory first
 
     backends = []
-    for b in (s.strip() for s in args.backends.split(",") if s.strip()):
+    wanted_backends = [s.strip() for s in args.backends.split(",") if s.strip()]
+    if args.metrics and METRICS_BACKEND not in wanted_backends:
+        wanted_backends.append(METRICS_BACKEND)
+    for b in wanted_backends:
         if b not in BACKENDS:
             print(f"unknown backend {b!r}; known: {', '.join(BACKENDS)}", file=sys.stderr)
             return 2

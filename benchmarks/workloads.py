@@ -210,4 +210,6 @@ WORKLOADS: tuple[Workload, ...] = (
 
 BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 METRICS: dict[str, Metric] = {m.name: m for w in WORKLOADS for m in w.metrics}
-BACKENDS: tuple[str, ...] = ("actorloop", "ray", "floor")
+BACKENDS: tuple[str, ...] = ("actorloop", "actorloop-metrics", "ray", "floor")
+#: actorloop with its node's metrics on (``--metrics``): the dashboard served and /metrics scraped every second.
+METRICS_BACKEND = "actorloop-metrics"

@@ -62,3 +62,10 @@ def test_other_examples_run(name: str) -> None:
     if not (EXAMPLES / name).exists():
         pytest.skip(f"{name} is not written yet")
     _run(name)
+
+
+def test_dashboard() -> None:
+    out = _run("dashboard.py").splitlines()
+    assert out[0].startswith("dashboard: http://127.0.0.1:")
+    assert out[1].startswith("counted ") and int(out[1].split()[1]) >= 300
+    assert out[2] == "[('doomed', 'DEAD'), ('greeter', 'ALIVE'), ('slow', 'ALIVE'), ('web', 'ALIVE')]"

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _protocol as proto
 from .._fds import is_fd_exhaustion, out_of_fds_error
@@ -31,6 +31,9 @@ from .._meta import ActorInfo
 from .._shm import WRITER_GONE_GRACE
 from ..exceptions import ActorDiedError
 from ._logs import LOG_FORMATS, json_head, json_line, kept_chunk
+
+if TYPE_CHECKING:
+    from ._dashboard import Dashboard
 
 _log = logging.getLogger("actorloop.node")
 
@@ -171,6 +174,8 @@ class Node:
         self.log_format = log_format
         self.logs_dir = os.path.join(node_dir, "logs")
         self._dead_logs: list[str] = []
+        #: The metrics and dashboard server, once asked for (``op_dashboard``).
+        self.dashboard: Dashboard | None = None
 
     # -- life ------------------------------------------------------------------
 
@@ -229,6 +234,8 @@ class Node:
             for conn in list(client.conns):
                 conn.close()
         proto.remove_segments(self.dir)
+        if self.dashboard is not None:
+            await self.dashboard.close()
         if not self.stopped.done():
             self.stopped.set_result(None)
 
@@ -614,7 +621,7 @@ class Node:
             client.log_to_driver = True
             if actor.args_ready is not None and not actor.args_ready.done():
                 return self._spec_when_args_ready(actor)
-            return {**actor.spec, "shutdown_timeout": self.shutdown_timeout}
+            return {**actor.spec, "shutdown_timeout": self.shutdown_timeout, "metrics": self.dashboard is not None}
         namespace = rest[0] if rest else ""
         known = self.clients.get(client_id)
         if known is None:
@@ -631,7 +638,7 @@ class Node:
     async def _spec_when_args_ready(self, actor: _Actor) -> dict[str, Any]:
         assert actor.args_ready is not None
         await actor.args_ready
-        return {**actor.spec, "shutdown_timeout": self.shutdown_timeout}
+        return {**actor.spec, "shutdown_timeout": self.shutdown_timeout, "metrics": self.dashboard is not None}
 
     def op_set_args(self, conn: NodeServerConnection, actor_id: str, blob: bytes | None, error: str | None) -> None:
         """The creator resolved the refs among the constructor arguments (or one of them failed)."""
@@ -776,6 +783,7 @@ class Node:
             "actors": states,
             "embedded": self.embedded_parent is not None,
             "driver": self.embedded_parent,
+            "dashboard_url": self.dashboard.url if self.dashboard is not None else None,
         }
 
     async def op_bye(self, conn: NodeServerConnection) -> None:
@@ -792,6 +800,52 @@ class Node:
                     ended.append(pipes)
         if ended:
             await asyncio.wait(ended, timeout=self.shutdown_timeout + STOP_GRACE + 0.5)
+
+    async def op_dashboard(self, conn: NodeServerConnection, host: Any, port: Any) -> str:
+        """Serve /metrics, /api/actors and the dashboard page on ``host:port``; returns the URL.
+
+        A node serves one dashboard: asking again for the same host and port
+        (or port 0) returns the running one's URL.
+        """
+        from . import _dashboard
+
+        host, port = _dashboard.check_dashboard_address(host, port)
+        if self.stopping:
+            raise RuntimeError("the node is stopping")
+        running = self.dashboard
+        if running is not None:
+            if port in (0, running.port) and host == running.host:
+                return running.url
+            raise ValueError(
+                f"this node already serves its dashboard at {running.url}; a node has one dashboard "
+                f"(ask for port {running.port} or 0, or stop the node to move it)"
+            )
+        from .. import _http
+
+        try:
+            sock = _http.bind_http_socket(host, port)
+        except OSError as exc:
+            err = OSError(
+                str(exc).replace("HTTP port", "dashboard port") + "; choose another dashboard port, or 0 for a free one"
+            )
+            err.errno = exc.errno
+            raise err from None
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("HTTP", "dashboard")) from None
+        # Set before it starts: a second request meanwhile gets this one (its socket already listens).
+        dashboard = self.dashboard = _dashboard.Dashboard(self, sock, host)
+        try:
+            await dashboard.start()
+        except BaseException:
+            self.dashboard = None
+            await dashboard.close()
+            raise
+        return dashboard.url
+
+    def op_metrics_report(self, conn: NodeServerConnection, seq: int, snapshot: Any) -> None:
+        """An actor's counters, asked for by the dashboard (a push "metrics")."""
+        if self.dashboard is not None:
+            self.dashboard.report(conn, seq, snapshot)
 
     async def op_stop(self, conn: NodeServerConnection) -> None:
         self.loop.call_later(0.05, lambda: self.loop.create_task(self.stop("actorloop stop")))
@@ -895,9 +949,7 @@ def _kill_group(pid: int) -> None:
             pass
 
 
-def _format_lines(
-    actor: _Actor, stream_no: int, texts: list[str], pid: int | None, now: float, log_format: str
-) -> str:
+def _format_lines(actor: _Actor, stream_no: int, texts: list[str], pid: int | None, now: float, log_format: str) -> str:
     """Lines of an actor's output as its receiver wants them: prefixed text or JSON records."""
     if log_format == "json":
         head = json_head(

@@ -33,9 +33,7 @@ _MAX_MSG = 1 << 16
 _TEST_FAIL_FORK_ENV = "ACTORLOOP_TEST_FAIL_FORK"
 
 
-def zygote_main(
-    sock: socket.socket, node_dir: str, secret: bytes, http_sock: socket.socket | None = None
-) -> NoReturn:
+def zygote_main(sock: socket.socket, node_dir: str, secret: bytes, http_sock: socket.socket | None = None) -> NoReturn:
     """Serve spawn requests forever.
 
     ``http_sock`` is the channel of the HTTP zygote, which this one forks the

@@ -59,8 +59,13 @@ def test_drivers_share_one_pool_which_heals_when_its_maker_exits(daemon, tmp_pat
     first = write_script(tmp_path, "first.py", FIRST)
     second = write_script(tmp_path, "second.py", SECOND)
     proc = subprocess.Popen(
-        [PY, str(first), str(tmp_path)], env=daemon.env, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [PY, str(first), str(tmp_path)],
+        env=daemon.env,
+        cwd=str(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         result = run_script(second, daemon.env, str(tmp_path), timeout=120)

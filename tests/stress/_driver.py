@@ -69,6 +69,7 @@ def main() -> None:
     say("CALLING")
     try:
         if mode == "async":
+
             async def forever() -> None:
                 x = 0
                 while True:

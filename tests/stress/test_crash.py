@@ -143,6 +143,7 @@ def test_sigkill_with_restarts_comes_back(cls, report) -> None:  # type: ignore[
     pids = [actorloop.get(victim.pid.remote(), timeout=30)]
     total_died = total_ok = 0
     for _ in range(ROUNDS):
+
         async def main() -> tuple[int, int, list[BaseException]]:
             refs = [victim.work.remote(i) for i in range(IN_FLIGHT)]
             await refs[IN_FLIGHT // 20]

@@ -237,8 +237,13 @@ def _node_messages() -> st.SearchStrategy[Any]:
     hello = st.tuples(
         st.just(1),
         st.just("hello"),
-        st.tuples(st.text(min_size=1, max_size=20), st.sampled_from(["driver", "sync", "cli", "actor", "?"]),
-                  st.integers(1 << 23, 1 << 30), st.booleans(), _VALUES),
+        st.tuples(
+            st.text(min_size=1, max_size=20),
+            st.sampled_from(["driver", "sync", "cli", "actor", "?"]),
+            st.integers(1 << 23, 1 << 30),
+            st.booleans(),
+            _VALUES,
+        ),
     )
     request = st.tuples(
         st.one_of(st.integers(-5, 1 << 40), _VALUES),
@@ -355,8 +360,10 @@ def test_stalled_peers_do_not_block_others(setup: Setup, report: Any) -> None:
         assert rss_after[where] - rss_before[where] < 200, (where, rss_before, rss_after)
     report("stalled peers held open at once while others carried on", count)
     report("seconds for a new actor + 500 calls meanwhile", round(took, 2))
-    report("RSS growth (MiB) of node / actor with them", " / ".join(
-        f"{rss_after[w] - rss_before[w]:.1f}" for w in ("node", "actor")))
+    report(
+        "RSS growth (MiB) of node / actor with them",
+        " / ".join(f"{rss_after[w] - rss_before[w]:.1f}" for w in ("node", "actor")),
+    )
 
 
 def test_total_hostile_inputs(report: Any) -> None:

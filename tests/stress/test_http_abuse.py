@@ -165,7 +165,7 @@ def test_malformed_requests(server: Server, report: Any) -> None:
 
 _TEMPLATES = [
     b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"a\": 1}\n",
+    b'POST /json HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{"a": 1}\n',
     b"POST /size HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     b"GET /sync HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
 ]
@@ -177,8 +177,14 @@ def _mutated(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 6))):
         pos = draw(st.integers(0, len(data)))
         action = draw(st.sampled_from(["insert", "delete", "replace", "repeat"]))
-        chunk = draw(st.one_of(st.binary(min_size=1, max_size=20), st.sampled_from(
-            [b"\r\n", b":", b" ", b"\x00", b"\r\n\r\n", b"Content-Length: 99999999999\r\n", b"-1", b"chunked"])))
+        chunk = draw(
+            st.one_of(
+                st.binary(min_size=1, max_size=20),
+                st.sampled_from(
+                    [b"\r\n", b":", b" ", b"\x00", b"\r\n\r\n", b"Content-Length: 99999999999\r\n", b"-1", b"chunked"]
+                ),
+            )
+        )
         if action == "insert":
             data[pos:pos] = chunk
         elif action == "delete":

@@ -42,7 +42,7 @@ def _expect_clear_error(driver: Driver, timeout: float = 15, stopping: bool = Fa
     ok = create.split()[1] in CLEAR_ERRORS or polite
     assert ok, f"creating an actor on a dead node: {create}"
     assert driver.finish(timeout=10) == 3
-    return f"{line[len('ERROR '):]}; then {create[len('CREATE '):]}"
+    return f"{line[len('ERROR ') :]}; then {create[len('CREATE ') :]}"
 
 
 @pytest.mark.parametrize("mode", ["calls", "async"])

@@ -109,14 +109,20 @@ def test_soak_memory_stays_flat(report: Any) -> None:
     a = AsyncStore.remote()
     _soak(s, a, 10_000)  # warm up: connections, caches, allocator arenas
     gc.collect()
-    before = {"driver": rss_mib(os.getpid()), "Store": actorloop.get(s.rss.remote()),
-              "AsyncStore": actorloop.get(a.rss.remote())}
+    before = {
+        "driver": rss_mib(os.getpid()),
+        "Store": actorloop.get(s.rss.remote()),
+        "AsyncStore": actorloop.get(a.rss.remote()),
+    }
     t0 = time.monotonic()
     _soak(s, a, SOAK_CALLS)
     took = time.monotonic() - t0
     gc.collect()
-    after = {"driver": rss_mib(os.getpid()), "Store": actorloop.get(s.rss.remote()),
-             "AsyncStore": actorloop.get(a.rss.remote())}
+    after = {
+        "driver": rss_mib(os.getpid()),
+        "Store": actorloop.get(s.rss.remote()),
+        "AsyncStore": actorloop.get(a.rss.remote()),
+    }
     _bookkeeping_clear(s)
     _bookkeeping_clear(a)
     assert actorloop.get(s.state.remote())[2] == (10_000 + SOAK_CALLS) // 2

@@ -22,7 +22,6 @@ class Actor:
         return self.counter
 
 
-
 @ray.remote(max_restarts=1)
 class Leaver:
     def leave(self):
