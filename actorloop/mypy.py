@@ -1,0 +1,5 @@
+from mypy.plugin import Plugin
+
+
+def plugin(version: str) -> type[Plugin]:
+    return Plugin
