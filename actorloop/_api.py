@@ -163,6 +163,10 @@ def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 
 
 @overload
+def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+@overload
 def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
 
 
