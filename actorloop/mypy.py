@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mypy import errorcodes
-from mypy.nodes import ARG_STAR, ARG_STAR2, Argument, MypyFile, TypeInfo, Var
+from mypy.nodes import ARG_STAR, ARG_STAR2, Argument, TypeInfo, Var
 from mypy.plugin import (
     AnalyzeTypeContext,
     AttributeContext,
@@ -48,7 +48,6 @@ from mypy.types import (
     FunctionLike,
     Instance,
     Parameters,
-    ProperType,
     Type,
     TypeOfAny,
     get_proper_type,
@@ -87,21 +86,27 @@ class ActorloopPlugin(Plugin):
         if name != "remote":
             return None
         if owner in _CLASS_TYPES:
-            return _actor_class_remote
+            return lambda ctx: _actor_class_remote(ctx, self._instance)
         sym = self.lookup_fully_qualified(owner)
         if sym is not None and isinstance(sym.node, TypeInfo) and _KEY in sym.node.metadata:
             info = sym.node
-            return lambda ctx: _remote_signature(ctx, info)
+            return lambda ctx: _remote_signature(ctx, info, self._instance)
         return None
 
     def get_attribute_hook(self, fullname: str) -> Callable[[AttributeContext], Type] | None:
         owner, _, name = fullname.rpartition(".")
         if owner in _HANDLE_CLASSES:
-            return lambda ctx: _handle_attribute(ctx, name)
+            return lambda ctx: _handle_attribute(ctx, name, self._instance)
         return None
 
     def get_type_analyze_hook(self, fullname: str) -> Callable[[AnalyzeTypeContext], Type] | None:
         return _proxy_is_handle if fullname == _ACTOR_PROXY else None
+
+    def _instance(self, fullname: str, args: list[Type]) -> Instance:
+        # Not the checker's named_generic_type: it finds only names that a parent package imports.
+        sym = self.lookup_fully_qualified(fullname)
+        assert sym is not None and isinstance(sym.node, TypeInfo), fullname
+        return Instance(sym.node, args)
 
 
 def plugin(version: str) -> type[Plugin]:
@@ -136,22 +141,26 @@ def _add_actor_class_methods(ctx: ClassDefContext) -> bool:
     return True
 
 
-def _actor_class_remote(ctx: MethodSigContext) -> FunctionLike:
+#: Makes ``Instance`` of an actorloop class by its full name (the plugin's ``_instance``).
+MakeInstance = Callable[[str, list[Type]], Instance]
+
+
+def _actor_class_remote(ctx: MethodSigContext, make: MakeInstance) -> FunctionLike:
     """``ActorClass[T].remote`` (and ``.options(...).remote``): ``T``'s constructor's parameters."""
     own = get_proper_type(ctx.type)
     if isinstance(own, Instance) and own.args:
         target = get_proper_type(own.args[0])
         if isinstance(target, Instance):
-            return _remote_signature(ctx, target.type)
+            return _remote_signature(ctx, target.type, make)
     return ctx.default_signature
 
 
-def _remote_signature(ctx: MethodSigContext, info: TypeInfo) -> FunctionLike:
+def _remote_signature(ctx: MethodSigContext, info: TypeInfo, make: MakeInstance) -> FunctionLike:
     """``.remote`` of an actor class: the parameters of its constructor, an ``ActorHandle`` of it."""
     constructor = get_proper_type(type_object_type(info, lambda name: ctx.api.named_generic_type(name, [])))
     if not isinstance(constructor, CallableType):  # an overloaded constructor: any arguments
         return ctx.default_signature
-    handle = _instance(ctx.api.modules, _ACTOR_HANDLE, [constructor.ret_type])
+    handle = make(_ACTOR_HANDLE, [constructor.ret_type])
     return ctx.default_signature.copy_modified(
         arg_types=constructor.arg_types,
         arg_kinds=constructor.arg_kinds,
@@ -161,7 +170,7 @@ def _remote_signature(ctx: MethodSigContext, info: TypeInfo) -> FunctionLike:
     )
 
 
-def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
+def _handle_attribute(ctx: AttributeContext, name: str, make: MakeInstance) -> Type:
     """``handle.name``: ``ActorMethod[P, R]`` of the actor class's method ``name``, or an error."""
     handle = get_proper_type(ctx.type)
     if not isinstance(handle, Instance) or not handle.args:
@@ -172,7 +181,7 @@ def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
     member = None if name.startswith("_") else actor.type.get(name)
     if member is None:
         if name in _BUILTIN_METHODS:
-            return _actor_method(ctx, Parameters([], [], []), AnyType(TypeOfAny.explicit))
+            return make(_ACTOR_METHOD, [Parameters([], [], []), AnyType(TypeOfAny.explicit)])
         ctx.api.fail(
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=errorcodes.ATTR_DEFINED
         )
@@ -185,7 +194,7 @@ def _handle_attribute(ctx: AttributeContext, name: str) -> Type:
         params = Parameters(
             member_type.arg_types, member_type.arg_kinds, member_type.arg_names, variables=member_type.variables
         )
-        return _actor_method(ctx, params, _awaited(member_type.ret_type))
+        return make(_ACTOR_METHOD, [params, _awaited(member_type.ret_type)])
     if member_type is None or isinstance(member_type, (AnyType, FunctionLike)):
         return ctx.default_attr_type  # not known yet, or overloaded: any arguments
     ctx.api.fail(
@@ -202,18 +211,6 @@ def _awaited(result: Type) -> Type:
     if isinstance(proper, Instance) and proper.type.fullname == "typing.Coroutine" and len(proper.args) == 3:
         return proper.args[2]
     return result
-
-
-def _actor_method(ctx: AttributeContext, params: Parameters, result: Type) -> ProperType:
-    return _instance(ctx.api.modules, _ACTOR_METHOD, [params, result])
-
-
-def _instance(modules: dict[str, MypyFile], fullname: str, args: list[Type]) -> Instance:
-    # The checker's named_generic_type finds only names its parent package imports by name.
-    module, _, name = fullname.rpartition(".")
-    node = modules[module].names[name].node
-    assert isinstance(node, TypeInfo), fullname
-    return Instance(node, args)
 
 
 def _proxy_is_handle(ctx: AnalyzeTypeContext) -> Type:

@@ -72,5 +72,5 @@ Worker.remote()  # E: call-arg
 c.increment.remote("one")  # E: arg-type
 c.incremnt.remote()  # E: attr-defined
 c.count.remote()  # E: attr-defined
-ref.not_an_attribute  # E: attr-defined
+ref.not_an_attribute  # noqa: B018  # E: attr-defined
 w.fetch.remote(1)  # E: arg-type

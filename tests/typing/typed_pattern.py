@@ -65,4 +65,4 @@ CounterActor.options(name="x").remote()  # E: call-arg
 c.incr.remote("x")  # E: arg-type
 c.incr.remote(1, 2)  # E: call-arg
 c.missing.remote()  # E: attr-defined
-ref.not_an_attribute  # E: attr-defined
+ref.not_an_attribute  # noqa: B018  # E: attr-defined
