@@ -16,7 +16,7 @@ import cloudpickle
 
 from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
-from ._handles import ActorHandle
+from ._handles import ActorHandle, ActorProxy
 from ._meta import ActorInfo, env_vars_of
 from ._ref import ObjectRef, wait_sync
 from ._runtime import get_runtime, require_runtime
@@ -206,8 +206,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
 
 def wait(
-    refs: Sequence[ObjectRef[Any]], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
-) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    refs: Sequence[ObjectRef[T]], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
+) -> tuple[list[ObjectRef[T]], list[ObjectRef[T]]]:
     """Wait until ``num_returns`` refs are ready; return ``(ready, not_ready)`` in the order given.
 
     Example::
@@ -231,8 +231,8 @@ def wait(
     else:
         with lending:
             wait_sync(ref_list, num_returns, timeout)
-    ready: list[ObjectRef[Any]] = []
-    not_ready: list[ObjectRef[Any]] = []
+    ready: list[ObjectRef[T]] = []
+    not_ready: list[ObjectRef[T]] = []
     for ref in ref_list:
         (ready if ref.done() and len(ready) < num_returns else not_ready).append(ref)
     return ready, not_ready
@@ -274,7 +274,7 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
         force_kill()
 
 
-def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
+def kill(actor: ActorHandle[Any] | ActorProxy[Any], *, no_restart: bool = True) -> None:
     """End the actor's process; returns once it has ended.
 
     Later calls raise ``ActorDiedError``; with ``no_restart=False`` the actor

@@ -66,3 +66,8 @@ c.incr.remote("x")  # E: arg-type
 c.incr.remote(1, 2)  # E: call-arg
 c.missing.remote()  # E: attr-defined
 ref.not_an_attribute  # noqa: B018  # E: attr-defined
+
+first, second = c.pair.remote()  # num_returns=2: a list of refs at run time, Any here
+ready, not_ready = actorloop.wait([ref], timeout=0)
+assert_type(ready, list[ObjectRef[int]])
+actorloop.kill(c)
