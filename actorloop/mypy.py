@@ -50,6 +50,7 @@ from mypy.types import (
     Parameters,
     Type,
     TypeOfAny,
+    UnionType,
     get_proper_type,
 )
 
@@ -69,6 +70,9 @@ _CLASS_TYPES = (
     f"{_HANDLES}._TypedActorClass",
     f"{_HANDLES}._TypedActorClassWithOptions",
 )
+#: Whose ``remote`` takes the parameters of a method or function: each may also be given as a ref.
+_CALL_TYPES = (_ACTOR_METHOD, f"{_HANDLES}._ActorMethodOfReturns", f"{_HANDLES}._TypedRemoteFunction")
+_OBJECT_REF = "actorloop._ref.ObjectRef"
 #: Methods every actor has (``handle.ready()`` among them), from actorloop._meta.
 _BUILTIN_METHODS = frozenset({"__ray_ready__", "__ray_call__", "__ray_terminate__", "ready"})
 #: Marks a class decorated with ``@actorloop.remote`` (in its TypeInfo's metadata).
@@ -87,6 +91,8 @@ class ActorloopPlugin(Plugin):
             return None
         if owner in _CLASS_TYPES:
             return lambda ctx: _actor_class_remote(ctx, self._instance)
+        if owner in _CALL_TYPES:
+            return lambda ctx: _refs_accepted(ctx.default_signature, self._instance)
         sym = self.lookup_fully_qualified(owner)
         if sym is not None and isinstance(sym.node, TypeInfo) and _KEY in sym.node.metadata:
             info = sym.node
@@ -161,13 +167,26 @@ def _remote_signature(ctx: MethodSigContext, info: TypeInfo, make: MakeInstance)
     if not isinstance(constructor, CallableType):  # an overloaded constructor: any arguments
         return ctx.default_signature
     handle = make(_ACTOR_HANDLE, [constructor.ret_type])
-    return ctx.default_signature.copy_modified(
+    signature = ctx.default_signature.copy_modified(
         arg_types=constructor.arg_types,
         arg_kinds=constructor.arg_kinds,
         arg_names=constructor.arg_names,
         ret_type=handle,
         variables=constructor.variables,
     )
+    return _refs_accepted(signature, make)
+
+
+def _refs_accepted(signature: FunctionLike, make: MakeInstance) -> FunctionLike:
+    """Each parameter ``X`` of a ``.remote()`` also takes an ``ObjectRef[X]``: a ref passed as an
+    argument is replaced by its value before the call runs."""
+    if not isinstance(signature, CallableType):
+        return signature
+    arg_types = [
+        t if isinstance(get_proper_type(t), AnyType) else UnionType.make_union([t, make(_OBJECT_REF, [t])])
+        for t in signature.arg_types
+    ]
+    return signature.copy_modified(arg_types=arg_types)
 
 
 def _handle_attribute(ctx: AttributeContext, name: str, make: MakeInstance) -> Type:
@@ -178,6 +197,9 @@ def _handle_attribute(ctx: AttributeContext, name: str, make: MakeInstance) -> T
     actor = get_proper_type(handle.args[0])
     if not isinstance(actor, Instance):  # ActorHandle[Any], from get_actor(): nothing to check
         return ctx.default_attr_type
+    own = handle.type.get(name)
+    if own is not None and own.node is not None and own.node.fullname.startswith(_HANDLES):
+        return ctx.default_attr_type  # the handle's own attribute (http_url, ...), not __getattr__
     member = None if name.startswith("_") else actor.type.get(name)
     if member is None:
         if name in _BUILTIN_METHODS:

@@ -74,3 +74,11 @@ c.incremnt.remote()  # E: attr-defined
 c.count.remote()  # E: attr-defined
 ref.not_an_attribute  # noqa: B018  # E: attr-defined
 w.fetch.remote(1)  # E: arg-type
+
+
+def pass_refs(counter: ActorHandle[Counter], start: ObjectRef[int]) -> None:
+    # A ref given as an argument is replaced by its value: each parameter also takes a ref.
+    assert_type(counter.increment.remote(start), ObjectRef[int])
+    assert_type(Counter.remote(start), ActorHandle[Counter])
+    assert_type(counter.http_url, str | None)
+    counter.increment.remote(counter.describe.remote())  # E: arg-type
