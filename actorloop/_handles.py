@@ -437,12 +437,10 @@ if TYPE_CHECKING:
 else:
     ActorProxy = Union[ActorHandle[T], type[T]]
 
-ActorProxy.__doc__ = """``ActorProxy[T]``: what type checkers see ``ActorClass[T].remote()`` return (Ray's name).
-
-A union of the handle and the class ``T``, so that a checker finds each method's parameters and
-result on ``T`` (methods decorated with ``@actorloop.method``), and an unknown method is an error.
-At run time the value is always an :class:`ActorHandle`.
-"""
+# ActorProxy[T]: what type checkers see ActorClass[T].remote() return (Ray's name and meaning).
+# A union of the handle and the class T, so that a checker finds each method's parameters and
+# result on T (methods decorated with @actorloop.method) and an unknown method is an error; the
+# mypy plugin reads it as ActorHandle[T]. At run time the value is always an ActorHandle.
 
 
 class RemoteUsageError(TypeError, AssertionError):
@@ -468,7 +466,7 @@ def remote(__function: Callable[P, R]) -> _TypedRemoteFunction[P, R]: ...
 
 
 @overload
-def remote(*, num_returns: int, **options: Any) -> _RemoteOfReturnsDecorator: ...
+def remote(*, num_returns: int, **options: Any) -> _RemoteOfReturnsDecorator: ...  # pyright: ignore[reportOverlappingOverload]
 
 
 @overload
@@ -562,7 +560,7 @@ def method(
             raise TypeError("@actorloop.method takes either a method or keyword options, not both")
         if not callable(func) and not isinstance(func, (staticmethod, classmethod)):
             raise TypeError(f"@actorloop.method decorates a method, got {func!r}")
-        return method()(func)
+        return cast(Any, method())(func)
     unknown = [key for key in ray_options if key not in IGNORED_METHOD_OPTIONS]
     if unknown:
         raise TypeError(f"@actorloop.method: unknown option(s) {', '.join(map(repr, unknown))}")
