@@ -7,6 +7,7 @@ Lines marked ``# E: code`` must be reported with that error, and nothing else ma
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from typing_extensions import assert_type
 
@@ -71,3 +72,9 @@ first, second = c.pair.remote()  # num_returns=2: a list of refs at run time, An
 ready, not_ready = actorloop.wait([ref], timeout=0)
 assert_type(ready, list[ObjectRef[int]])
 actorloop.kill(c)
+
+
+def mixed(a: ObjectRef[int], b: ObjectRef[str]) -> None:
+    refs = [a, b]
+    assert_type(actorloop.get(refs), list[Any])
+    assert_type(actorloop.get((a, a)), list[int])
