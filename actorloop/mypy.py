@@ -124,11 +124,12 @@ def _add_actor_class_methods(ctx: ClassDefContext) -> bool:
     """``@actorloop.remote`` on a class: give it ``remote`` and ``options`` (typed in the checker)."""
     info = ctx.cls.info
     instance = fill_typevars_with_any(info)
-    try:
-        handle = ctx.api.named_type(_ACTOR_HANDLE, [instance])
-        with_options = ctx.api.named_type(_WITH_OPTIONS, [instance])
-    except KeyError:  # actorloop._handles not analysed yet: ask to be called again
-        return False
+    for name in (_ACTOR_HANDLE, _WITH_OPTIONS):
+        sym = ctx.api.lookup_fully_qualified_or_none(name)
+        if sym is None or not isinstance(sym.node, TypeInfo):
+            return False  # actorloop._handles not analysed yet: mypy calls again
+    handle = ctx.api.named_type(_ACTOR_HANDLE, [instance])
+    with_options = ctx.api.named_type(_WITH_OPTIONS, [instance])
     any_type = AnyType(TypeOfAny.explicit)
     star_args = [
         Argument(Var("args"), any_type, None, ARG_STAR),
