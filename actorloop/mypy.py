@@ -198,8 +198,7 @@ def _handle_attribute(ctx: AttributeContext, name: str, make: MakeInstance) -> T
     actor = get_proper_type(handle.args[0])
     if not isinstance(actor, Instance):  # ActorHandle[Any], from get_actor(): nothing to check
         return ctx.default_attr_type
-    own = handle.type.get(name)
-    if own is not None and own.node is not None and own.node.fullname.startswith(_HANDLES):
+    if handle.type.get(name) is not None:
         return ctx.default_attr_type  # the handle's own attribute (http_url, ...), not __getattr__
     member = None if name.startswith("_") else actor.type.get(name)
     if member is None:

@@ -82,3 +82,5 @@ def pass_refs(counter: ActorHandle[Counter], start: ObjectRef[int]) -> None:
     assert_type(Counter.remote(start), ActorHandle[Counter])
     assert_type(counter.http_url, str | None)
     counter.increment.remote(counter.describe.remote())  # E: arg-type
+    assert_type(counter == counter, bool)
+    assert_type(counter.__class__, type[ActorHandle[Counter]])
