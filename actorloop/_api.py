@@ -22,7 +22,7 @@ import cloudpickle
 
 from . import _pickle, _runtime, _tasks
 from ._entry import entry_for
-from ._handles import ActorHandle
+from ._handles import ActorHandle, ActorProxy
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
 from ._node._dashboard import check_dashboard_address
 from ._ref import ObjectRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
@@ -205,7 +205,13 @@ def get(refs: ObjectRef[T], *, timeout: float | None = None) -> T: ...
 
 
 @overload
-def get(refs: Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: Sequence[ObjectRef[T]], *, timeout: float | None = None) -> list[T]: ...
+
+
+# Refs of different types: mypy joins ObjectRef[int] and ObjectRef[str] to object (a future is
+# invariant), so this takes any sequence; the run-time check names a non-ref.
+@overload
+def get(refs: Sequence[object], *, timeout: float | None = None) -> list[Any]: ...
 
 
 def get(refs: Any, *, timeout: float | None = None) -> Any:
@@ -243,8 +249,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
 
 def wait(
-    refs: Sequence[ObjectRef[Any]], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
-) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
+    refs: Sequence[ObjectRef[T]], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
+) -> tuple[list[ObjectRef[T]], list[ObjectRef[T]]]:
     """Wait until ``num_returns`` refs are ready; return ``(ready, not_ready)`` in the order given.
 
     Like ``get``, it works where an event loop is running.
@@ -264,8 +270,8 @@ def wait(
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     _block_until(ref_list, num_returns, timeout, "wait")
-    ready: list[ObjectRef[Any]] = []
-    not_ready: list[ObjectRef[Any]] = []
+    ready: list[ObjectRef[T]] = []
+    not_ready: list[ObjectRef[T]] = []
     for ref in ref_list:
         (ready if ref.done() and len(ready) < num_returns else not_ready).append(ref)
     return ready, not_ready
@@ -512,7 +518,7 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
         force_kill()
 
 
-def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
+def kill(actor: ActorHandle[Any] | ActorProxy[Any], *, no_restart: bool = True) -> None:
     """End the actor's process; returns once it has ended.
 
     Later calls raise ``ActorDiedError``; with ``no_restart=False`` the actor

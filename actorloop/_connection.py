@@ -192,7 +192,7 @@ class Pending:
         self.payload = None
 
 
-_OOB_BYTE = proto._OOB_MARK[0]
+_OOB_BYTE = proto._OOB_BYTE
 #: The ``seq`` of a call not sent yet: above every delivered_seq.
 NOT_SENT = 1 << 62
 
@@ -353,7 +353,7 @@ class ActorConnection(proto.FrameProtocol):
         if not ref.done():
             ref.set_exception(error)
             if self.link.quiet():
-                ref._log_traceback = False  # type: ignore[misc]  # asyncio.Future internals
+                ref._log_traceback = False  # asyncio.Future internals
             ref._wake_waiter()
         self.link.calls_finished(1)
 

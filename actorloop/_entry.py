@@ -85,7 +85,7 @@ class EntryQueue:
                 if task.cancelled():
                     result.cancel()
                 elif task.exception() is not None:
-                    result.set_exception(task.exception())  # type: ignore[arg-type]
+                    result.set_exception(task.exception())
                 else:
                     result.set_result(task.result())
 

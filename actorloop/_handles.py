@@ -10,7 +10,22 @@ the home loop (see ``_runtime.ActorState.handle_dropped``).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Generic, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Concatenate,
+    Coroutine,
+    Generic,
+    Literal,
+    NoReturn,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 from ._meta import (
     ACTOR_OPTIONS,
@@ -25,13 +40,22 @@ from ._meta import (
     collect_meta,
     validate_options,
 )
-from ._ref import split_ref
+from ._ref import ObjectRef, split_ref
 from ._runtime import ActorState, require_runtime
 from ._tasks import TASK_OPTIONS, RemoteFunction, is_task_option
 
 T = TypeVar("T")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+#: For type checkers: the class of a method's ``self``, what calling it in the actor returns, and
+#: what ``handle.method`` is (``ActorMethod[P, R]``).
+S = TypeVar("S")
+Ret = TypeVar("Ret")
+M = TypeVar("M")
+C = TypeVar("C")
+T_co = TypeVar("T_co", covariant=True)
+
 
 
 class ActorClass(Generic[T]):
@@ -93,9 +117,13 @@ class ActorClass(Generic[T]):
             f"use {self._cls.__name__}.remote(...) instead"
         )
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
-        """Start an actor of this class with these constructor arguments; returns at once."""
-        return self._create(self._options, args, kwargs)
+    def remote(self, *args: Any, **kwargs: Any) -> ActorProxy[T]:
+        """Start an actor of this class with these constructor arguments; returns at once.
+
+        Type checkers see an :data:`ActorProxy` (the handle, through which methods decorated
+        with ``@actorloop.method`` are typed); the mypy plugin makes it ``ActorHandle[T]``.
+        """
+        return cast("ActorProxy[T]", self._create(self._options, args, kwargs))
 
     def options(self, **options: Any) -> _ActorClassWithOptions[T]:
         """Override options for one actor: ``Counter.options(name="c").remote()``."""
@@ -123,9 +151,9 @@ class _ActorClassWithOptions(Generic[T]):
         self._actor_class = actor_class
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
+    def remote(self, *args: Any, **kwargs: Any) -> ActorProxy[T]:
         """Start the actor with the options given to ``.options()``."""
-        return self._actor_class._create(self._options, args, kwargs)
+        return cast("ActorProxy[T]", self._actor_class._create(self._options, args, kwargs))
 
     def options(self, **options: Any) -> _ActorClassWithOptions[T]:
         validate_options(options, f"{self._actor_class._cls.__name__}.options()")
@@ -134,8 +162,11 @@ class _ActorClassWithOptions(Generic[T]):
         return _ActorClassWithOptions(self._actor_class, merged)
 
 
-class ActorMethod:
+class ActorMethod(Generic[P, R]):
     """``handle.method``: call ``.remote(*args, **kwargs)`` to get an :class:`ObjectRef`.
+
+    For type checkers it is ``ActorMethod[P, R]``: ``.remote`` takes the method's parameters
+    ``P`` and returns ``ObjectRef[R]`` (``R`` unwrapped from an ``async def``).
 
     With ``num_returns=N`` (``@actorloop.method(num_returns=N)`` or
     ``.options(num_returns=N)``) the method returns N values and ``.remote()``
@@ -174,17 +205,27 @@ class ActorMethod:
             return
         state.handle_dropped()
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method in the actor; returns an ObjectRef at once (a list of them with ``num_returns``)."""
         ref = self._state.submit(self._name, args, kwargs, self._group)
         if self._num_returns == 1:
             return ref
         parts = split_ref(ref, self._num_returns, f"{self._meta.class_name}.{self._name}")
-        return parts if parts else None
+        return cast("ObjectRef[R]", parts or None)  # num_returns: the refs (typed as _ActorMethodOfReturns)
+
+    @overload
+    def options(
+        self, *, concurrency_group: str | None = None, num_returns: Literal[1] | None = None, **ray_options: Any
+    ) -> ActorMethod[P, R]: ...
+
+    @overload
+    def options(
+        self, *, concurrency_group: str | None = None, num_returns: int, **ray_options: Any
+    ) -> _ActorMethodOfReturns[P]: ...
 
     def options(
         self, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
-    ) -> ActorMethod:
+    ) -> Any:
         """Pick options for one call: ``h.f.options(concurrency_group="io").remote()``.
 
         ``num_returns`` splits the result into that many refs. Ray's other method
@@ -210,7 +251,7 @@ class ActorMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._name == READY_METHOD and not args and not kwargs:
-            return self.remote()  # handle.ready(): the actorloop spelling of __ray_ready__.remote()
+            return cast(Any, self.remote)()  # handle.ready(): the actorloop spelling of __ray_ready__.remote()
         raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...) instead")
 
     def __repr__(self) -> str:
@@ -251,7 +292,9 @@ class ActorHandle(Generic[T]):
         self._runtime_state = state
         state.handle_made()
 
-    def __getattr__(self, name: str) -> ActorMethod:
+    def __getattr__(self, name: str) -> ActorMethod[..., Any]:
+        # Type checkers see ActorMethod[..., Any] here; the mypy plugin (actorloop.mypy) replaces it
+        # with the named method's own parameters and result, and reports an unknown method.
         if name in BUILTIN_METHODS:
             method_name = name
         elif name.startswith("_"):
@@ -266,7 +309,7 @@ class ActorHandle(Generic[T]):
                 f"actor {self._meta.class_name} has no public method {name!r}; "
                 f"its methods: {', '.join(sorted(self._meta.methods)) or 'none'}"
             )
-        method = ActorMethod(self._runtime_state, self._meta, self.http_url, method_name, None)
+        method: ActorMethod[..., Any] = ActorMethod(self._runtime_state, self._meta, self.http_url, method_name, None)
         self.__dict__[name] = method
         return method
 
@@ -302,25 +345,133 @@ def _rebuild_method(
     name: str,
     group: str | None,
     num_returns: int | None = None,
-) -> ActorMethod:
+) -> ActorMethod[..., Any]:
     handle = _rebuild_handle(actor_id, meta, http_url, caller_options)
     return ActorMethod(handle._runtime_state, meta, http_url, name, group, num_returns)
+
+
+if TYPE_CHECKING:
+    # What type checkers see beyond the run-time classes above (docs/typing.md). None of it
+    # exists at run time: ``remote`` and ``method`` return the run-time classes and functions.
+
+    class _ProxyHandle(ActorHandle[T]):
+        """The handle half of :data:`ActorProxy`: its methods come from the class half."""
+
+        def __getattr__(self, name: str) -> NoReturn: ...
+
+    ActorProxy = Union[_ProxyHandle[T], type[T]]
+
+    class _ActorMethodOfReturns(ActorMethod[P, Any]):
+        """A method called with ``num_returns=N``: ``.remote()`` gives N refs (a list), or None for 0."""
+
+        def remote(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+
+    class _RemoteMethod(Generic[S, P, M, Ret]):
+        """A method decorated with ``@actorloop.method``: ``M`` through a handle, itself in the actor."""
+
+        @overload
+        def __get__(self, instance: None, owner: Any) -> M: ...
+        @overload
+        def __get__(self, instance: S, owner: Any) -> Callable[P, Ret]: ...
+        def __get__(self, instance: Any, owner: Any) -> Any: ...
+        # Callable as the function is, so decorators typed for functions (actorloop.http.get) take it.
+        def __call__(self, instance: S, /, *args: P.args, **kwargs: P.kwargs) -> Ret: ...
+
+    class _MethodDecorator(Protocol):
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
+        ) -> _RemoteMethod[S, P, ActorMethod[P, R], Coroutine[Any, Any, R]]: ...
+        @overload
+        def __call__(self, func: Callable[Concatenate[S, P], R], /) -> _RemoteMethod[S, P, ActorMethod[P, R], R]: ...
+        @overload
+        def __call__(self, func: F, /) -> F: ...
+
+    class _MethodOfReturnsDecorator(Protocol):
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[S, P], Ret], /
+        ) -> _RemoteMethod[S, P, _ActorMethodOfReturns[P], Ret]: ...
+        @overload
+        def __call__(self, func: F, /) -> F: ...
+
+    class _ClassLike(Protocol[P, T_co]):
+        """A class (it has an ``__mro__``, which a function has not) whose constructor takes ``P``."""
+
+        @property
+        def __mro__(self) -> tuple[type, ...]: ...
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T_co: ...
+
+    class _TypedActorClass(ActorClass[T], Generic[T, C]):
+        """``ActorClass[T]`` that knows its class's constructor ``C``, to check ``.remote()``'s arguments."""
+
+        def remote(self: _TypedActorClass[T, Callable[P, Any]], *args: P.args, **kwargs: P.kwargs) -> ActorProxy[T]: ...
+        def options(self, **options: Any) -> _TypedActorClassWithOptions[T, C]: ...
+
+    class _TypedActorClassWithOptions(_ActorClassWithOptions[T], Generic[T, C]):
+        def remote(
+            self: _TypedActorClassWithOptions[T, Callable[P, Any]], *args: P.args, **kwargs: P.kwargs
+        ) -> ActorProxy[T]: ...
+        def options(self, **options: Any) -> _TypedActorClassWithOptions[T, C]: ...
+
+    class _TypedRemoteFunction(RemoteFunction[R], Generic[P, R]):
+        """A remote function: ``.remote`` takes the function's parameters and gives ``ObjectRef[R]``."""
+
+        def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]: ...
+        def options(self, **options: Any) -> _TypedRemoteFunction[P, R]: ...
+
+    class _RemoteDecorator(Protocol):
+        @overload
+        def __call__(  # type: ignore[overload-overlap]
+            self, target: _ClassLike[P, T], /
+        ) -> _TypedActorClass[T, Callable[P, T]]: ...
+        @overload
+        def __call__(self, target: type[T], /) -> _TypedActorClass[T, type[T]]: ...  # type: ignore[overload-overlap]
+        @overload
+        def __call__(self, target: Callable[P, Coroutine[Any, Any, R]], /) -> _TypedRemoteFunction[P, R]: ...
+        @overload
+        def __call__(self, target: Callable[P, R], /) -> _TypedRemoteFunction[P, R]: ...
+
+    class _RemoteOfReturnsDecorator(Protocol):
+        def __call__(self, target: Callable[..., Any], /) -> RemoteFunction[Any]: ...
+
+else:
+    ActorProxy = Union[ActorHandle[T], type[T]]
+
+# ActorProxy[T]: what type checkers see ActorClass[T].remote() return (Ray's name and meaning).
+# A union of the handle and the class T, so that a checker finds each method's parameters and
+# result on T (methods decorated with @actorloop.method) and an unknown method is an error; the
+# mypy plugin reads it as ActorHandle[T]. At run time the value is always an ActorHandle.
 
 
 class RemoteUsageError(TypeError, AssertionError):
     """``@actorloop.remote()`` with empty parentheses: a TypeError, and an AssertionError as Ray raises."""
 
 
+# Classes: _ClassLike is how mypy learns the constructor's parameters, type[T] is how pyright does
+# (each skips the other's overload). Coroutine functions give ObjectRef of what they return.
 @overload
-def remote(__cls: type[T]) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
-
-
-@overload
-def remote(__function: Callable[..., R]) -> RemoteFunction[R]: ...
+def remote(__cls: _ClassLike[P, T]) -> _TypedActorClass[T, Callable[P, T]]: ...  # type: ignore[overload-overlap]
 
 
 @overload
-def remote(**options: Any) -> Callable[[Any], Any]: ...
+def remote(__cls: type[T]) -> _TypedActorClass[T, type[T]]: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def remote(__function: Callable[P, Coroutine[Any, Any, R]]) -> _TypedRemoteFunction[P, R]: ...
+
+
+@overload
+def remote(__function: Callable[P, R]) -> _TypedRemoteFunction[P, R]: ...
+
+
+@overload
+def remote(*, num_returns: int, **options: Any) -> _RemoteOfReturnsDecorator: ...  # pyright: ignore[reportOverlappingOverload]
+
+
+@overload
+def remote(**options: Any) -> _RemoteDecorator: ...
 
 
 def remote(*args: Any, **options: Any) -> Any:
@@ -369,15 +520,48 @@ def _make_remote(target: Any, options: dict[str, Any], where: str) -> Any:
     raise TypeError(f"{where} takes a class or a function, got {type(target).__name__} {target!r}")
 
 
+@overload
 def method(
-    *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
-) -> Callable[[F], F]:
-    """Set options of an actor method: ``@actorloop.method(concurrency_group="io")``.
+    func: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
+) -> _RemoteMethod[S, P, ActorMethod[P, R], Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def method(func: Callable[Concatenate[S, P], R], /) -> _RemoteMethod[S, P, ActorMethod[P, R], R]: ...
+
+
+@overload
+def method(
+    *, concurrency_group: str | None = None, num_returns: Literal[1] | None = None, **ray_options: Any
+) -> _MethodDecorator: ...
+
+
+@overload
+def method(
+    *, concurrency_group: str | None = None, num_returns: int, **ray_options: Any
+) -> _MethodOfReturnsDecorator: ...
+
+
+def method(
+    func: Any = None, /, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+) -> Any:
+    """Mark an actor method: ``@actorloop.method``, or with options ``@actorloop.method(concurrency_group="io")``.
 
     ``num_returns=N`` makes ``.remote()`` return N refs, one per returned value.
     Ray's other method options are accepted and have no effect.  Works above
     or below ``@actorloop.http.get(...)``.
+
+    For type checkers, a method decorated with it is typed through a handle
+    (``handle.method.remote(...)`` takes its parameters and gives an
+    ``ObjectRef`` of its result), as with Ray's ``@ray.method``; see docs/typing.md.
     """
+    if func is not None:
+        # Bare @actorloop.method, as Ray's typed pattern writes it: a method with default options.
+        if ray_options or concurrency_group is not None or num_returns is not None:
+            raise TypeError("@actorloop.method takes either a method or keyword options, not both")
+        if not callable(func) and not isinstance(func, (staticmethod, classmethod)):
+            raise TypeError(f"@actorloop.method decorates a method, got {func!r}")
+        return cast(Any, method())(func)
     unknown = [key for key in ray_options if key not in IGNORED_METHOD_OPTIONS]
     if unknown:
         raise TypeError(f"@actorloop.method: unknown option(s) {', '.join(map(repr, unknown))}")
@@ -387,9 +571,9 @@ def method(
     if num_returns is not None:
         opts["num_returns"] = check_num_returns(num_returns, "@actorloop.method")
 
-    def decorate(func: F) -> F:
-        target = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
-        target.__actorloop_method__ = opts  # type: ignore[attr-defined]
+    def decorate(func: Any) -> Any:
+        target: Any = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+        target.__actorloop_method__ = opts
         return func
 
     return decorate

@@ -29,7 +29,7 @@ def _code_reduce(code: types.CodeType) -> Any:
     return rebuild, tuple(code.co_filename if arg == _DYNAMIC else arg for arg in args)
 
 
-class Pickler(cloudpickle.Pickler):
+class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """cloudpickle's pickler, but code objects keep ``co_filename``."""
 
     dispatch_table = ChainMap({types.CodeType: _code_reduce}, _cloud_dispatch)

@@ -474,7 +474,7 @@ def node_error(value: tuple[Any, ...]) -> BaseException:
         exc = RuntimeError(f"{type_name}: {message}")
     if tb:
         exc.__cause__ = NodeTraceback(f"in the actorloop node:\n{tb}")
-    return exc
+    return exc  # type: ignore[no-any-return]  # an Exception, checked above
 
 
 def format_node_error(exc: BaseException) -> tuple[Any, ...]:

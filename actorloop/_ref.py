@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from asyncio import events
-from typing import Any, Generator, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generator, Generic, Protocol, TypeVar
 
 from ._entry import entry_for
 from .exceptions import TaskCancelledError
@@ -70,7 +70,15 @@ _future_set_exception = _FutureBase.set_exception
 _get_running_loop = events._get_running_loop
 
 
-class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
+if TYPE_CHECKING:
+    # Type checkers see a ref as the asyncio future of its value (so a misspelt attribute is an
+    # error); at run time the base is the same class, read through ``_FutureBase``.
+    _RefBase = asyncio.Future
+else:
+    _RefBase = _FutureBase
+
+
+class ObjectRef(_RefBase[T], Generic[T]):
     """A handle on the result of ``handle.method.remote(...)``.
 
     Await it in any event loop (``await ref``), pass it to
@@ -100,7 +108,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
 
     # asyncio treats an object as a future of the running loop when this is
     # not None; from another loop we answer None so asyncio wraps us instead.
-    @property  # type: ignore[misc]
+    @property  # type: ignore[override]  # bool on the base; None tells asyncio to wrap us
     def _asyncio_future_blocking(self) -> bool | None:
         if _get_running_loop() is self.get_loop():
             return _blocking.__get__(self)  # type: ignore[no-any-return]
@@ -140,7 +148,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
     def _result_now(self) -> T:
         if self.cancelled():
             raise asyncio.CancelledError()
-        return self.result()  # type: ignore[no-any-return]
+        return self.result()
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel the remote call too (called when an awaiting task is cancelled)."""
@@ -161,7 +169,7 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         if conn is not None:
             conn.cancel_call(self._call_id)
         self.set_exception(TaskCancelledError(f"the call was cancelled with actorloop.cancel() ({self!r})"))
-        self._log_traceback = False  # type: ignore[misc]  # a dropped cancelled ref is no error
+        self._log_traceback = False  # a dropped cancelled ref is no error
         self._wake_waiter()
 
     def _wake_waiter(self) -> None:

@@ -453,7 +453,7 @@ class Runtime:
         if loop is self.home_loop:
             return await self._wait_actor_home(actor_id, min_epoch)  # type: ignore[no-any-return]
         cf = self.entry.run(self._wait_actor_home(actor_id, min_epoch))
-        return await asyncio.wrap_future(cf)  # type: ignore[no-any-return]
+        return await asyncio.wrap_future(cf)
 
     async def _wait_actor_home(self, actor_id: str, min_epoch: int) -> Any:
         node = self.node

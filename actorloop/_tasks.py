@@ -699,7 +699,7 @@ class _Task:
         for ref in self.refs:
             if not ref.done():
                 ref.set_exception(error)
-                ref._log_traceback = False  # type: ignore[misc]  # a dropped cancelled ref is no error
+                ref._log_traceback = False  # a dropped cancelled ref is no error
                 ref._wake_waiter()
 
 
@@ -846,7 +846,7 @@ class RemoteFunction(Generic[R]):
                 task.start(inline=True)
             except BaseException:
                 for ref in task.refs:
-                    ref._log_traceback = False  # type: ignore[misc]
+                    ref._log_traceback = False
                 raise
         refs = task.refs
         if opts.num_returns == 1:
@@ -864,7 +864,7 @@ class RemoteFunction(Generic[R]):
             except Exception as exc:
                 raise SerializationError(f"could not pickle the remote function {self.__name__}: {exc}") from exc
             pickled = shared["pickled"] = (hashlib.blake2b(blob, digest_size=16).digest(), blob)
-        return pickled  # type: ignore[no-any-return]
+        return pickled
 
     def __reduce__(self) -> Any:
         # Sent to an actor or another task (a function calling this one): only the function and options travel.

@@ -886,7 +886,7 @@ def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
 
 def _custom_repr(instance: Any) -> str | None:
     """The actor's own ``__repr__`` (for its log prefix, as in Ray), or None if it has none."""
-    if type(instance).__repr__ is object.__repr__:
+    if type(instance).__repr__ is object.__repr__:  # type: ignore[comparison-overlap]  # typeshed's signatures differ
         return None
     try:
         text = repr(instance)

@@ -1,7 +1,8 @@
 """Ray's ``ray.actor`` module path: the actor classes and ``exit_actor``.
 
 ``from actorloop.actor import ActorHandle`` works where Ray code says
-``from ray.actor import ActorHandle``.
+``from ray.actor import ActorHandle`` (and ``ActorProxy``, the handle type of
+Ray's typed pattern, see docs/typing.md).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from ._handles import ActorClass as ActorClass
 from ._handles import ActorHandle as ActorHandle
 from ._handles import ActorMethod as ActorMethod
+from ._handles import ActorProxy as ActorProxy
 from ._worker import exit_actor as exit_actor
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorProxy", "exit_actor"]

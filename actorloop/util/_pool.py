@@ -514,7 +514,7 @@ class ActorPool(Generic[A]):
                 if member.busy == 0:
                     self._members.remove(member)
                     member.in_pool = False
-                    return member.actor
+                    return member.actor  # type: ignore[no-any-return]  # one of the actors given
             return None
 
     def push(self, actor: A) -> None:
