@@ -52,7 +52,7 @@ class InitContext(dict):  # type: ignore[type-arg]
     @property
     def dashboard_url(self) -> str | None:
         """The node's dashboard (``http://127.0.0.1:PORT``) when ``init(dashboard_port=...)`` started it, else None."""
-        return self.get("dashboard_url")  # type: ignore[no-any-return]
+        return self.get("dashboard_url")
 
     @property
     def address_info(self) -> dict[str, Any]:
