@@ -57,7 +57,6 @@ C = TypeVar("C")
 T_co = TypeVar("T_co", covariant=True)
 
 
-
 class ActorClass(Generic[T]):
     """An actor class: call ``.remote(...)`` to start an actor, ``.options(...)`` to change options.
 

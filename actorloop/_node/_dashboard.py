@@ -442,7 +442,7 @@ class _Collector:
             f"Calls ended per second over the last {RATE_WINDOW:g} s of collections",
             labels=actor_labels,
         )
-        le = [floatToGoString(b) for b in BOUNDS]  # type: ignore[no-untyped-call] + ["+Inf"]
+        le = [floatToGoString(b) for b in BOUNDS] + ["+Inf"]  # type: ignore[no-untyped-call]
         for actor in dash.node.actors.values():
             labels = [actor.class_name, actor.name or "", actor.namespace, actor.actor_id]
             stats = dash.stats.get(actor.actor_id)
