@@ -70,6 +70,16 @@ _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 _SEGMENT_ROUND = 1 << 20
 
 _shm_prefix = "actorloop-0-0-"
+
+# -- refs inside payloads (``_ref`` registers the hooks; this layer cannot import it) --------
+#: A segment-table entry whose name starts with this is no segment but a pending ref the sender
+#: fulfils later (``=<forward id>``): ``sent`` hands it to ``forward_hook`` with the connection.
+_FORWARD_MARK = "="
+#: Called as ``forward_hook(forward_id, conn)`` once a payload naming a pending ref is sent on ``conn``.
+forward_hook: Callable[[int, object], None] | None = None
+#: Each is called with a connection that was lost (its peer's pending refs fail).
+connection_lost_hooks: list[Callable[[object], None]] = []
+_local = threading.local()
 #: Why the last segment could not be made (for error messages); None while shared memory works.
 last_failure: str | None = None
 
@@ -158,15 +168,15 @@ def sweep_stale_segments(min_age: float = STALE_SEGMENT_AGE) -> int:
 
 
 class _Segment:
-    __slots__ = ("name", "fd", "size", "conn", "sends", "holds", "sent_once", "tainted", "since")
+    __slots__ = ("name", "fd", "size", "sends", "holds", "sent_once", "tainted", "since")
 
     def __init__(self, name: str, fd: int, size: int) -> None:
         self.name = name
         self.fd = fd
         self.size = size
-        self.conn: object = None  # the connection it was last sent on, until released or lost
-        self.sends = 0  # sends on ``conn`` not yet released
-        self.holds = 0  # callers keeping its payload for a retry
+        # Sends not yet released, per connection (one connection, except for put segments).
+        self.sends: dict[object, int] = {}
+        self.holds = 0  # callers keeping its payload for a retry; a put segment: +1 while its put ref lives
         self.sent_once = False
         self.tainted = False  # a connection it was sent on was lost: a live peer may map it, never reuse
         self.since = 0.0  # monotonic: when it became busy (unsent) or free (idle)
@@ -180,6 +190,7 @@ class SegmentPool:
         self._free: list[_Segment] = []
         self._free_bytes = 0
         self._busy: dict[str, _Segment] = {}
+        self._puts: set[str] = set()  # busy segments holding an actorloop.put() value
         self._timer: threading.Timer | None = None
         self._pid = os.getpid()
 
@@ -223,7 +234,7 @@ class SegmentPool:
             self._collect_unsent(stale)
         self._discard_all(stale)
         if best is not None:
-            best.conn, best.sends, best.holds, best.sent_once, best.tainted = None, 0, 0, False, False
+            best.sends, best.holds, best.sent_once, best.tainted = {}, 0, False, False
             return best
         size = -(-nbytes // _SEGMENT_ROUND) * _SEGMENT_ROUND
         try:
@@ -256,21 +267,30 @@ class SegmentPool:
 
     def sent(self, names: list[str], conn: object, delta: int = 1) -> None:
         """``names`` are (``delta=1``) queued or written on connection ``conn``; ``-1`` undoes an unwritten send."""
+        forwards = None
         with self._lock:
             for name in names:
                 seg = self._busy.get(name)
                 if seg is None:
+                    if name[:1] == _FORWARD_MARK and delta > 0:
+                        forwards = forwards or []
+                        forwards.append(name)
                     continue
-                if seg.conn is not conn:
-                    if seg.conn is not None:
-                        seg.tainted = True  # on two connections at once: never reuse it
-                    seg.conn, seg.sends = conn, 0
-                seg.sends = max(0, seg.sends + delta)
+                if seg.sends and conn not in seg.sends:
+                    seg.tainted = True  # on two connections at once: never reuse it
+                count = max(0, seg.sends.get(conn, 0) + delta)
+                if count:
+                    seg.sends[conn] = count
+                else:
+                    seg.sends.pop(conn, None)
                 # An undone send (nothing written) leaves it unsent: its payload is still on its way.
-                seg.sent_once = seg.sends > 0 or (seg.sent_once and delta > 0)
+                seg.sent_once = bool(seg.sends) or (seg.sent_once and delta > 0)
+        if forwards is not None and forward_hook is not None:
+            for name in forwards:
+                forward_hook(int(name[1:]), conn)
 
-    def release(self, name: object) -> None:
-        """A receiver no longer maps ``name`` (its RELEASE frame)."""
+    def release(self, name: object, conn: object = None) -> None:
+        """A receiver (on ``conn``, if known) no longer maps ``name`` (its RELEASE frame)."""
         if not isinstance(name, str):
             return
         with self._lock:
@@ -278,9 +298,13 @@ class SegmentPool:
             if seg is None:
                 return
             seg.sent_once = True
-            seg.sends -= 1
-            if seg.sends <= 0:
-                seg.sends, seg.conn = 0, None
+            sends = seg.sends
+            if conn not in sends:  # receiver's connection unknown: count it against any
+                conn = next(iter(sends), None)
+            if conn in sends:
+                sends[conn] -= 1
+                if sends[conn] <= 0:
+                    del sends[conn]
             discard = self._settle(seg)
         if discard is not None:
             self._discard(discard)
@@ -288,13 +312,16 @@ class SegmentPool:
     def connection_lost(self, conn: object) -> None:
         """``conn`` is gone: what was sent on it and not released may still be mapped by a live peer,
         so it is never reused; it is removed at once unless a caller holds it for a retry."""
+        for hook in connection_lost_hooks:
+            hook(conn)
         with self._lock:
             if not self._busy:
                 return
-            lost = [seg for seg in self._busy.values() if seg.conn is conn]
+            lost = [seg for seg in self._busy.values() if conn in seg.sends]
             gone = []
             for seg in lost:
-                seg.conn, seg.sends, seg.tainted = None, 0, True
+                del seg.sends[conn]
+                seg.tainted = True
                 discard = self._settle(seg)
                 if discard is not None:
                     gone.append(discard)
@@ -321,6 +348,22 @@ class SegmentPool:
                         gone.append(discard)
         self._discard_all(gone)
 
+    def adopt_put(self, names: list[str]) -> None:
+        """These fresh segments hold an ``actorloop.put()`` value: kept (a hold) until ``unhold``, then
+        removed once no receiver maps them, never reused (the owner's own value maps them too)."""
+        with self._lock:
+            for name in names:
+                seg = self._busy.get(name)
+                if seg is not None:
+                    seg.holds += 1
+                    seg.sent_once = True
+                    seg.tainted = True
+                    self._puts.add(name)
+
+    def is_put(self, name: str) -> bool:
+        """Whether ``name`` is a live put segment of this process."""
+        return name in self._puts
+
     def unused(self, names: list[str]) -> None:
         """Segments written for a frame that will never be sent (its pickling failed): back to the pool."""
         gone = []
@@ -341,6 +384,9 @@ class SegmentPool:
         """
         if seg.holds or seg.sends or not (seg.sent_once or dropped):
             return None
+        if seg.name in self._puts:
+            self._puts.discard(seg.name)
+            _drop_own_mapping(seg.name)
         del self._busy[seg.name]
         if seg.tainted or self._free_bytes + seg.size > POOL_KEEP_BYTES:
             return seg
@@ -408,6 +454,7 @@ class SegmentPool:
                 return
             segments = self._free + list(self._busy.values())
             self._free, self._busy, self._free_bytes = [], {}, 0
+            self._puts.clear()
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -421,6 +468,11 @@ class SegmentPool:
             except OSError:
                 pass
         self.__init__()  # type: ignore[misc]
+
+    def put_segments(self) -> int:
+        """How many put segments this process keeps: for tests."""
+        with self._lock:
+            return len(self._puts)
 
     def stats(self) -> tuple[int, int, int]:
         """(free segments, free bytes, busy segments): for tests and debugging."""
@@ -470,6 +522,23 @@ def segment_names(payload: bytes) -> list[str]:
     return names
 
 
+def segment_table(payload: bytes) -> list[tuple[str, int]]:
+    """The (name, size) of each segment a payload maps, in buffer order (forward entries left out)."""
+    if payload[:1] != OOB_MARK:
+        return []
+    (count,) = _COUNT.unpack_from(payload, 1)
+    pos = 1 + _COUNT.size
+    table = []
+    for _ in range(count):
+        name_len, size = _SEGMENT.unpack_from(payload, pos)
+        pos += _SEGMENT.size
+        name = payload[pos : pos + name_len].decode()
+        pos += name_len
+        if name[:1] != _FORWARD_MARK:
+            table.append((name, size))
+    return table
+
+
 def hold_payload(payload: bytes) -> bool:
     """Keep ``payload``'s segments for a resend (a retry) until ``unhold_payload``; True if it has any."""
     if payload[:1] != OOB_MARK:
@@ -515,13 +584,63 @@ def wrap_big_binary(value: Any) -> Any:
     return _Binary(value) if is_big_binary(value) else value
 
 
-def dumps_with_buffers(msg: Any) -> tuple[bytes, list[str], str | None]:
+def pending_forwards() -> list[int] | None:
+    """While ``dumps_with_buffers`` pickles a payload, the list to which a pending ref adds its forward id
+    (the payload's sender then fulfils it); None elsewhere (a pending ref cannot be pickled there)."""
+    return getattr(_local, "forwards", None)
+
+
+#: This process's own mappings of its put segments: ``id(mapping)`` -> (mapping, name, size).  A buffer
+#: that *is* one of them (an array ``get(put_ref)`` returned) is sent by name, not copied again.
+_own_mappings: dict[int, tuple[Any, str, int]] = {}
+_own_by_name: dict[str, int] = {}
+
+
+def map_own_put(name: str, size: int) -> memoryview:
+    """Map our own put segment ``name`` read-only for the owner's value, and remember the mapping."""
+    view = map_segment(name, size, _no_release)
+    mapping = view.obj
+    _own_mappings[id(mapping)] = (mapping, name, size)
+    _own_by_name[name] = id(mapping)
+    return view
+
+
+def _no_release(name: str) -> None:
+    """The owner's own mapping of a put segment: the put ref, not the mapping, keeps the segment."""
+
+
+def _drop_own_mapping(name: str) -> None:
+    key = _own_by_name.pop(name, None)
+    if key is not None:
+        _own_mappings.pop(key, None)
+
+
+def _own_segment_of(raw: memoryview) -> str | None:
+    """The name of our live put segment whose whole mapping ``raw`` is, if it is one."""
+    obj: Any = raw.obj
+    for _ in range(8):  # ndarray.base / memoryview.obj chains are short
+        if obj is None:
+            return None
+        entry = _own_mappings.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            name = entry[1]
+            if raw.nbytes == entry[2] and segment_pool.is_put(name):
+                return name
+            return None
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+    return None
+
+
+def dumps_with_buffers(msg: Any, forwarding: bool = True) -> tuple[bytes, list[str], str | None]:
     """Pickle ``msg`` (cloudpickle, protocol 5), large buffers through segments.
 
     Returns the payload, the names of the segments it made (busy until sent
     and released; ``segment_pool.unused`` gives them back if the payload is
     dropped before it is sent), and why a large buffer had to travel in the
-    frame (None if none did).
+    frame (None if none did).  A buffer that is one of our put segments is
+    named, not copied; pending refs inside ``msg`` add table entries that
+    ``SegmentPool.sent`` hands to ``forward_hook`` (unless not ``forwarding``:
+    then they cannot be pickled).
     """
     table: list[bytes] = []
     names: list[str] = []
@@ -534,15 +653,20 @@ def dumps_with_buffers(msg: Any) -> tuple[bytes, list[str], str | None]:
             return True
         if raw.nbytes < OOB_THRESHOLD:
             return True
-        name = segment_pool.write(raw)
+        name = _own_segment_of(raw) if _own_mappings else None
         if name is None:
-            fallback.append(last_failure or "no segment")
-            return True  # no segment: this buffer travels in the frame
-        names.append(name)
+            name = segment_pool.write(raw)
+            if name is None:
+                fallback.append(last_failure or "no segment")
+                return True  # no segment: this buffer travels in the frame
+            names.append(name)
         encoded = name.encode()
         table.append(_SEGMENT.pack(len(encoded), raw.nbytes) + encoded)
         return False
 
+    outer = getattr(_local, "forwards", None)
+    forwards: list[int] = []
+    _local.forwards = forwards if forwarding else None
     try:
         with io.BytesIO() as file:
             Pickler(file, protocol=5, buffer_callback=out_of_band).dump(msg)
@@ -550,6 +674,11 @@ def dumps_with_buffers(msg: Any) -> tuple[bytes, list[str], str | None]:
     except BaseException:
         segment_pool.unused(names)
         raise
+    finally:
+        _local.forwards = outer
+    for forward_id in forwards:
+        encoded = f"{_FORWARD_MARK}{forward_id}".encode()
+        table.append(_SEGMENT.pack(len(encoded), 0) + encoded)
     why = fallback[0] if fallback else None
     if not table:
         return data, names, why
@@ -588,6 +717,12 @@ def map_segment(name: str, size: int, on_release: Callable[[str], None] | None) 
     return memoryview(mapping)
 
 
+def inbound_connection() -> object:
+    """While ``loads`` unpickles a payload with segments or pending refs: the connection it came on
+    (the owner of ``on_release``), else None."""
+    return getattr(_local, "inbound", None)
+
+
 def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
     """Unpickle a payload, mapping its segments if it has any.
 
@@ -606,7 +741,13 @@ def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
             pos += _SEGMENT.size
             name = data[pos : pos + name_len].decode()
             pos += name_len
-            views.append(map_segment(name, size, on_release))
+            if name[:1] != _FORWARD_MARK:
+                views.append(map_segment(name, size, on_release))
     except (struct.error, UnicodeDecodeError) as exc:
         raise SegmentError(f"bad buffer table: {exc}") from exc
-    return pickle.loads(memoryview(data)[pos:], buffers=views)
+    outer = getattr(_local, "inbound", None)
+    _local.inbound = getattr(on_release, "__self__", None)
+    try:
+        return pickle.loads(memoryview(data)[pos:], buffers=views)
+    finally:
+        _local.inbound = outer
