@@ -342,16 +342,20 @@ def _rebuild_failed(exc: BaseException) -> ObjectRef[Any]:
 class _Outbound:
     """A pending ref we pickled into a payload: fulfilled on every connection that payload is sent on."""
 
-    __slots__ = ("ref", "conns")
+    __slots__ = ("ref", "conns", "outcome", "__weakref__")
 
-    def __init__(self, ref: ObjectRef[Any]) -> None:
+    def __init__(self, ref: ObjectRef[Any] | None) -> None:
         self.ref = ref
-        self.conns: list[Any] = []
+        self.conns: set[tuple[int, int]] = set()  # (connection, its epoch): a restarted peer is fulfilled again
+        self.outcome: tuple[bool, Any] | None = None  # (ok, value or error), once settled
 
 
 _forward_ids = itertools.count(1)
-#: Forward id -> the pending ref it stands for, until the ref settles and its value was sent.
+#: Forward id -> the pending ref it stands for, until it settles.
 _outbound: dict[int, _Outbound] = {}
+#: Forward id -> the settled outcome, while the ref lives (``_kept``): a resend (a retry) still finds it.
+_forwarded: weakref.WeakValueDictionary[int, _Outbound] = weakref.WeakValueDictionary()
+_kept: weakref.WeakKeyDictionary[ObjectRef[Any], _Outbound] = weakref.WeakKeyDictionary()
 #: Connection -> forward id -> the ref we received pending on it, until its value arrives.
 _inbound: weakref.WeakKeyDictionary[Any, dict[int, ObjectRef[Any]]] = weakref.WeakKeyDictionary()
 #: Connection -> forward id -> a REF_VALUE that overtook the payload naming its ref (kept until it arrives).
@@ -427,37 +431,49 @@ def _fail_inbound(conn: Any) -> None:
         entry_for(loop).put(fail)
 
 
+def _outcome(ref: ObjectRef[Any]) -> tuple[bool, Any]:
+    if ref.cancelled():
+        return False, TaskCancelledError(f"the call behind this ref was cancelled ({ref!r})")
+    exc = ref.exception()
+    return (False, exc) if exc is not None else (True, ref.result())
+
+
 def _bind_forward(forward_id: int, conn: Any) -> None:
     """A payload naming pending ref ``forward_id`` was sent on ``conn``: send the value there once ready."""
+    key = (id(conn), getattr(conn, "epoch", 0))
     with _forward_lock:
-        out = _outbound.get(forward_id)
+        out = _outbound.get(forward_id) or _forwarded.get(forward_id)
         if out is not None:
-            if conn in out.conns:
-                return
-            out.conns.append(conn)
+            if key in out.conns:
+                return  # the same send counted twice (a direct write that fell back to the loop)
+            out.conns.add(key)
     if out is None:
-        # Sent again (a retry) after its value went out and was forgotten: the receiver must not wait.
+        # Sent again (a retry) after its value went out and the ref was dropped: the receiver must not wait.
         error = ObjectLostError("this pending ref was sent again after its value had been forwarded and dropped")
         conn.entry.put(_send_value, conn, forward_id, False, error)
         return
+    if out.outcome is not None:
+        conn.entry.put(_send_value, conn, forward_id, *out.outcome)
+        return
     ref = out.ref
+    assert ref is not None
 
     def on_done(_: Any) -> None:
-        if ref.cancelled():
-            ok, value = False, TaskCancelledError(f"the call behind this ref was cancelled ({ref!r})")
-        elif ref.exception() is not None:
-            ok, value = False, ref.exception()
-        else:
-            ok, value = True, ref.result()
-        conn.entry.put(_send_value, conn, forward_id, ok, value)
+        outcome = _outcome(ref)
+        conn.entry.put(_send_value, conn, forward_id, *outcome)
         with _forward_lock:
-            _outbound.pop(forward_id, None)
+            if _outbound.pop(forward_id, None) is not None:
+                settled = _Outbound(None)
+                settled.conns, settled.outcome = out.conns, outcome
+                _kept[ref] = settled
+                _forwarded[forward_id] = settled
 
     entry_for(ref.get_loop()).put(ref.add_done_callback, on_done)
 
 
 def _send_value(conn: Any, forward_id: int, ok: bool, value: Any) -> None:
-    if conn.closed or conn.transport is None:
+    # A connection still connecting queues it (sent after the frame that named the ref).
+    if conn.closed:
         return
     try:
         if ok:
