@@ -435,6 +435,4 @@ def put(value: T) -> ObjectRef[T]:
 
 
 def _free_put(names: list[str]) -> None:
-    for name in names:
-        _shm._drop_own_mapping(name)
-    _shm.segment_pool.unhold(names)
+    _shm.segment_pool.release_put(names)

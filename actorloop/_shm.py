@@ -36,6 +36,7 @@ import re
 import secrets
 import stat
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -276,8 +277,6 @@ class SegmentPool:
                         forwards = forwards or []
                         forwards.append(name)
                     continue
-                if seg.sends and conn not in seg.sends:
-                    seg.tainted = True  # on two connections at once: never reuse it
                 count = max(0, seg.sends.get(conn, 0) + delta)
                 if count:
                     seg.sends[conn] = count
@@ -349,16 +348,27 @@ class SegmentPool:
         self._discard_all(gone)
 
     def adopt_put(self, names: list[str]) -> None:
-        """These fresh segments hold an ``actorloop.put()`` value: kept (a hold) until ``unhold``, then
-        removed once no receiver maps them, never reused (the owner's own value maps them too)."""
+        """These fresh segments hold an ``actorloop.put()`` value: kept (a hold) until ``release_put``."""
         with self._lock:
             for name in names:
                 seg = self._busy.get(name)
                 if seg is not None:
                     seg.holds += 1
                     seg.sent_once = True
-                    seg.tainted = True
                     self._puts.add(name)
+
+    def release_put(self, names: list[str]) -> None:
+        """The owner dropped its put ref: free its segments once no receiver maps them.  They return to
+        the pool (their pages stay allocated for the next write) unless the owner still uses the value
+        (an array ``get`` returned): then they are removed instead, never overwritten under it."""
+        still_used = [name for name in names if not _close_own_mapping(name)]
+        if still_used:
+            with self._lock:
+                for name in still_used:
+                    seg = self._busy.get(name)
+                    if seg is not None:
+                        seg.tainted = True
+        self.unhold(names)
 
     def is_put(self, name: str) -> bool:
         """Whether ``name`` is a live put segment of this process."""
@@ -384,9 +394,7 @@ class SegmentPool:
         """
         if seg.holds or seg.sends or not (seg.sent_once or dropped):
             return None
-        if seg.name in self._puts:
-            self._puts.discard(seg.name)
-            _drop_own_mapping(seg.name)
+        self._puts.discard(seg.name)
         del self._busy[seg.name]
         if seg.tainted or self._free_bytes + seg.size > POOL_KEEP_BYTES:
             return seg
@@ -597,22 +605,31 @@ _own_by_name: dict[str, int] = {}
 
 
 def map_own_put(name: str, size: int) -> memoryview:
-    """Map our own put segment ``name`` read-only for the owner's value, and remember the mapping."""
-    view = map_segment(name, size, _no_release)
-    mapping = view.obj
+    """Map our own put segment ``name`` read-only for the owner's value, and remember the mapping.
+
+    Not populated: the owner often never reads its own copy back.
+    """
+    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
     _own_mappings[id(mapping)] = (mapping, name, size)
     _own_by_name[name] = id(mapping)
-    return view
+    return memoryview(mapping)
 
 
-def _no_release(name: str) -> None:
-    """The owner's own mapping of a put segment: the put ref, not the mapping, keeps the segment."""
-
-
-def _drop_own_mapping(name: str) -> None:
+def _close_own_mapping(name: str) -> bool:
+    """Forget our mapping of put segment ``name``; True if nothing here uses it any more (it closed)."""
     key = _own_by_name.pop(name, None)
-    if key is not None:
-        _own_mappings.pop(key, None)
+    entry = _own_mappings.pop(key, None) if key is not None else None
+    if entry is None:
+        return True
+    try:
+        entry[0].close()
+    except BufferError:  # the owner's value (an array get() returned) still uses it
+        return False
+    return True
 
 
 def _own_segment_of(raw: memoryview) -> str | None:
@@ -688,8 +705,142 @@ def dumps_with_buffers(msg: Any, forwarding: bool = True) -> tuple[bytes, list[s
 # -- the receiver -----------------------------------------------------------------------
 
 
+class _MappingCache:
+    """A receiver's mappings whose users all let go, by segment name, kept for a while.
+
+    A writer reuses its segments (same file, same pages), so the next frame
+    often names a segment this process mapped before: reusing the mapping
+    saves mapping and faulting in every page again (for 100 MiB, more than
+    the copy into the segment costs).  No user ever sees the bytes change:
+    a mapping is cached only once its last user is gone, and the writer
+    reuses a segment only after our RELEASE.  Lock-free (dict operations
+    are atomic): ``put`` runs in finalizers, on any thread.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[mmap.mmap, int, float]] = {}
+        self.timer: threading.Timer | None = None
+
+    def take(self, name: str, size: int) -> mmap.mmap | None:
+        entry = self.entries.pop(name, None)
+        if entry is None:
+            return None
+        if entry[1] < size:
+            _close_mapping(entry[0])
+            return None
+        return entry[0]
+
+    def put(self, name: str, mapping: mmap.mmap, size: int) -> None:
+        self.entries[name] = (mapping, size, time.monotonic())
+        total = 0
+        for key, (old, old_size, _) in sorted(self.entries.items(), key=lambda kv: -kv[1][2]):
+            total += old_size
+            if total > POOL_KEEP_BYTES and self.entries.pop(key, None) is not None:
+                _close_mapping(old)
+        if self.timer is None:
+            timer = threading.Timer(POOL_IDLE_SECONDS, self.trim)
+            timer.daemon = True
+            timer.name = "actorloop-shm-unmap"
+            self.timer = timer
+            timer.start()
+
+    def trim(self, idle: float | None = None) -> None:
+        """Unmap what was not reused for ``idle`` seconds (its writer may have removed the file: the pages
+        stay allocated while we map them)."""
+        limit = time.monotonic() - (POOL_IDLE_SECONDS if idle is None else idle)
+        for key, (old, _, since) in list(self.entries.items()):
+            if since <= limit and self.entries.pop(key, None) is not None:
+                _close_mapping(old)
+        self.timer = None
+        if self.entries and threading.current_thread().name == "actorloop-shm-unmap":
+            timer = threading.Timer(POOL_IDLE_SECONDS, self.trim)
+            timer.daemon = True
+            timer.name = "actorloop-shm-unmap"
+            self.timer = timer
+            timer.start()
+
+    def clear(self) -> None:
+        for key in list(self.entries):
+            entry = self.entries.pop(key, None)
+            if entry is not None:
+                _close_mapping(entry[0])
+
+
+def _close_mapping(mapping: mmap.mmap) -> None:
+    try:
+        mapping.close()
+    except BufferError:
+        pass
+
+
+mapping_cache = _MappingCache()
+#: Mappings in use, by segment name: [mapping, size, users].  Frames naming the same segment (one put
+#: value passed to many calls) share one mapping.  An RLock: its users' finalizers may run inside it.
+_live: dict[str, list[Any]] = {}
+_live_lock = threading.RLock()
+
+
+def _forget_after_fork() -> None:
+    global _live_lock
+    mapping_cache.entries.clear()
+    _live.clear()
+    _live_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _use_mapping(name: str, size: int) -> mmap.mmap:
+    with _live_lock:
+        entry = _live.get(name)
+        if entry is not None and entry[1] >= size:
+            entry[2] += 1
+            return entry[0]  # type: ignore[no-any-return]
+    mapping = mapping_cache.take(name, size) or _map_new(name, size)
+    with _live_lock:
+        entry = _live.get(name)
+        if entry is None:
+            _live[name] = [mapping, size, 1]
+            return mapping
+    # Another use of a different size mapped it meanwhile: this one keeps a mapping of its own.
+    return mapping
+
+
+def _released(name: str, mapping: mmap.mmap, size: int, on_release: Callable[[str], None]) -> None:
+    with _live_lock:
+        entry = _live.get(name)
+        shared = entry is not None and entry[0] is mapping
+        if shared:
+            entry[2] -= 1  # type: ignore[index]
+            if entry[2] > 0:  # type: ignore[index]
+                mapping = None  # type: ignore[assignment]
+            else:
+                del _live[name]
+    if mapping is not None:
+        mapping_cache.put(name, mapping, size)
+    on_release(name)
+
+
 def map_segment(name: str, size: int, on_release: Callable[[str], None] | None) -> memoryview:
     """Map segment ``name`` read-only; ``on_release(name)`` runs once nothing uses the mapping."""
+    numpy = sys.modules.get("numpy")
+    if on_release is not None and numpy is not None:
+        # One mapping per segment, reused from one frame to the next (see _MappingCache); each use
+        # gets its own view object, whose death is the RELEASE.
+        mapping = _use_mapping(name, size)
+        user = numpy.frombuffer(mapping, dtype=numpy.uint8, count=size)
+        weakref.finalize(user, _released, name, mapping, size, on_release).atexit = False
+        return memoryview(user)
+    mapping = _map_new(name, size)
+    if on_release is None:
+        _unlink(os.path.join(SHM_DIR, name))
+    else:
+        # Freed with the last object that uses it (the array, often much later).
+        weakref.finalize(mapping, on_release, name).atexit = False
+    return memoryview(mapping)
+
+
+def _map_new(name: str, size: int) -> mmap.mmap:
     if not _SEGMENT_NAME.match(name):
         raise SegmentError(f"bad shared-memory segment name {name!r}")
     path = os.path.join(SHM_DIR, name)
@@ -709,12 +860,7 @@ def map_segment(name: str, size: int, on_release: Callable[[str], None] | None) 
         mapping = mmap.mmap(fd, size, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    if on_release is None:
-        _unlink(path)
-    else:
-        # Freed with the last object that uses it (the array, often much later).
-        weakref.finalize(mapping, on_release, name).atexit = False
-    return memoryview(mapping)
+    return mapping
 
 
 def inbound_connection() -> object:
