@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import weakref
 from asyncio import events
 from typing import Any, Sequence, TypeVar, overload
 
@@ -416,23 +415,18 @@ def put(value: T) -> ObjectRef[T]:
     _shm.segment_pool.adopt_put(names)
     try:
         table = _shm.segment_table(payload)
-        views = [_shm.map_own_put(name, size) for name, size in table]
+        post = entry_for(rt.home_loop).put
+        views = [_shm.map_own_put(name, size, post) for name, size in table]
         inner = bytes(memoryview(payload)[_shm.skip_table(payload) :])
         snapshot = cloudpickle.loads(inner, buffers=views)
     except BaseException:
-        _free_put(names)
+        _shm.segment_pool.unhold(names)
         raise
     ref: PutRef[T] = PutRef(loop, None, 0, None)
     ref._inner = inner
     ref._views = views
     # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.
     ref.set_result(snapshot)
-    if names:
-        # The owner dropping its last ref frees the segments (once receivers let go): posted to the
-        # loop, since a finalizer may run on a thread holding the pool's lock.
-        weakref.finalize(ref, entry_for(rt.home_loop).put, _free_put, names).atexit = False
     return ref
 
 
-def _free_put(names: list[str]) -> None:
-    _shm.segment_pool.release_put(names)

@@ -55,6 +55,10 @@ UNSENT_GRACE_SECONDS = 60.0
 #: How long the node waits, once a writer left, before removing its segments: frames still in flight
 #: to a receiver must be mapped by then (a receiver that mapped one keeps its pages after the unlink).
 WRITER_GONE_GRACE = 3.0
+#: A write of at least this many bytes that finds no free segment waits up to
+#: ``WAIT_FOR_RELEASE_SECONDS`` for one whose receivers are about to release it.
+WAIT_FOR_RELEASE_BYTES = 16 << 20
+WAIT_FOR_RELEASE_SECONDS = 0.005
 #: Segments of dead writers younger than this are left alone by the start-up sweep (a frame may be in flight).
 STALE_SEGMENT_AGE = 5.0
 
@@ -169,7 +173,7 @@ def sweep_stale_segments(min_age: float = STALE_SEGMENT_AGE) -> int:
 
 
 class _Segment:
-    __slots__ = ("name", "fd", "size", "sends", "holds", "sent_once", "tainted", "since")
+    __slots__ = ("name", "fd", "size", "sends", "holds", "sent_once", "tainted", "since", "allocated", "wmap")
 
     def __init__(self, name: str, fd: int, size: int) -> None:
         self.name = name
@@ -181,6 +185,8 @@ class _Segment:
         self.sent_once = False
         self.tainted = False  # a connection it was sent on was lost: a live peer may map it, never reuse
         self.since = 0.0  # monotonic: when it became busy (unsent) or free (idle)
+        self.allocated = 0  # bytes from the start whose pages tmpfs has allocated (written once)
+        self.wmap: mmap.mmap | None = None  # our writable mapping, once the segment is reused
 
 
 class SegmentPool:
@@ -188,6 +194,7 @@ class SegmentPool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)  # a segment went back to the free list
         self._free: list[_Segment] = []
         self._free_bytes = 0
         self._busy: dict[str, _Segment] = {}
@@ -206,9 +213,21 @@ class SegmentPool:
         if segment is None:
             return None
         try:
-            offset = 0
-            while offset < nbytes:
-                offset += os.pwrite(segment.fd, raw[offset:], offset)
+            if nbytes <= segment.allocated:
+                # A reused segment: its pages exist (no SIGBUS if tmpfs is full), and a memcpy into
+                # our mapping of them is about twice as fast as pwrite.
+                if segment.wmap is None:
+                    segment.wmap = mmap.mmap(segment.fd, segment.allocated, flags=mmap.MAP_SHARED)
+                segment.wmap[:nbytes] = raw.cast("B") if raw.format != "B" or raw.ndim != 1 else raw
+            else:
+                # New pages: pwrite reports a full tmpfs as ENOSPC (a write through a mapping would SIGBUS).
+                offset = 0
+                while offset < nbytes:
+                    offset += os.pwrite(segment.fd, raw[offset:], offset)
+                if segment.wmap is not None:
+                    segment.wmap.close()
+                    segment.wmap = None
+                segment.allocated = nbytes
         except OSError as exc:  # ENOSPC, EFBIG, EIO: the buffer travels in the frame
             last_failure = f"writing {nbytes} bytes to {SHM_DIR} failed: {exc.strerror or exc}"
             self._discard(segment)
@@ -221,14 +240,36 @@ class SegmentPool:
             self._busy[segment.name] = segment
         return segment.name
 
+    def _best_free(self, nbytes: int) -> _Segment | None:
+        """(Lock held.)  The smallest free segment that fits ``nbytes`` without wasting half of it."""
+        best = None
+        for seg in self._free:
+            if nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND and (best is None or seg.size < best.size):
+                best = seg
+        return best
+
+    def _released_soon(self, nbytes: int) -> bool:
+        """(Lock held.)  Whether a busy segment that fits is held by nobody here, only by receivers."""
+        for seg in self._busy.values():
+            if (
+                not seg.holds
+                and seg.sends
+                and not seg.tainted
+                and nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND
+            ):
+                return True
+        return False
+
     def _take(self, nbytes: int) -> _Segment | None:
         global last_failure
         stale: list[_Segment] = []
         with self._lock:
-            best = None
-            for seg in self._free:
-                if nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND and (best is None or seg.size < best.size):
-                    best = seg
+            best = self._best_free(nbytes)
+            if best is None and nbytes >= WAIT_FOR_RELEASE_BYTES and self._released_soon(nbytes):
+                # Fresh tmpfs pages cost several times the copy; a segment of the right size whose
+                # writer let go waits only for receivers' RELEASE frames, already on their way.
+                self._freed.wait(WAIT_FOR_RELEASE_SECONDS)
+                best = self._best_free(nbytes)
             if best is not None:
                 self._free.remove(best)
                 self._free_bytes -= best.size
@@ -348,7 +389,8 @@ class SegmentPool:
         self._discard_all(gone)
 
     def adopt_put(self, names: list[str]) -> None:
-        """These fresh segments hold an ``actorloop.put()`` value: kept (a hold) until ``release_put``."""
+        """These fresh segments hold an ``actorloop.put()`` value: kept (a hold) until the owner's mapping
+        of it is gone (``map_own_put``), then freed like any segment once receivers released it."""
         with self._lock:
             for name in names:
                 seg = self._busy.get(name)
@@ -357,18 +399,12 @@ class SegmentPool:
                     seg.sent_once = True
                     self._puts.add(name)
 
-    def release_put(self, names: list[str]) -> None:
-        """The owner dropped its put ref: free its segments once no receiver maps them.  They return to
-        the pool (their pages stay allocated for the next write) unless the owner still uses the value
-        (an array ``get`` returned): then they are removed instead, never overwritten under it."""
-        still_used = [name for name in names if not _close_own_mapping(name)]
-        if still_used:
-            with self._lock:
-                for name in still_used:
-                    seg = self._busy.get(name)
-                    if seg is not None:
-                        seg.tainted = True
-        self.unhold(names)
+    def lock_free_now(self) -> bool:
+        """Whether the pool's lock is free at this instant (a finalizer's test before it frees directly)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        self._lock.release()
+        return True
 
     def is_put(self, name: str) -> bool:
         """Whether ``name`` is a live put segment of this process."""
@@ -401,6 +437,7 @@ class SegmentPool:
         seg.since = time.monotonic()
         self._free.append(seg)
         self._free_bytes += seg.size
+        self._freed.notify_all()
         self._arm()
         return None
 
@@ -445,6 +482,9 @@ class SegmentPool:
     # -- ending -----------------------------------------------------------------------------
 
     def _discard(self, segment: _Segment) -> None:
+        if segment.wmap is not None:
+            _close_mapping(segment.wmap)
+            segment.wmap = None
         try:
             os.close(segment.fd)
         except OSError:
@@ -475,6 +515,8 @@ class SegmentPool:
                 os.close(seg.fd)  # our copy of the descriptor only
             except OSError:
                 pass
+            if seg.wmap is not None:
+                _close_mapping(seg.wmap)  # our copy of the mapping only
         self.__init__()  # type: ignore[misc]
 
     def put_segments(self) -> int:
@@ -600,36 +642,41 @@ def pending_forwards() -> list[int] | None:
 
 #: This process's own mappings of its put segments: ``id(mapping)`` -> (mapping, name, size).  A buffer
 #: that *is* one of them (an array ``get(put_ref)`` returned) is sent by name, not copied again.
-_own_mappings: dict[int, tuple[Any, str, int]] = {}
+_own_mappings: dict[int, tuple[weakref.ref[mmap.mmap], str, int]] = {}
 _own_by_name: dict[str, int] = {}
 
 
-def map_own_put(name: str, size: int) -> memoryview:
+def map_own_put(name: str, size: int, post: Callable[..., object]) -> memoryview:
     """Map our own put segment ``name`` read-only for the owner's value, and remember the mapping.
 
-    Not populated: the owner often never reads its own copy back.
+    Not populated: the owner often never reads its own copy back.  Once the
+    mapping is gone (the put ref dropped, and every value ``get`` returned
+    from it) the segment goes back to the pool as soon as its receivers
+    released it; ``post(fn, *args)`` runs ``fn`` on a loop (for when the
+    finalizer runs on a thread that holds the pool's lock).
     """
     fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_NOFOLLOW)
     try:
         mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    _own_mappings[id(mapping)] = (mapping, name, size)
-    _own_by_name[name] = id(mapping)
+    key = id(mapping)
+    _own_mappings[key] = (weakref.ref(mapping), name, size)
+    _own_by_name[name] = key
+    weakref.finalize(mapping, _own_mapping_gone, key, name, post).atexit = False
     return memoryview(mapping)
 
 
-def _close_own_mapping(name: str) -> bool:
-    """Forget our mapping of put segment ``name``; True if nothing here uses it any more (it closed)."""
-    key = _own_by_name.pop(name, None)
-    entry = _own_mappings.pop(key, None) if key is not None else None
-    if entry is None:
-        return True
-    try:
-        entry[0].close()
-    except BufferError:  # the owner's value (an array get() returned) still uses it
-        return False
-    return True
+def _own_mapping_gone(key: int, name: str, post: Callable[..., object]) -> None:
+    entry = _own_mappings.get(key)
+    if entry is not None and entry[1] == name:
+        del _own_mappings[key]
+    if _own_by_name.get(name) == key:
+        del _own_by_name[name]
+    if segment_pool.lock_free_now():
+        segment_pool.unhold([name])
+    else:
+        post(segment_pool.unhold, [name])
 
 
 def _own_segment_of(raw: memoryview) -> str | None:
@@ -639,7 +686,7 @@ def _own_segment_of(raw: memoryview) -> str | None:
         if obj is None:
             return None
         entry = _own_mappings.get(id(obj))
-        if entry is not None and entry[0] is obj:
+        if entry is not None and entry[0]() is obj:
             name = entry[1]
             if raw.nbytes == entry[2] and segment_pool.is_put(name):
                 return name

@@ -325,6 +325,10 @@ def _wait_until(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
+def _busy(name: str) -> bool:
+    return name in _shm.segment_pool._busy
+
+
 def test_put_segments_are_freed_when_the_last_ref_is_dropped(holder: Any, count_writes: list[int]) -> None:
     before = _shm.segment_pool.put_segments()
     known = set(_shm._own_by_name)
@@ -334,8 +338,24 @@ def test_put_segments_are_freed_when_the_last_ref_is_dropped(holder: Any, count_
     assert actorloop.get([holder.total.remote(ref), holder.total_nested.remote([ref])], timeout=HANG_GUARD)
     assert _shm.segment_pool.put_segments() == before + 1
     del ref
-    _wait_until(lambda: not _segment_exists(names[0]), "the put segment is removed")
+    # Freed once the actor released it: back to the pool (warm pages for the next write) ...
+    _wait_until(lambda: not _busy(names[0]), "the put segment is released")
     assert _shm.segment_pool.put_segments() == before
+    # ... and removed from /dev/shm once idle (the trim timer; forced here).
+    _shm.segment_pool.trim(idle=0)
+    assert not _segment_exists(names[0])
+
+
+def test_a_value_got_from_a_put_ref_keeps_its_segment_after_the_ref_is_dropped(holder: Any) -> None:
+    ref = actorloop.put(np.full(1 << 18, 7.0))
+    value = actorloop.get(ref)
+    del ref
+    gc.collect()
+    # Later puts must not reuse (overwrite) the segment the value still maps.
+    others = [actorloop.put(np.full(1 << 18, 1.0)) for _ in range(3)]
+    assert actorloop.get(holder.total.remote(value), timeout=HANG_GUARD) == (7.0 * (1 << 18), False)
+    assert float(value.sum()) == 7.0 * (1 << 18)
+    del others, value
 
 
 def test_a_temporary_put_ref_lives_until_the_call_read_it(holder: Any) -> None:
