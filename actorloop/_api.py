@@ -393,9 +393,10 @@ def put(value: T) -> ObjectRef[T]:
     result it stays a ref.  Large buffers (numpy arrays, big ``bytes``) are
     copied once into shared memory: every call the ref (or the array ``get``
     returns) is passed to names that memory instead of copying it again, and
-    receivers map it read-only.  The memory is freed once this process drops
-    the ref and every receiver let go of it (see docs/objects.md).  Later
-    changes to ``value`` are not seen through the ref.
+    receivers map it read-only.  The memory is reused or freed once this
+    process dropped the ref and every value ``get`` returned from it, and
+    every receiver let go of it (see docs/objects.md).  Later changes to
+    ``value`` are not seen through the ref.
 
     Example::
 

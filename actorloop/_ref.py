@@ -225,8 +225,10 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
         forwards = _shm.pending_forwards()
         if forwards is None:
             raise TypeError(
-                "a pending ObjectRef can be pickled only inside the arguments or result of a .remote() call; "
-                "wait for it first (actorloop.get / await), or pass it in a call"
+                "a pending ObjectRef can be pickled only inside the arguments or result of a method or remote "
+                "function call (not in actor constructor arguments, actorloop.put() or pickle.dumps(), where "
+                "nobody could deliver its value later); wait for it first (actorloop.get / await) and pass the "
+                "done ref or its value"
             )
         forward_id = next(_forward_ids)
         _outbound[forward_id] = _Outbound(self)

@@ -93,6 +93,12 @@ class Holder:
     def pid(self) -> int:
         return os.getpid()
 
+    def return_ref(self, gate: Any) -> Any:
+        return gate.wait.remote("top-level")  # a ref as the whole result: the caller gets a ref
+
+    def return_put(self) -> Any:
+        return actorloop.put({"k": np.arange(4)})
+
 
 @actorloop.remote
 def fn_get_nested(refs: list[Any]) -> list[Any]:
@@ -107,6 +113,11 @@ def fn_double(x: int) -> int:
 @actorloop.remote
 def fn_return_ref(x: int) -> list[Any]:
     return [fn_double.remote(x)]
+
+
+@actorloop.remote
+def fn_total(array: np.ndarray, nested: list[Any]) -> tuple[float, float]:
+    return float(array.sum()), float(actorloop.get(nested[0]).sum())
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +191,16 @@ def test_a_ref_from_a_method_passed_on_to_another_actor(holder: Any, other: Any)
     assert actorloop.get(top, timeout=HANG_GUARD) == "from-holder"
 
 
+def test_a_ref_returned_as_the_whole_result_stays_a_ref(holder: Any) -> None:
+    gate = Gate.remote()
+    ref = actorloop.get(holder.return_ref.remote(gate), timeout=HANG_GUARD)
+    assert isinstance(ref, actorloop.ObjectRef)
+    gate.open.remote()
+    assert actorloop.get(ref, timeout=HANG_GUARD) == "top-level"
+    put_ref = actorloop.get(holder.return_put.remote(), timeout=HANG_GUARD)
+    assert actorloop.get(put_ref)["k"].tolist() == [0, 1, 2, 3]
+
+
 def test_an_actor_passes_its_pending_ref_to_another_actor(holder: Any, other: Any) -> None:
     gate = Gate.remote()
     (outcome,) = actorloop.get(holder.pass_pending_on.remote(gate, other), timeout=HANG_GUARD)
@@ -209,9 +230,9 @@ def test_remote_functions_take_and_return_nested_refs() -> None:
 def test_a_pending_ref_cannot_be_pickled_outside_a_call() -> None:
     gate = Gate.remote()
     pending = gate.wait.remote()
-    with pytest.raises(TypeError, match="inside the arguments or result"):
+    with pytest.raises(TypeError, match="inside the arguments or result of a method"):
         pickle.dumps(pending)
-    with pytest.raises(TypeError, match="inside the arguments or result"):
+    with pytest.raises(TypeError, match="inside the arguments or result of a method"):
         actorloop.put([pending])
     gate.open.remote()
     actorloop.get(pending, timeout=HANG_GUARD)
@@ -289,6 +310,14 @@ def test_a_put_value_is_copied_once_for_many_calls(holder: Any, other: Any, coun
     assert actorloop.get(top + nested, timeout=HANG_GUARD) == [(expected, False)] * 20
     # The value got (an array in shared memory) passed on is named, not copied, too.
     assert actorloop.get(holder.total.remote(actorloop.get(ref)), timeout=HANG_GUARD) == (expected, False)
+    assert count_writes == [array.nbytes]
+
+
+def test_a_put_value_is_copied_once_for_remote_functions_too(count_writes: list[int]) -> None:
+    array = np.ones(1 << 18)
+    ref = actorloop.put(array)
+    results = actorloop.get([fn_total.remote(ref, [ref]) for _ in range(4)], timeout=HANG_GUARD)
+    assert results == [(float(1 << 18), float(1 << 18))] * 4
     assert count_writes == [array.nbytes]
 
 
