@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import pickle
 import threading
@@ -232,6 +233,9 @@ class ObjectRef(_FutureBase, Generic[T]):  # type: ignore[misc]
             )
         forward_id = next(_forward_ids)
         _outbound[forward_id] = _Outbound(self)
+        # Once it settles the entry is kept only while the ref lives (a frame never sent, say a
+        # cancelled call's, must not keep it forever).
+        entry_for(self.get_loop()).put(self.add_done_callback, functools.partial(_settled, forward_id))
         forwards.append(forward_id)
         return _rebuild_pending, (forward_id,)
 
@@ -461,16 +465,21 @@ def _bind_forward(forward_id: int, conn: Any) -> None:
     assert ref is not None
 
     def on_done(_: Any) -> None:
-        outcome = _outcome(ref)
-        conn.entry.put(_send_value, conn, forward_id, *outcome)
-        with _forward_lock:
-            if _outbound.pop(forward_id, None) is not None:
-                settled = _Outbound(None)
-                settled.conns, settled.outcome = out.conns, outcome
-                _kept[ref] = settled
-                _forwarded[forward_id] = settled
+        conn.entry.put(_send_value, conn, forward_id, *_outcome(ref))
 
     entry_for(ref.get_loop()).put(ref.add_done_callback, on_done)
+
+
+def _settled(forward_id: int, ref: ObjectRef[Any]) -> None:
+    """A pending ref we sent settled: keep its outcome for later sends only while the ref lives."""
+    with _forward_lock:
+        out = _outbound.pop(forward_id, None)
+        if out is None:
+            return
+        settled = _Outbound(None)
+        settled.conns, settled.outcome = out.conns, _outcome(ref)
+        _kept[ref] = settled
+        _forwarded[forward_id] = settled
 
 
 def _send_value(conn: Any, forward_id: int, ok: bool, value: Any) -> None:

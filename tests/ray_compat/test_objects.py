@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import actorloop
-from actorloop import _shm
+from actorloop import _ref, _shm
 from actorloop.exceptions import ObjectLostError, OwnerDiedError
 
 pytestmark = pytest.mark.usefixtures("node")
@@ -184,11 +184,15 @@ async def test_a_returned_ref_can_be_awaited(holder: Any) -> None:
 def test_a_ref_from_a_method_passed_on_to_another_actor(holder: Any, other: Any) -> None:
     gate = Gate.remote()
     (returned,) = actorloop.get(holder.call_and_return.remote(gate), timeout=HANG_GUARD)
+    before = set(_ref._outbound)
     nested = other.get_all.remote([returned])  # nested: a ref there, still pending
     top = other.echo.remote(returned)  # top level: replaced by the value
+    assert len(_ref._outbound) == len(before) + 1  # this process forwards the value when it has it
     gate.open.remote()
     assert actorloop.get(nested, timeout=HANG_GUARD) == ["from-holder"]
     assert actorloop.get(top, timeout=HANG_GUARD) == "from-holder"
+    # Settled: the forward is kept only weakly, with the ref (no leak).
+    _wait_until(lambda: set(_ref._outbound) <= before, "the forward entry is dropped")
 
 
 def test_a_ref_returned_as_the_whole_result_stays_a_ref(holder: Any) -> None:
