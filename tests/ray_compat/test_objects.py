@@ -405,3 +405,63 @@ def test_a_temporary_put_ref_lives_until_the_call_read_it(holder: Any) -> None:
     results = [holder.total.remote(actorloop.put(np.full(1 << 18, 3.0))) for _ in range(3)]
     assert actorloop.get(results, timeout=HANG_GUARD) == [(expected, False)] * 3
     _wait_until(lambda: _shm.segment_pool.put_segments() == before, "the temporary puts are freed")
+
+
+# -- the forwarding machinery, without processes ----------------------------------------------
+
+
+class _FakeConn:
+    """Stands for a connection: refs received on it live on its loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closed = False
+
+
+def _received_on(conn: _FakeConn, forward_id: int) -> Any:
+    _shm._local.inbound = conn
+    try:
+        return _ref._rebuild_pending(forward_id)
+    finally:
+        _shm._local.inbound = None
+
+
+def test_a_value_that_overtakes_its_ref_is_kept_until_the_ref_arrives() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _FakeConn(loop)
+        _ref.fulfil(conn, (7, 5, True, "early"))  # (REF_VALUE, forward id, ok, value)
+        ref = _received_on(conn, 5)
+        assert ref.done() and ref.result() == "early"
+        later = _received_on(conn, 6)
+        assert not later.done()
+        _ref.fulfil(conn, (7, 6, False, KeyError("failed there")))
+        with pytest.raises(KeyError):
+            later.result()
+    finally:
+        loop.close()
+
+
+def test_losing_the_connection_fails_its_pending_refs_with_owner_died_error() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _FakeConn(loop)
+        refs = [_received_on(conn, i) for i in (1, 2)]
+        _shm.segment_pool.connection_lost(conn)  # what FrameProtocol.connection_lost calls
+        loop.run_until_complete(asyncio.sleep(0))  # the failure is posted to the refs' loop
+        for ref in refs:
+            with pytest.raises(OwnerDiedError):
+                ref.result()
+        conn.closed = True
+        late = _received_on(conn, 3)  # a ref that arrives on a closed connection fails at once
+        loop.run_until_complete(asyncio.sleep(0))
+        with pytest.raises(OwnerDiedError):
+            late.result()
+    finally:
+        loop.close()
+
+
+def test_a_pending_ref_received_outside_a_connection_is_lost_not_hanging() -> None:
+    ref = _ref._rebuild_pending(99)
+    with pytest.raises(ObjectLostError):
+        ref.result()
