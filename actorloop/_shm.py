@@ -22,6 +22,14 @@ removes its segments after ``WRITER_GONE_GRACE``; segments of runs that
 were killed whole are swept by the next node start (``sweep_stale_segments``).
 When a segment cannot be made (no or full ``/dev/shm``), the buffer travels
 in the frame instead.
+
+``actorloop.put`` values (docs/objects.md) use the same segments: the putter
+keeps a hold while it maps one itself, a buffer that is exactly such a
+mapping is named again instead of copied, and sends are counted per
+connection since one put goes to many.  Receivers keep one mapping per
+segment and reuse it when the writer reuses the segment (``_MappingCache``).
+Pending refs inside a payload add ``=<id>`` entries to its table, which
+``SegmentPool.sent`` hands to ``_ref`` (through ``forward_hook``).
 """
 
 from __future__ import annotations
@@ -181,7 +189,7 @@ class _Segment:
         self.size = size
         # Sends not yet released, per connection (one connection, except for put segments).
         self.sends: dict[object, int] = {}
-        self.holds = 0  # callers keeping its payload for a retry; a put segment: +1 while its put ref lives
+        self.holds = 0  # callers keeping its payload for a retry; a put segment: +1 while the owner maps it
         self.sent_once = False
         self.tainted = False  # a connection it was sent on was lost: a live peer may map it, never reuse
         self.since = 0.0  # monotonic: when it became busy (unsent) or free (idle)
@@ -268,6 +276,7 @@ class SegmentPool:
             if best is None and nbytes >= WAIT_FOR_RELEASE_BYTES and self._released_soon(nbytes):
                 # Fresh tmpfs pages cost several times the copy; a segment of the right size whose
                 # writer let go waits only for receivers' RELEASE frames, already on their way.
+                # (On the thread of the loop that reads them the wait is wasted: 5 ms at most.)
                 self._freed.wait(WAIT_FOR_RELEASE_SECONDS)
                 best = self._best_free(nbytes)
             if best is not None:
