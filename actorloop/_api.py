@@ -20,12 +20,12 @@ from typing import Any, Sequence, TypeVar, overload
 
 import cloudpickle
 
-from . import _pickle, _runtime, _tasks
+from . import _runtime, _shm, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle, ActorProxy
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
 from ._node._dashboard import check_dashboard_address
-from ._ref import ObjectRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
+from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from .exceptions import GetTimeoutError, SerializationError
 from .runtime_context import get_runtime_context
@@ -635,10 +635,16 @@ def nodes() -> list[dict[str, Any]]:
 def put(value: T) -> ObjectRef[T]:
     """Store a copy of ``value`` and return a ref that resolves to it, as Ray's ``put`` does.
 
-    The ref is already done: ``get``/``await`` return the copy, and passed as
-    a top-level argument of a ``.remote()`` call (actor method or remote
-    function) it is replaced by the value.  The value is copied now, so later
-    changes to ``value`` are not seen through the ref.
+    The ref is already done: ``get``/``await`` return the stored copy, and
+    passed as a top-level argument of a ``.remote()`` call (actor method or
+    remote function) it is replaced by the value; nested in an argument or
+    result it stays a ref.  Large buffers (numpy arrays, big ``bytes``) are
+    copied once into shared memory: every call the ref (or the array ``get``
+    returns) is passed to names that memory instead of copying it again, and
+    receivers map it read-only.  The memory is reused or freed once this
+    process dropped the ref and every value ``get`` returned from it, and
+    every receiver let go of it (see docs/objects.md).  Later changes to
+    ``value`` are not seen through the ref.
 
     Example::
 
@@ -651,13 +657,25 @@ def put(value: T) -> ObjectRef[T]:
     loop = events._get_running_loop()
     if loop is None or loop.is_closed():
         loop = rt.home_loop
-    buffers: list[Any] = []
     try:
-        data = _pickle.dumps(value, buffer_callback=buffers.append)
-        snapshot = cloudpickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
+        payload, names, _ = _shm.dumps_with_buffers(_shm.wrap_big_binary(value), forwarding=False)
     except Exception as exc:
         raise SerializationError(f"actorloop.put(): could not pickle {type(value).__name__}: {exc}") from exc
-    ref: ObjectRef[T] = ObjectRef(loop, None, 0, None)
+    _shm.segment_pool.adopt_put(names)
+    try:
+        table = _shm.segment_table(payload)
+        post = entry_for(rt.home_loop).put
+        views = [_shm.map_own_put(name, size, post) for name, size in table]
+        inner = bytes(memoryview(payload)[_shm.skip_table(payload) :])
+        snapshot = cloudpickle.loads(inner, buffers=views)
+    except BaseException:
+        _shm.segment_pool.unhold(names)
+        raise
+    ref: PutRef[T] = PutRef(loop, None, 0, None)
+    ref._inner = inner
+    ref._views = views
     # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.
     ref.set_result(snapshot)
     return ref
+
+

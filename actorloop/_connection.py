@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol, cast
 from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
 from ._meta import ClassMeta
-from ._ref import ObjectRef
+from ._ref import ObjectRef, fulfil
 from .exceptions import ActorDiedError, SerializationError, _make_task_error
 
 __all__ = [
@@ -493,7 +493,10 @@ class ActorConnection(proto.FrameProtocol):
                 # A result this process cannot unpickle fails its own call, not the connection.
                 msg = self._unreadable_result(data, exc)
             if msg[0] == proto.RELEASE:
-                proto.segment_pool.release(msg[1])
+                proto.segment_pool.release(msg[1], self)
+                continue
+            if msg[0] == proto.REF_VALUE:
+                fulfil(self, msg)
                 continue
             entry = pending.pop(msg[1], None)
             if entry is None:

@@ -75,6 +75,7 @@ CANCEL = 2  # (CANCEL, call_id)
 RESULT_OK = 3  # (RESULT_OK, call_id, value)
 RESULT_ERR = 4  # (RESULT_ERR, call_id, exception_or_None, type_name, message, traceback)
 RELEASE = 6  # (RELEASE, segment_name): the receiver is done with a shared-memory segment
+REF_VALUE = 7  # (REF_VALUE, forward_id, ok, value_or_error): a ref sent pending is settled (see _ref)
 
 _OOB_BYTE = _OOB_MARK[0]
 # Frames queued (two list items each: header, payload) past which send() writes

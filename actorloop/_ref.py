@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import itertools
+import pickle
 import threading
 import time
 import weakref
 from asyncio import events
 from typing import TYPE_CHECKING, Any, Generator, Generic, Protocol, TypeVar
 
+from . import _protocol as proto
+from . import _shm
 from ._entry import entry_for
-from .exceptions import TaskCancelledError
+from .exceptions import ObjectLostError, OwnerDiedError, TaskCancelledError
 
 T = TypeVar("T")
 
@@ -216,10 +221,31 @@ class ObjectRef(_RefBase[T], Generic[T]):
         self.__class__ = _FailedRef
 
     def __reduce__(self) -> Any:
-        raise TypeError(
-            "an ObjectRef cannot be pickled; pass it as a top-level argument of a .remote() call "
-            "(it is replaced by its value) or pass its value"
-        )
+        # Refs inside arguments and results stay refs on the other side (see docs/objects.md):
+        # a settled ref carries its value (or error); a pending one is fulfilled later by the
+        # process that sends it, over the same connection.
+        if self.done():
+            if self.cancelled():
+                return _rebuild_failed, (TaskCancelledError(f"the call behind this ref was cancelled ({self!r})"),)
+            exc = self.exception()
+            if exc is not None:
+                return _rebuild_failed, (exc,)
+            return _rebuild_done, (self.result(),)
+        forwards = _shm.pending_forwards()
+        if forwards is None:
+            raise TypeError(
+                "a pending ObjectRef can be pickled only inside the arguments or result of a method or remote "
+                "function call (not in actor constructor arguments, actorloop.put() or pickle.dumps(), where "
+                "nobody could deliver its value later); wait for it first (actorloop.get / await) and pass the "
+                "done ref or its value"
+            )
+        forward_id = next(_forward_ids)
+        _outbound[forward_id] = _Outbound(self)
+        # Once it settles the entry is kept only while the ref lives (a frame never sent, say a
+        # cancelled call's, must not keep it forever).
+        entry_for(self.get_loop()).put(self.add_done_callback, functools.partial(_settled, forward_id))
+        forwards.append(forward_id)
+        return _rebuild_pending, (forward_id,)
 
 
 class _FailedRef(ObjectRef[T]):
@@ -297,6 +323,210 @@ def split_ref(whole: ObjectRef[Any], count: int, where: str) -> list[ObjectRef[A
 
     entry_for(loop).put(whole.add_done_callback, settle)
     return parts
+
+
+# -- refs inside payloads ------------------------------------------------------------------
+
+#: A loop for refs unpickled where no loop runs (they arrive settled, so nothing ever runs on it).
+_idle_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _rebuild_loop() -> asyncio.AbstractEventLoop:
+    global _idle_loop
+    loop = _get_running_loop()
+    if loop is not None:
+        return loop
+    if _idle_loop is None:
+        _idle_loop = asyncio.new_event_loop()
+    return _idle_loop
+
+
+def _rebuild_done(value: Any) -> ObjectRef[Any]:
+    ref: ObjectRef[Any] = ObjectRef(_rebuild_loop(), None, 0, None)
+    ref.set_result(value)
+    return ref
+
+
+def _rebuild_failed(exc: BaseException) -> ObjectRef[Any]:
+    ref: ObjectRef[Any] = ObjectRef(_rebuild_loop(), None, 0, None)
+    ref.set_exception(exc)
+    return ref
+
+
+class _Outbound:
+    """A pending ref we pickled into a payload: fulfilled on every connection that payload is sent on."""
+
+    __slots__ = ("ref", "conns", "outcome", "__weakref__")
+
+    def __init__(self, ref: ObjectRef[Any] | None) -> None:
+        self.ref = ref
+        self.conns: set[tuple[int, int]] = set()  # (connection, its epoch): a restarted peer is fulfilled again
+        self.outcome: tuple[bool, Any] | None = None  # (ok, value or error), once settled
+
+
+_forward_ids = itertools.count(1)
+#: Forward id -> the pending ref it stands for, until it settles.
+_outbound: dict[int, _Outbound] = {}
+#: Forward id -> the settled outcome, while the ref lives (``_kept``): a resend (a retry) still finds it.
+_forwarded: weakref.WeakValueDictionary[int, _Outbound] = weakref.WeakValueDictionary()
+_kept: weakref.WeakKeyDictionary[ObjectRef[Any], _Outbound] = weakref.WeakKeyDictionary()
+#: Connection -> forward id -> the ref we received pending on it, until its value arrives.
+_inbound: weakref.WeakKeyDictionary[Any, dict[int, ObjectRef[Any]]] = weakref.WeakKeyDictionary()
+#: Connection -> forward id -> a REF_VALUE that overtook the payload naming its ref (kept until it arrives).
+_early: weakref.WeakKeyDictionary[Any, dict[int, tuple[Any, ...]]] = weakref.WeakKeyDictionary()
+_forward_lock = threading.Lock()
+
+
+def _rebuild_pending(forward_id: int) -> ObjectRef[Any]:
+    """A ref that was pending when it was sent: its sender sends the value later on the same connection."""
+    conn: Any = _shm.inbound_connection()
+    if conn is None:
+        return _rebuild_failed(ObjectLostError("this ref was sent pending outside a connection; its value is lost"))
+    ref: ObjectRef[Any] = ObjectRef(conn.loop, None, forward_id, None)
+    with _forward_lock:
+        early = _early.get(conn)
+        msg = early.pop(forward_id, None) if early else None
+        if msg is None:
+            _inbound.setdefault(conn, {})[forward_id] = ref
+    if msg is not None:
+        _settle_from(ref, msg)
+    elif getattr(conn, "closed", False):
+        _fail_inbound(conn)
+    return ref
+
+
+def _settle_from(ref: ObjectRef[Any], msg: tuple[Any, ...]) -> None:
+    if ref.done():
+        return
+    _, _, ok, value = msg
+    if ok:
+        ref.set_result(value)
+    else:
+        ref.set_exception(value)
+    ref._wake_waiter()
+
+
+def fulfil(conn: Any, msg: tuple[Any, ...]) -> None:
+    """A ``REF_VALUE`` frame arrived on ``conn``: settle the ref it fulfils (on ``conn``'s loop)."""
+    forward_id = msg[1]
+    with _forward_lock:
+        pending = _inbound.get(conn)
+        ref = pending.pop(forward_id, None) if pending else None
+        if ref is None:
+            _early.setdefault(conn, {})[forward_id] = msg
+            return
+    _settle_from(ref, msg)
+
+
+def _fail_inbound(conn: Any) -> None:
+    """``conn`` is lost: the refs its peer still had to fulfil never will (their owner is gone)."""
+    with _forward_lock:
+        pending = _inbound.pop(conn, None)
+        _early.pop(conn, None)
+    if not pending:
+        return
+    loop = conn.loop
+
+    def fail() -> None:
+        for ref in pending.values():
+            if not ref.done():
+                ref.set_exception(
+                    OwnerDiedError(
+                        "the process that sent this ref while it was pending (its owner, or a process that "
+                        "passed it on) exited before its value was ready, so the value is lost; "
+                        "get the value in the owner and pass the value, or keep the owner alive"
+                    )
+                )
+                ref._wake_waiter()
+
+    if _get_running_loop() is loop or loop.is_closed():
+        fail()
+    else:
+        entry_for(loop).put(fail)
+
+
+def _outcome(ref: ObjectRef[Any]) -> tuple[bool, Any]:
+    if ref.cancelled():
+        return False, TaskCancelledError(f"the call behind this ref was cancelled ({ref!r})")
+    exc = ref.exception()
+    return (False, exc) if exc is not None else (True, ref.result())
+
+
+def _bind_forward(forward_id: int, conn: Any) -> None:
+    """A payload naming pending ref ``forward_id`` was sent on ``conn``: send the value there once ready."""
+    key = (id(conn), getattr(conn, "epoch", 0))
+    with _forward_lock:
+        out = _outbound.get(forward_id) or _forwarded.get(forward_id)
+        if out is not None:
+            if key in out.conns:
+                return  # the same send counted twice (a direct write that fell back to the loop)
+            out.conns.add(key)
+    if out is None:
+        # Sent again (a retry) after its value went out and the ref was dropped: the receiver must not wait.
+        error = ObjectLostError("this pending ref was sent again after its value had been forwarded and dropped")
+        conn.entry.put(_send_value, conn, forward_id, False, error)
+        return
+    if out.outcome is not None:
+        conn.entry.put(_send_value, conn, forward_id, *out.outcome)
+        return
+    ref = out.ref
+    assert ref is not None
+
+    def on_done(_: Any) -> None:
+        conn.entry.put(_send_value, conn, forward_id, *_outcome(ref))
+
+    entry_for(ref.get_loop()).put(ref.add_done_callback, on_done)
+
+
+def _settled(forward_id: int, ref: ObjectRef[Any]) -> None:
+    """A pending ref we sent settled: keep its outcome for later sends only while the ref lives."""
+    with _forward_lock:
+        out = _outbound.pop(forward_id, None)
+        if out is None:
+            return
+        settled = _Outbound(None)
+        settled.conns, settled.outcome = out.conns, _outcome(ref)
+        _kept[ref] = settled
+        _forwarded[forward_id] = settled
+
+
+def _send_value(conn: Any, forward_id: int, ok: bool, value: Any) -> None:
+    # A connection still connecting queues it (sent after the frame that named the ref).
+    if conn.closed:
+        return
+    try:
+        if ok:
+            payload = proto.dumps_value((proto.REF_VALUE, forward_id, True, value), value)
+        else:
+            payload = proto.dumps((proto.REF_VALUE, forward_id, False, value))
+    except Exception as exc:  # noqa: BLE001 - the receiver gets the reason instead of the value
+        error = ObjectLostError(f"the value of this ref could not be sent: {type(exc).__name__}: {exc}")
+        payload = pickle.dumps((proto.REF_VALUE, forward_id, False, error), 5)
+    conn.send(payload)
+
+
+_shm.forward_hook = _bind_forward
+_shm.connection_lost_hooks.append(_fail_inbound)
+
+
+class PutRef(ObjectRef[T]):
+    """The ref ``actorloop.put`` returns: done at once; its value's large buffers live in shared memory.
+
+    Pickled into a call's arguments or result it sends the value's pickle
+    with its segments named, not copied (``_load_put`` rebuilds it).
+    """
+
+    __slots__ = ("_inner", "_views")
+
+    _inner: bytes
+    _views: list[memoryview]
+
+    def __reduce__(self) -> Any:
+        return _load_put, (self._inner, *[pickle.PickleBuffer(v) for v in self._views])
+
+
+def _load_put(inner: bytes, *buffers: Any) -> ObjectRef[Any]:
+    return _rebuild_done(pickle.loads(inner, buffers=buffers))
 
 
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:

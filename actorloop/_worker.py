@@ -38,7 +38,7 @@ from typing import Any, Callable, NoReturn
 import cloudpickle
 
 from . import _protocol as proto
-from . import _stats
+from . import _ref, _stats
 from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, current_lane, set_runtime
 from ._stats import BOUNDS as _BOUNDS
@@ -242,7 +242,9 @@ class ActorServerConnection(proto.FrameProtocol):
                 elif kind == proto.CANCEL:
                     worker.cancel(self, msg[1])
                 elif kind == proto.RELEASE:
-                    proto.segment_pool.release(msg[1])
+                    proto.segment_pool.release(msg[1], self)
+                elif kind == proto.REF_VALUE:
+                    _ref.fulfil(self, msg)
                 else:
                     raise ValueError(f"unknown message kind {kind!r}")
             except Exception as exc:

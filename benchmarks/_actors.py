@@ -28,6 +28,14 @@ class SyncActor:
     def echo(self, a: Any) -> Any:
         return a
 
+    def touch(self, a: Any) -> float:
+        return touch_pages(a)
+
+
+def touch_pages(a: Any) -> float:
+    """Read one float64 of every 4 KiB page of ``a``: the whole array is read in, little is computed."""
+    return float(a[::512].sum())
+
 
 class AsyncActor:
     """The same methods as coroutines: an async actor."""

@@ -117,6 +117,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "getpid": os.getpid,
     "nbytes": _nbytes,
     "echo": lambda a: a,
+    "touch": lambda a: float(a[::512].sum()),  # benchmarks._actors.touch_pages (this file imports no numpy)
     # the "async actor": coroutines, run eagerly
     "aping": _aping,
     "af": _af,

@@ -337,3 +337,24 @@ class Floor:
             best = min(best, time.perf_counter() - t0)
         info["memcpy_mbps"] = arr.nbytes / best / 1e6
         return {"arg_100mib": 2 * n * arr.nbytes / dt / 1e6, "_info": info}
+
+    def w_put_10(self) -> Result:
+        """No object store: the 100 MiB array travels with each of the 10 calls (2 servers, 5 each)."""
+        import numpy as np
+
+        servers = [self.server() for _ in range(2)]
+        clients = [SyncClient.connect(srv.path) for srv in servers]
+        arr = np.ones(100 * MIB // 8)
+        expected = float(arr[::512].sum())
+
+        def one(_: int) -> None:
+            out = [clients[i % 2].call("touch", arr) for i in range(10)]
+            assert out == [expected] * 10
+
+        one(0)
+        n, dt = timed_loop(one, self.params.duration, self.params.big_min_calls)
+        for c in clients:
+            c.close()
+        for srv in servers:
+            srv.stop()
+        return {"put_10": dt * 1000 / n, "_info": {"rounds": n}}

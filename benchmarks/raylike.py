@@ -313,3 +313,24 @@ class RayLike:
         self.kill([h], [pid])
         info["calls"] = n
         return {"arg_100mib": 2 * n * arr.nbytes / dt / 1e6, "_info": info}
+
+    def w_put_10(self) -> Result:
+        """``put`` a 100 MiB array, pass the ref to 10 calls (over 2 actors) that read every page of it."""
+        import numpy as np
+
+        actors = [self.new_actor("sync") for _ in range(2)]
+        handles = [h for h, _ in actors]
+        get, put = self.mod.get, self.mod.put
+        arr = np.ones(100 * MIB // 8)
+        expected = float(arr[::512].sum())
+
+        def one(_: int) -> None:
+            ref = put(arr)
+            out = get([handles[i % 2].touch.remote(ref) for i in range(10)])
+            assert out == [expected] * 10
+
+        for _ in range(2):
+            one(0)
+        n, dt = timed_loop(one, self.params.duration, self.params.big_min_calls)
+        self.kill(handles, [pid for _, pid in actors])
+        return {"put_10": dt * 1000 / n, "_info": {"rounds": n}}

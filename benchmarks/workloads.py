@@ -206,6 +206,19 @@ WORKLOADS: tuple[Workload, ...] = (
             ),
         ),
     ),
+    Workload(
+        "put_10",
+        "put 100 MiB then pass it to 10 calls that read it",
+        (
+            Metric(
+                "put_10",
+                "put(100 MiB array), then 10 calls that read it",
+                "ms",
+                False,
+                Target(x_ray=2),
+            ),
+        ),
+    ),
 )
 
 BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}

@@ -202,11 +202,11 @@ def test_refs_work_under_anyio(aecho: actorloop.ActorHandle) -> None:
     assert anyio.run(main) == [0, 1, 2, 3, 4]
 
 
-def test_objectref_cannot_be_pickled_nested(echo: actorloop.ActorHandle) -> None:
+def test_objectref_nested_stays_a_ref(echo: actorloop.ActorHandle) -> None:
+    # Ray's rule: only top-level refs are replaced by their values (tests/ray_compat/test_objects.py has the rest).
     ref = echo.echo.remote(1)
-    with pytest.raises(TypeError, match="top-level"):
-        echo.echo.remote([ref])
-    actorloop.get(ref)
+    (back,) = actorloop.get(echo.echo.remote([ref]))
+    assert isinstance(back, actorloop.ObjectRef) and actorloop.get(back) == 1
 
 
 @pytest.mark.asyncio

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -495,3 +496,119 @@ def test_without_shared_memory_large_arguments_travel_in_band(tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     got, writeable, want = out.stdout.split()
     assert got == want and writeable == "True"  # in band: an ordinary (writable) array
+
+
+# -- put segments and refs in payloads (docs/objects.md) ------------------------------------------
+
+
+def test_one_segment_sent_on_several_connections_is_freed_after_the_last_release(pool: _shm.SegmentPool) -> None:
+    a, b = _Conn(), _Conn()
+    _, names = _payload_of(_big())
+    pool.sent(names, a)
+    pool.sent(names, b)
+    pool.sent(names, b)
+    pool.release(names[0], b)
+    pool.release(names[0], a)
+    assert pool.stats()[2] == 1  # b's second send is not released yet
+    pool.release(names[0], b)
+    assert pool.stats()[:1] == (1,)  # counted per connection: free (pooled, not tainted) after the last
+    assert _files(names[0]) == set(names)
+
+
+def test_losing_one_connection_keeps_a_segment_another_still_maps(pool: _shm.SegmentPool) -> None:
+    a, b = _Conn(), _Conn()
+    _, names = _payload_of(_big())
+    pool.sent(names, a)
+    pool.sent(names, b)
+    pool.connection_lost(a)
+    assert _files(names[0]) == set(names) and pool.stats()[2] == 1
+    pool.release(names[0], b)
+    assert _files(names[0]) == set()  # sent on a lost connection: removed, never reused
+
+
+def test_a_put_segment_is_kept_by_the_owners_mapping_and_named_again_not_copied(pool: _shm.SegmentPool) -> None:
+    data, names, _ = _shm.dumps_with_buffers(_big(), forwarding=False)
+    pool.adopt_put(names)
+    posted: list[Any] = []
+    ((name, size),) = _shm.segment_table(data)
+    view = _shm.map_own_put(name, size, lambda fn, *args: posted.append((fn, args)))
+    value = pickle.loads(memoryview(data)[_shm.skip_table(data) :], buffers=[view])
+    assert pool.is_put(name) and not value.flags.writeable
+    again, made, _ = _shm.dumps_with_buffers(value)
+    assert made == [] and _shm.segment_names(again) == [name]  # named, no new segment
+    conn = _Conn()
+    pool.sent([name], conn)
+    del view, value
+    gc.collect()
+    assert pool.stats()[2] == 1  # the owner let go; a receiver still maps it
+    pool.release(name, conn)
+    assert pool.stats()[0] == 1 and not pool.is_put(name)  # back to the pool, pages kept for reuse
+
+
+def test_a_slice_of_a_put_value_is_copied(pool: _shm.SegmentPool) -> None:
+    data, names, _ = _shm.dumps_with_buffers(_big(), forwarding=False)
+    pool.adopt_put(names)
+    ((name, size),) = _shm.segment_table(data)
+    view = _shm.map_own_put(name, size, lambda fn, *args: fn(*args))
+    value = pickle.loads(memoryview(data)[_shm.skip_table(data) :], buffers=[view])
+    _, made, _ = _shm.dumps_with_buffers(value[1:])
+    assert len(made) == 1 and made != names
+    pool.unused(made)
+    del view, value
+    gc.collect()
+
+
+def test_a_reused_segment_is_written_through_a_mapping_with_the_new_bytes(pool: _shm.SegmentPool) -> None:
+    conn = _Conn()
+    first, names = _payload_of(_big())
+    pool.sent(names, conn)
+    pool.release(names[0], conn)
+    second_value = _big()[::-1].copy()
+    second, again = _payload_of(second_value)
+    assert again == names  # the same segment (warm pages), written through our mapping
+    back = _shm.loads(second, lambda name: None)
+    assert (back[2] == second_value).all()
+    pool.sent(again, conn)
+    pool.release(again[0], conn)
+    del back
+    gc.collect()
+
+
+def test_receivers_share_and_keep_one_mapping_per_segment(pool: _shm.SegmentPool) -> None:
+    released: list[str] = []
+    data, names = _payload_of(_big())
+    one = _shm.loads(data, released.append)[2]
+    two = _shm.loads(data, released.append)[2]
+    assert _shm._live[names[0]][2] == 2  # one mapping, two users
+    del one
+    gc.collect()
+    assert released == names and names[0] in _shm._live  # each use releases; the mapping stays in use
+    del two
+    gc.collect()
+    assert released == names * 2 and names[0] not in _shm._live and names[0] in _shm.mapping_cache.entries
+    _shm.mapping_cache.trim(idle=0)
+    assert names[0] not in _shm.mapping_cache.entries
+    pool.release(names[0])
+
+
+def test_pending_refs_add_forward_entries_that_sent_hands_to_the_hook(
+    pool: _shm.SegmentPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound: list[tuple[int, object]] = []
+    monkeypatch.setattr(_shm, "forward_hook", lambda forward_id, conn: bound.append((forward_id, conn)))
+
+    class Pending:
+        def __reduce__(self) -> Any:
+            forwards = _shm.pending_forwards()
+            assert forwards is not None
+            forwards.append(41)
+            return int, (0,)
+
+    data, made, _ = _shm.dumps_with_buffers(["x", Pending()])
+    assert made == [] and _shm.segment_names(data) == ["=41"] and _shm.segment_table(data) == []
+    conn = _Conn()
+    pool.sent(_shm.segment_names(data), conn)
+    assert bound == [(41, conn)]
+    assert _shm.loads(data) == ["x", 0]  # the receiver skips the entry
+    with pytest.raises(AssertionError):
+        _shm.dumps_with_buffers([Pending()], forwarding=False)
