@@ -708,6 +708,13 @@ class ActorPool(Generic[A]):
                 ref = _call_outside_loop(fn, member.actor, value)
             else:
                 ref = fn(member.actor, value)
+            if isinstance(ref, actorloop.ObjectRefGenerator):
+                ref.close()  # stop the generator we started
+                raise TypeError(
+                    "ActorPool does not stream: fn called a generator method, whose .remote() returns an "
+                    "ObjectRefGenerator, not one ObjectRef. Iterate over the generators yourself (`async for v in "
+                    "actor.method.remote(x).values()`), or call a method that returns a list of the items"
+                )
             if not isinstance(ref, actorloop.ObjectRef):
                 raise TypeError(
                     "fn must return the ObjectRef of an actor call, such as "
