@@ -621,3 +621,90 @@ def test_actor_pool_over_a_generator_method_is_a_clear_type_error() -> None:
                 pass
 
     asyncio.run(main())
+
+
+# -- remote functions (generator tasks) -------------------------------------------------
+
+
+@actorloop.remote
+def task_count(n: int):
+    yield from range(n)
+
+
+@actorloop.remote
+async def async_task_count(n: int):
+    for i in range(n):
+        yield i
+
+
+@actorloop.remote
+def task_marks_its_end(path: str, n: int):
+    """Writes a line per item produced, and one when its finally runs (the test reads the file)."""
+    try:
+        for i in range(n):
+            with open(path, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+    finally:
+        with open(path, "a") as f:
+            f.write("finally\n")
+
+
+@actorloop.remote
+async def async_task_marks_its_end(path: str):
+    try:
+        yield 0
+        await asyncio.Event().wait()
+    finally:
+        with open(path, "a") as f:
+            f.write("finally\n")
+
+
+def _lines(path: Any) -> list[str]:
+    try:
+        return path.read_text().split()  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return []
+
+
+def test_generator_tasks_stream_sync_and_async() -> None:
+    gen = task_count.remote(5)
+    assert isinstance(gen, ObjectRefGenerator)
+    assert [actorloop.get(r) for r in gen] == [0, 1, 2, 3, 4]
+
+    async def main() -> list[int]:
+        return [v async for v in async_task_count.remote(4).values()]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    assert list(task_count.remote(actorloop.put(3)).values()) == [0, 1, 2]
+
+
+def test_a_sync_generator_task_is_held_back_by_its_consumer(tmp_path: Any) -> None:
+    path = tmp_path / "bp"
+    window = 2
+    gen = task_marks_its_end.options(_generator_backpressure_num_objects=window).remote(str(path), 10**6)
+    values = gen.values()
+    assert next(values) == 0
+    # The task's thread hands items over through a buffer of _PUMP_ROOM, on top of the window.
+    from actorloop._tasks import _PUMP_ROOM
+
+    bound = 1 + window + _PUMP_ROOM + 1
+    _until(lambda: len(_lines(path)) >= bound - 2, "the generator task to run ahead")
+    for _ in range(20):
+        assert len(_lines(path)) <= bound
+        assert list(task_count.remote(1).values()) == [0]  # time passes in round trips, not sleeps
+    values.close()
+    _until(lambda: "finally" in _lines(path), "the generator task's finally")
+
+
+def test_dropping_a_generator_task_stops_it(tmp_path: Any) -> None:
+    path = tmp_path / "drop"
+    for v in task_marks_its_end.options(_generator_backpressure_num_objects=1).remote(str(path), 10**6).values():
+        if v == 2:
+            break
+    _until(lambda: "finally" in _lines(path), "the generator task's finally")
+    path2 = tmp_path / "drop-async"
+    gen = async_task_marks_its_end.remote(str(path2))
+    assert actorloop.get(next(gen)) == 0
+    actorloop.cancel(gen)
+    _until(lambda: "finally" in _lines(path2), "the async generator task's finally")
