@@ -27,6 +27,8 @@ class Params:
     settle: float = 1.0  # seconds idle before a memory reading
     big_min_calls: int = 3  # 100 MiB round trips at least
     tasks_n: int = 1_000  # remote-function calls per get([...]) round
+    stream_n: int = 100_000  # items of one stream (stream workload)
+    stream_first_samples: int = 20  # first-item and plain-call samples (stream workload)
     loop: str = "uvloop"  # event loop of the driver's async workloads
     pin: str = "none"  # same | split | none
     extra: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +43,8 @@ class Params:
             batch_per_actor=10,
             settle=0.5,
             big_min_calls=2,
+            stream_n=10_000,
+            stream_first_samples=5,
         )
 
 
