@@ -102,6 +102,7 @@ class StreamState:
         "completed",
         "where",
         "rename",
+        "on_end",
     )
 
     def __init__(
@@ -133,6 +134,8 @@ class StreamState:
         self.where = where
         #: Maps an error before the consumer sees it (remote functions name their function, not the worker).
         self.rename: Callable[[BaseException], BaseException] | None = None
+        #: Called once when the stream ends, however it ends (remote functions: the worker's load).
+        self.on_end: Callable[[], Any] | None = None
 
     # -- fed by the connection, on the loop ---------------------------------------------
 
@@ -152,6 +155,13 @@ class StreamState:
             if error is not None:
                 self.error = self.rename(error) if self.rename is not None else error
         self.ended = True
+        self._ended()
+
+    def _ended(self) -> None:
+        on_end = self.on_end
+        if on_end is not None:
+            self.on_end = None
+            on_end()
         self._wake()
 
     def _wake(self) -> None:
@@ -258,7 +268,7 @@ class StreamState:
             completed._wake_waiter()
         self.error = error
         self.ended = True
-        self._wake()
+        self._ended()
 
 
 def _item_ref(loop: asyncio.AbstractEventLoop, value: Any) -> ObjectRef[Any]:

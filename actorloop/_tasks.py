@@ -457,9 +457,19 @@ class _Pump:
             )
         try:
             for item in gen:
-                while not self.room.acquire(timeout=1.0):  # the timeout is a safety net; stop releases it
-                    if self.stop:
-                        return
+                if not self.room.acquire(blocking=False):
+                    # The consumer is behind: like a task blocked in get(), lend the worker's slot meanwhile,
+                    # so that other tasks sent to this worker run.
+                    executor: _Executor | None = getattr(_local, "executor", None)
+                    if executor is not None:
+                        executor.lend()
+                    try:
+                        while not self.room.acquire(timeout=1.0):  # a safety net; stop releases it
+                            if self.stop:
+                                return
+                    finally:
+                        if executor is not None:
+                            executor.take_back()
                 if self.stop:
                     return
                 self.items.append(item)
@@ -1018,14 +1028,8 @@ class RemoteFunction(Generic[R]):
         gen._state.rename = lambda exc: _renamed_error(exc, name)
         gen._state.where = f"{name}()"
 
-        def finished(_: Any) -> None:
-            pool.unload(slot, weight)
-
-        completed = gen.completed()
-        if _get_running_loop() is loop:
-            completed.add_done_callback(finished)
-        else:
-            entry_for(loop).put(completed.add_done_callback, finished)
+        # Called when the stream ends, however it ends (not a callback of the completion ref: the loop may close first).
+        gen._state.on_end = lambda: pool.unload(slot, weight)
         return gen
 
     def _pickled(self) -> tuple[bytes, bytes]:

@@ -708,3 +708,115 @@ def test_dropping_a_generator_task_stops_it(tmp_path: Any) -> None:
     assert actorloop.get(next(gen)) == 0
     actorloop.cancel(gen)
     _until(lambda: "finally" in _lines(path2), "the async generator task's finally")
+
+
+# -- more ways in ---------------------------------------------------------------------
+
+
+@actorloop.remote(max_concurrency=2)
+class ThreadedStreamer:
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    def waits_for_go(self):
+        yield "waiting"
+        self.go.wait(30)
+        yield "went"
+
+    def release(self) -> str:
+        self.go.set()
+        return "released"
+
+
+def test_a_threaded_actor_streams_and_serves_calls_at_once() -> None:
+    a = ThreadedStreamer.remote()
+    values = a.waits_for_go.remote().values()
+    assert next(values) == "waiting"
+    # The generator holds one of the two threads; the other serves this call.
+    assert actorloop.get(a.release.remote(), timeout=30) == "released"
+    assert next(values) == "went"
+
+
+@actorloop.remote
+class Relay:
+    """An actor that consumes another actor's stream on its own loop."""
+
+    async def total(self, source: Any, n: int) -> int:
+        return sum([v async for v in source.count.remote(n).values()])
+
+    async def relay(self, source: Any, n: int):
+        async for ref in source.count.remote(n):
+            yield await ref * 2
+
+
+def test_an_actor_consumes_and_relays_another_actors_stream(s: Any) -> None:
+    relay = Relay.remote()
+    assert actorloop.get(relay.total.remote(s, 100)) == sum(range(100))
+    assert list(relay.relay.remote(s, 5).values()) == [0, 2, 4, 6, 8]
+
+
+def test_the_window_can_be_set_per_method() -> None:
+    @actorloop.remote
+    class PerMethod:
+        def __init__(self) -> None:
+            self.produced = 0
+
+        @actorloop.method(_generator_backpressure_num_objects=3)
+        async def items(self):
+            while True:
+                self.produced += 1
+                yield self.produced
+
+        async def count(self) -> int:
+            return self.produced
+
+    a = PerMethod.remote()
+    gen = a.items.remote()
+    assert actorloop.get(next(gen)) == 1
+    _until(lambda: actorloop.get(a.count.remote()) == 1 + 3, "the producer to fill its window of 3")
+    for _ in range(10):
+        assert actorloop.get(a.count.remote()) == 1 + 3
+    gen.close()
+
+
+def test_a_remote_function_takes_the_window_option(tmp_path: Any) -> None:
+    @actorloop.remote(_generator_backpressure_num_objects=1)
+    async def slow_start(path: str):
+        for i in range(10**6):
+            with open(path, "a") as f:
+                f.write(f"{i}\n")
+            yield i
+
+    path = tmp_path / "window"
+    gen = slow_start.remote(str(path))
+    assert actorloop.get(next(gen)) == 0
+    _until(lambda: len(_lines(path)) == 2, "the producer to fill its window of 1")
+    for _ in range(10):
+        assert len(_lines(path)) == 2
+        assert list(task_count.remote(1).values()) == [0]
+    gen.close()
+    with pytest.raises(ValueError, match="_generator_backpressure_num_objects"):
+        task_count.options(_generator_backpressure_num_objects=0)
+
+
+def test_a_caller_that_exits_stops_its_streams() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    target = Streamer.options(name="stream-target", namespace="streams-test").remote()
+    code = textwrap.dedent(
+        """
+        import os, actorloop
+        actorloop.init()
+        a = actorloop.get_actor("stream-target", namespace="streams-test")
+        gen = a.tracked.options(_generator_backpressure_num_objects=2).remote("exit", 10**9)
+        assert actorloop.get(next(gen)) == 0
+        print("got one", flush=True)
+        os._exit(0)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "got one" in proc.stdout, proc.stderr
+    _until(lambda: "exit:finally" in _events(target), "the generator's finally after its caller exited")
+    actorloop.kill(target)
