@@ -436,6 +436,12 @@ class ActorWorker:
         ]
         for task in tasks:
             task.cancel()
+        for conn in list(self.connections):
+            for call in list(conn.running.values()):
+                stream = call.stream
+                if stream is not None and stream.cond is not None:
+                    call.cancelled = True  # a sync generator on a thread: closed at its next yield
+                    _notify(stream.cond)
         if tasks:
             await asyncio.wait(tasks, timeout=limit)
         hook = getattr(self.instance, "__ray_shutdown__", None)
