@@ -103,6 +103,7 @@ class StreamState:
         "where",
         "rename",
         "on_end",
+        "watched",
     )
 
     def __init__(
@@ -136,6 +137,8 @@ class StreamState:
         self.rename: Callable[[BaseException], BaseException] | None = None
         #: Called once when the stream ends, however it ends (remote functions: the worker's load).
         self.on_end: Callable[[], Any] | None = None
+        #: The last task that waited for this stream: if it ends cancelled, so does the stream.
+        self.watched: asyncio.Task[Any] | None = None
 
     # -- fed by the connection, on the loop ---------------------------------------------
 
@@ -203,6 +206,12 @@ class StreamState:
     async def wait_async(self) -> None:
         """Wait in the running loop (any loop) until ``ready()``; a cancelled wait cancels the stream."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is not None and task is not self.watched:
+            # A task cancelled anywhere (not only while it waits here) stops the stream it consumed,
+            # even if a reference cycle (its traceback, say) keeps the generator alive.
+            self.watched = task
+            task.add_done_callback(self._consumer_done)
         fut: asyncio.Future[None] = loop.create_future()
         if loop is self.loop:
             self.wakers.append(lambda: _set_none_if_pending(fut))
@@ -217,6 +226,12 @@ class StreamState:
         except asyncio.CancelledError:
             self.cancel_soon()
             raise
+
+    def _consumer_done(self, task: asyncio.Task[Any]) -> None:
+        if self.watched is task:
+            self.watched = None
+        if task.cancelled() and not self.ended:
+            self.cancel_soon()
 
     def wait_sync(self, timeout: float | None) -> bool:
         """Block this thread until ``ready()`` or ``timeout``; whether it is ready."""

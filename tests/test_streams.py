@@ -500,6 +500,32 @@ def test_cancelling_the_consumer_task_cancels_the_generator(s: Any) -> None:
     assert "task:CancelledError" in _events(s)
 
 
+def test_a_consumer_task_cancelled_elsewhere_stops_the_generator_it_consumed(s: Any) -> None:
+    async def main() -> None:
+        gen = s.tracked.options(_generator_backpressure_num_objects=2).remote("elsewhere", 10**9)
+        took_one = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in gen.values():
+                took_one.set()
+                await asyncio.Event().wait()  # cancelled here, not while it waits for the stream
+
+        task = asyncio.ensure_future(consume())
+        await took_one.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # `gen` is still referenced here: the cancelled task alone stopped the stream.
+        assert gen._state.ended
+        assert await s.get_events.remote()  # a round trip
+        for _ in range(200):
+            if "elsewhere:finally" in await s.get_events.remote():
+                break
+        assert "elsewhere:finally" in await s.get_events.remote()
+
+    asyncio.run(main())
+
+
 def test_actorloop_cancel_stops_the_generator(s: Any) -> None:
     gen = s.waits_forever.remote("cancel")
     assert actorloop.get(next(gen)) == "first"
