@@ -26,6 +26,7 @@ in layers that import only downwards (``tests/test_layers.py`` checks it)::
     _meta                             class metadata, options, ActorInfo
     _node                             the node process: dirs, names, spawning, supervision
     _ref                              ObjectRef and sync waiting
+    _stream                           ObjectRefGenerator: a generator method's items, with credit
     _connection                       a loop's connection to an actor; the node channels
     _runtime                          the process-global runtime and its home loop
     _tasks                            remote functions and their worker pool
@@ -64,6 +65,7 @@ from ._handles import method as method
 from ._handles import remote as remote
 from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
+from ._stream import ObjectRefGenerator as ObjectRefGenerator
 from ._tasks import RemoteFunction as RemoteFunction
 from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError
@@ -96,6 +98,7 @@ __all__ = [
     "InitContext",
     "ObjectLostError",
     "ObjectRef",
+    "ObjectRefGenerator",
     "OwnerDiedError",
     "PendingCallsLimitExceeded",
     "RayActorError",
@@ -131,6 +134,6 @@ __all__ = [
 # A library logs only when the application asks it to.
 _logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
-for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "RemoteFunction"):
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "ObjectRefGenerator", "RemoteFunction"):
     globals()[_name].__module__ = "actorloop"
 del _name

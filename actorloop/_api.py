@@ -27,6 +27,7 @@ from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
 from ._node._dashboard import check_dashboard_address
 from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
+from ._stream import ObjectRefGenerator
 from .exceptions import GetTimeoutError, SerializationError
 from .runtime_context import get_runtime_context
 
@@ -233,9 +234,13 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
     single = isinstance(refs, ObjectRef)
     ref_list = [refs] if single else list(refs) if isinstance(refs, (list, tuple)) else None
     if ref_list is None:
+        if isinstance(refs, ObjectRefGenerator):
+            raise TypeError(_GET_GENERATOR)
         raise TypeError(f"actorloop.get() takes an ObjectRef or a list of them, got {type(refs).__name__}")
     for ref in ref_list:
         if not isinstance(ref, ObjectRef):
+            if isinstance(ref, ObjectRefGenerator):
+                raise TypeError(_GET_GENERATOR)
             raise TypeError(f"actorloop.get() takes ObjectRefs, got {type(ref).__name__} in the list")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
@@ -248,18 +253,41 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
     return values[0] if single else values
 
 
+_GET_GENERATOR = (
+    "actorloop.get() does not take an ObjectRefGenerator (as in Ray): iterate over it (`for ref in gen: "
+    "actorloop.get(ref)`), or get(gen.completed()) to wait for its end"
+)
+
+
+@overload
 def wait(
     refs: Sequence[ObjectRef[T]], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
-) -> tuple[list[ObjectRef[T]], list[ObjectRef[T]]]:
+) -> tuple[list[ObjectRef[T]], list[ObjectRef[T]]]: ...
+
+
+@overload
+def wait(
+    refs: Sequence[Any], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
+) -> tuple[list[Any], list[Any]]: ...
+
+
+def wait(
+    refs: Sequence[Any], *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True
+) -> tuple[list[Any], list[Any]]:
     """Wait until ``num_returns`` refs are ready; return ``(ready, not_ready)`` in the order given.
 
-    Like ``get``, it works where an event loop is running.
+    Like ``get``, it works where an event loop is running.  An
+    ``ObjectRefGenerator`` in the list is ready when ``next(gen)`` would not
+    block (an item, its error or its end arrived), as in Ray.
 
     Example::
 
         ready, not_ready = actorloop.wait(refs, num_returns=2, timeout=1.0)
     """
-    ref_list = list(refs)
+    given = list(refs)
+    if any(isinstance(ref, ObjectRefGenerator) for ref in given):
+        return _wait_with_generators(given, num_returns, timeout)
+    ref_list = given
     for ref in ref_list:
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"actorloop.wait() takes a list of ObjectRefs, got {type(ref).__name__}")
@@ -270,8 +298,8 @@ def wait(
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     _block_until(ref_list, num_returns, timeout, "wait")
-    ready: list[ObjectRef[T]] = []
-    not_ready: list[ObjectRef[T]] = []
+    ready: list[ObjectRef[Any]] = []
+    not_ready: list[ObjectRef[Any]] = []
     for ref in ref_list:
         (ready if ref.done() and len(ready) < num_returns else not_ready).append(ref)
     return ready, not_ready
@@ -482,16 +510,58 @@ def _is_ours(task: Any, cache: dict[Any, bool]) -> bool:
     return known
 
 
-def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None:
+def _wait_with_generators(given: list[Any], num_returns: int, timeout: float | None) -> tuple[list[Any], list[Any]]:
+    """``wait`` over refs and generators: each generator is stood for by a ref ready when it is."""
+    stand_ins: list[ObjectRef[Any]] = []
+    for item in given:
+        if isinstance(item, ObjectRefGenerator):
+            loop = item._state.loop
+            if item.next_ready() or loop.is_closed():
+                probe: ObjectRef[None] = ObjectRef(loop, None, 0, None)
+                probe.set_result(None)
+            elif events._get_running_loop() is loop:
+                probe = item._ready_ref()  # on the generator's own loop: no hop (and no wait on ourselves)
+            else:
+                probe = entry_for(loop).run(_probe(item)).result()
+            stand_ins.append(probe)
+        elif isinstance(item, ObjectRef):
+            stand_ins.append(item)
+        else:
+            raise TypeError(
+                f"actorloop.wait() takes a list of ObjectRefs and ObjectRefGenerators, got {type(item).__name__}"
+            )
+    ready_refs, _ = wait(stand_ins, num_returns=num_returns, timeout=timeout)
+    chosen = {id(r) for r in ready_refs}
+    ready = [item for item, probe in zip(given, stand_ins, strict=True) if id(probe) in chosen]
+    not_ready = [item for item, probe in zip(given, stand_ins, strict=True) if id(probe) not in chosen]
+    return ready, not_ready
+
+
+async def _probe(gen: ObjectRefGenerator[Any]) -> ObjectRef[None]:
+    return gen._ready_ref()
+
+
+def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the call behind ``ref``: a running coroutine gets CancelledError, a queued call never starts.
 
     Afterwards ``await ref`` and ``get(ref)`` raise ``TaskCancelledError``.
+    ``ref`` may be an ``ObjectRefGenerator``: its generator stops in the actor
+    (its ``finally`` runs), and ``next(gen)`` gives the items already received,
+    then a ref that raises ``TaskCancelledError``.
     A sync method already running finishes; its result is dropped.
     ``force=True`` raises ``ValueError``, as Ray does for actor calls; for a
     remote function's call it also ends the worker process that has it.
     """
+    if isinstance(ref, ObjectRefGenerator):
+        if force:
+            raise ValueError(
+                "actorloop.cancel(force=True) is not supported for streams; cancel without force (the generator "
+                "stops in the actor), or end the actor with actorloop.kill(handle)"
+            )
+        _cancel_on_loop(ref._state.loop, ref._cancel_by_user)
+        return
     if not isinstance(ref, ObjectRef):
-        raise TypeError(f"actorloop.cancel() takes an ObjectRef, got {type(ref).__name__}")
+        raise TypeError(f"actorloop.cancel() takes an ObjectRef or an ObjectRefGenerator, got {type(ref).__name__}")
     force_kill = _tasks.force_cancel_target(ref) if force else None
     if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
@@ -499,23 +569,27 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
             "actorloop.cancel(force=True) is not supported for actor method calls (an actor's state would be "
             "lost); cancel without force, or end the actor with actorloop.kill(handle)"
         )
-    owner = ref.get_loop()
+    _cancel_on_loop(ref.get_loop(), ref._cancel_by_user)
+    if force_kill is not None:
+        force_kill()
+
+
+def _cancel_on_loop(owner: Any, cancel_by_user: Any) -> None:
+    """Run ``cancel_by_user`` on ``owner`` (the loop of the ref); from sync code, wait until it ran."""
     if events._get_running_loop() is owner:
-        ref._cancel_by_user()
+        cancel_by_user()
     elif not owner.is_closed():
         done = threading.Event()
 
         def run() -> None:
             try:
-                ref._cancel_by_user()
+                cancel_by_user()
             finally:
                 done.set()
 
         entry_for(owner).put(run)
         if events._get_running_loop() is None:
             done.wait(5)
-    if force_kill is not None:
-        force_kill()
 
 
 def kill(actor: ActorHandle[Any] | ActorProxy[Any], *, no_restart: bool = True) -> None:
@@ -677,5 +751,3 @@ def put(value: T) -> ObjectRef[T]:
     # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.
     ref.set_result(snapshot)
     return ref
-
-

@@ -20,12 +20,14 @@ import itertools
 import socket
 import threading
 from asyncio import events
+from pickle import dumps as _pickle_dumps
 from typing import Any, Callable, Protocol, cast
 
 from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
 from ._meta import ClassMeta
 from ._ref import ObjectRef, fulfil
+from ._stream import StreamState
 from .exceptions import ActorDiedError, SerializationError, _make_task_error
 
 __all__ = [
@@ -217,6 +219,8 @@ class ActorConnection(proto.FrameProtocol):
         self.epoch = -1
         self.dead_error: str | None = None
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
+        #: Streams (generator calls) in flight, by call id: their items go there (see _stream).
+        self.streams: dict[int, StreamState] = {}
 
     # -- connecting ----------------------------------------------------------
 
@@ -319,7 +323,7 @@ class ActorConnection(proto.FrameProtocol):
                 if entry.payload is None:  # a call still waiting for its ref arguments: it sends itself later
                     continue
                 # Otherwise it never reached the old process: it simply goes to the new one.
-            elif entry.retries_left != 0:
+            elif entry.retries_left != 0 and call_id not in self.streams:  # a stream's items are out: no retry
                 entry.retries_left -= 1 if entry.retries_left > 0 else 0
             else:
                 self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
@@ -355,6 +359,10 @@ class ActorConnection(proto.FrameProtocol):
             if self.link.quiet():
                 ref._log_traceback = False  # asyncio.Future internals
             ref._wake_waiter()
+        if self.streams:
+            stream = self.streams.pop(call_id, None)
+            if stream is not None:
+                stream.finish(ref)
         self.link.calls_finished(1)
 
     # -- calls -----------------------------------------------------------------
@@ -422,8 +430,12 @@ class ActorConnection(proto.FrameProtocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         group: str | None,
+        stream_window: int = 0,
     ) -> None:
-        """A call whose arguments include refs: it and every later call wait for them, in order."""
+        """A call whose arguments include refs: it and every later call wait for them, in order.
+
+        ``stream_window`` > 0: a stream call (see ``_stream``) with that window.
+        """
         if self.dead_error is not None:
             self.pending[call_id] = Pending(ref, None, 0)
             self._fail(call_id, ActorDiedError(self.dead_error))
@@ -445,9 +457,12 @@ class ActorConnection(proto.FrameProtocol):
                 self._fail(call_id, exc)
                 return True
             try:
-                payload = proto.dumps_call(
-                    (proto.CALL, call_id, method, real_args, real_kwargs, group), real_args, real_kwargs
+                msg: tuple[Any, ...] = (
+                    (proto.CALL, call_id, method, real_args, real_kwargs, group)
+                    if not stream_window
+                    else (proto.STREAM_CALL, call_id, method, real_args, real_kwargs, group, stream_window)
                 )
+                payload = proto.dumps_call(msg, real_args, real_kwargs)
             except Exception as exc:
                 where = f"{self.link.meta.class_name}.{method}"
                 self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
@@ -475,6 +490,8 @@ class ActorConnection(proto.FrameProtocol):
         if _get_running_loop() is not self.loop:
             self.entry.put(self.cancel_call, call_id)
             return
+        if self.streams:
+            self.streams.pop(call_id, None)
         entry = self.pending.pop(call_id, None)
         if entry is None:
             return
@@ -482,6 +499,11 @@ class ActorConnection(proto.FrameProtocol):
         self.link.calls_finished(1)
         if self.dead_error is None:
             self.send(proto.dumps((proto.CANCEL, call_id)))
+
+    def ack_stream(self, call_id: int, consumed: int) -> None:
+        """Give a stream's generator credit: its caller consumed ``consumed`` items (on the loop)."""
+        if call_id in self.pending and self.dead_error is None:
+            self.send(_pickle_dumps((proto.STREAM_ACK, call_id, consumed), 5))
 
     def frames_received(self, frames: list[bytes]) -> None:
         pending = self.pending
@@ -498,6 +520,11 @@ class ActorConnection(proto.FrameProtocol):
             if msg[0] == proto.REF_VALUE:
                 fulfil(self, msg)
                 continue
+            if msg[0] == proto.STREAM_ITEMS:
+                stream = self.streams.get(msg[1])
+                if stream is not None:
+                    stream.deliver(msg[2])
+                continue
             entry = pending.pop(msg[1], None)
             if entry is None:
                 continue
@@ -506,6 +533,8 @@ class ActorConnection(proto.FrameProtocol):
                 entry.drop_payload()
             ref = entry.ref
             if ref.done():
+                if self.streams:
+                    self.streams.pop(msg[1], None)
                 continue
             kind = msg[0]
             if kind == proto.RESULT_OK:
@@ -514,6 +543,13 @@ class ActorConnection(proto.FrameProtocol):
                 ref.set_exception(self._error_from(msg))
             if ref._waiter is not None:
                 ref._wake_waiter()
+            if self.streams:
+                stream = self.streams.pop(msg[1], None)
+                if stream is not None:
+                    stream.finish(ref)
+                    if kind == proto.RESULT_ERR and msg[5] == "" and msg[3] == "SerializationError":
+                        # Made here (items we could not unpickle): the generator may still run there.
+                        self.send(proto.dumps((proto.CANCEL, msg[1])))
         if finished:
             self.link.calls_finished(finished)
 

@@ -34,6 +34,7 @@ from ._meta import (
     IGNORED_METHOD_OPTIONS,
     IGNORED_OPTIONS,
     READY_METHOD,
+    STREAMING,
     ClassMeta,
     check_groups,
     check_num_returns,
@@ -42,6 +43,7 @@ from ._meta import (
 )
 from ._ref import ObjectRef, split_ref
 from ._runtime import ActorState, require_runtime
+from ._stream import DEFAULT_WINDOW, check_window
 from ._tasks import TASK_OPTIONS, RemoteFunction, is_task_option
 
 T = TypeVar("T")
@@ -169,10 +171,11 @@ class ActorMethod(Generic[P, R]):
 
     With ``num_returns=N`` (``@actorloop.method(num_returns=N)`` or
     ``.options(num_returns=N)``) the method returns N values and ``.remote()``
-    returns a list of N refs.
+    returns a list of N refs.  A generator method (``num_returns="streaming"``,
+    its default) returns an ``ObjectRefGenerator`` of its items.
     """
 
-    __slots__ = ("_state", "_meta", "_http_url", "_name", "_group", "_num_returns")
+    __slots__ = ("_state", "_meta", "_http_url", "_name", "_group", "_num_returns", "_window")
 
     def __init__(
         self,
@@ -181,7 +184,8 @@ class ActorMethod(Generic[P, R]):
         http_url: str | None,
         name: str,
         group: str | None,
-        num_returns: int | None = None,
+        num_returns: int | str | None = None,
+        window: int = 0,
     ) -> None:
         # A method keeps its actor alive as a handle does, but without holding
         # the handle: handles cache their methods, and that cycle would keep an
@@ -195,6 +199,10 @@ class ActorMethod(Generic[P, R]):
             method_meta = meta.methods.get(name)
             num_returns = method_meta.num_returns if method_meta is not None else 1
         self._num_returns = num_returns
+        if not window:
+            method_meta = meta.methods.get(name)
+            window = method_meta.window if method_meta is not None and method_meta.window else DEFAULT_WINDOW
+        self._window = window
         state.handle_made()
 
     def __del__(self) -> None:
@@ -206,34 +214,59 @@ class ActorMethod(Generic[P, R]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method in the actor; returns an ObjectRef at once (a list of them with ``num_returns``)."""
-        ref = self._state.submit(self._name, args, kwargs, self._group)
         if self._num_returns == 1:
-            return ref
-        parts = split_ref(ref, self._num_returns, f"{self._meta.class_name}.{self._name}")
+            return cast("ObjectRef[R]", self._state.submit(self._name, args, kwargs, self._group))
+        if self._num_returns == STREAMING:
+            # A generator's items (typed as ObjectRef[R] here; an ObjectRefGenerator at run time).
+            return cast("ObjectRef[R]", self._state.submit(self._name, args, kwargs, self._group, self._window))
+        ref = self._state.submit(self._name, args, kwargs, self._group)
+        parts = split_ref(ref, int(self._num_returns), f"{self._meta.class_name}.{self._name}")
         return cast("ObjectRef[R]", parts or None)  # num_returns: the refs (typed as _ActorMethodOfReturns)
 
     @overload
     def options(
-        self, *, concurrency_group: str | None = None, num_returns: Literal[1] | None = None, **ray_options: Any
+        self,
+        *,
+        concurrency_group: str | None = None,
+        num_returns: Literal[1] | None = None,
+        _generator_backpressure_num_objects: int | None = None,
+        **ray_options: Any,
     ) -> ActorMethod[P, R]: ...
 
     @overload
     def options(
-        self, *, concurrency_group: str | None = None, num_returns: int, **ray_options: Any
+        self,
+        *,
+        concurrency_group: str | None = None,
+        num_returns: int | str,
+        _generator_backpressure_num_objects: int | None = None,
+        **ray_options: Any,
     ) -> _ActorMethodOfReturns[P]: ...
 
     def options(
-        self, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+        self,
+        *,
+        concurrency_group: str | None = None,
+        num_returns: int | str | None = None,
+        _generator_backpressure_num_objects: int | None = None,
+        **ray_options: Any,
     ) -> Any:
         """Pick options for one call: ``h.f.options(concurrency_group="io").remote()``.
 
-        ``num_returns`` splits the result into that many refs. Ray's other method
-        options (``name``, ``enable_task_events``, ...) are accepted and have no effect.
+        ``num_returns`` splits the result into that many refs (``"streaming"``: a
+        generator's items, the default of generator methods).
+        ``_generator_backpressure_num_objects=N``: a generator runs at most N items
+        ahead of its consumer (-1: no limit).  Ray's other method options
+        (``name``, ``enable_task_events``, ...) are accepted and have no effect.
         """
         where = f"{self._meta.class_name}.{self._name}.options()"
+        window = self._window
+        if _generator_backpressure_num_objects is not None:
+            window = check_window(_generator_backpressure_num_objects, where)
         unknown = [key for key in ray_options if key not in IGNORED_METHOD_OPTIONS]
         if unknown:
-            known = ", ".join(sorted({"concurrency_group", "num_returns", *IGNORED_METHOD_OPTIONS}))
+            own = {"concurrency_group", "num_returns", "_generator_backpressure_num_objects"}
+            known = ", ".join(sorted(own | IGNORED_METHOD_OPTIONS))
             raise TypeError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; known: {known}")
         if concurrency_group is not None:
             groups = self._meta.groups
@@ -246,7 +279,7 @@ class ActorMethod(Generic[P, R]):
             num_returns = check_num_returns(num_returns, where)
         group = concurrency_group if concurrency_group is not None else self._group
         returns = num_returns if num_returns is not None else self._num_returns
-        return ActorMethod(self._state, self._meta, self._http_url, self._name, group, returns)
+        return ActorMethod(self._state, self._meta, self._http_url, self._name, group, returns, window)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._name == READY_METHOD and not args and not kwargs:
@@ -268,6 +301,7 @@ class ActorMethod(Generic[P, R]):
             self._name,
             self._group,
             self._num_returns,
+            self._window,
         )
         return (_rebuild_method, args)
 
@@ -343,10 +377,11 @@ def _rebuild_method(
     caller_options: dict[str, Any],
     name: str,
     group: str | None,
-    num_returns: int | None = None,
+    num_returns: int | str | None = None,
+    window: int = 0,
 ) -> ActorMethod[..., Any]:
     handle = _rebuild_handle(actor_id, meta, http_url, caller_options)
-    return ActorMethod(handle._runtime_state, meta, http_url, name, group, num_returns)
+    return ActorMethod(handle._runtime_state, meta, http_url, name, group, num_returns, window)
 
 
 if TYPE_CHECKING:
@@ -531,22 +566,39 @@ def method(func: Callable[Concatenate[S, P], R], /) -> _RemoteMethod[S, P, Actor
 
 @overload
 def method(
-    *, concurrency_group: str | None = None, num_returns: Literal[1] | None = None, **ray_options: Any
+    *,
+    concurrency_group: str | None = None,
+    num_returns: Literal[1] | None = None,
+    _generator_backpressure_num_objects: int | None = None,
+    **ray_options: Any,
 ) -> _MethodDecorator: ...
 
 
 @overload
 def method(
-    *, concurrency_group: str | None = None, num_returns: int, **ray_options: Any
+    *,
+    concurrency_group: str | None = None,
+    num_returns: int | str,
+    _generator_backpressure_num_objects: int | None = None,
+    **ray_options: Any,
 ) -> _MethodOfReturnsDecorator: ...
 
 
 def method(
-    func: Any = None, /, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+    func: Any = None,
+    /,
+    *,
+    concurrency_group: str | None = None,
+    num_returns: int | str | None = None,
+    _generator_backpressure_num_objects: int | None = None,
+    **ray_options: Any,
 ) -> Any:
     """Mark an actor method: ``@actorloop.method``, or with options ``@actorloop.method(concurrency_group="io")``.
 
-    ``num_returns=N`` makes ``.remote()`` return N refs, one per returned value.
+    ``num_returns=N`` makes ``.remote()`` return N refs, one per returned value;
+    ``"streaming"`` (the default of generator methods) an ``ObjectRefGenerator``.
+    ``_generator_backpressure_num_objects=N``: a generator method runs at most N
+    items ahead of its consumer (-1: no limit).
     Ray's other method options are accepted and have no effect.  Works above
     or below ``@actorloop.http.get(...)``.
 
@@ -556,7 +608,12 @@ def method(
     """
     if func is not None:
         # Bare @actorloop.method, as Ray's typed pattern writes it: a method with default options.
-        if ray_options or concurrency_group is not None or num_returns is not None:
+        if (
+            ray_options
+            or concurrency_group is not None
+            or num_returns is not None
+            or _generator_backpressure_num_objects is not None
+        ):
             raise TypeError("@actorloop.method takes either a method or keyword options, not both")
         if not callable(func) and not isinstance(func, (staticmethod, classmethod)):
             raise TypeError(f"@actorloop.method decorates a method, got {func!r}")
@@ -569,6 +626,8 @@ def method(
     opts: dict[str, Any] = {"concurrency_group": concurrency_group}
     if num_returns is not None:
         opts["num_returns"] = check_num_returns(num_returns, "@actorloop.method")
+    if _generator_backpressure_num_objects is not None:
+        opts["window"] = check_window(_generator_backpressure_num_objects, "@actorloop.method")
 
     def decorate(func: Any) -> Any:
         target: Any = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func

@@ -78,11 +78,18 @@ def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:
     return dict(env_vars)
 
 
+#: ``num_returns`` of a generator method: ``.remote()`` returns an ``ObjectRefGenerator`` (Ray's value).
+STREAMING = "streaming"
+
+
 @dataclass(frozen=True)
 class MethodMeta:
     is_async: bool
     group: str | None
-    num_returns: int = 1
+    #: An int, or ``STREAMING`` (the default of generator methods).
+    num_returns: int | str = 1
+    #: A generator method's ``_generator_backpressure_num_objects`` (0: the default).
+    window: int = 0
 
 
 @dataclass
@@ -104,16 +111,20 @@ IGNORED_METHOD_OPTIONS = frozenset(
         "max_task_retries",
         "retry_exceptions",
         "tensor_transport",
-        "_generator_backpressure_num_objects",
         "_metadata",
     }
 )
 
 
-def check_num_returns(num_returns: Any, where: str) -> int:
-    """A method's ``num_returns``: an int >= 0 (streaming generators are not supported yet)."""
-    if num_returns in ("streaming", "dynamic"):
-        raise ValueError(f"{where}: num_returns={num_returns!r} (generator methods) is not supported yet")
+def check_num_returns(num_returns: Any, where: str) -> int | str:
+    """A method's ``num_returns``: an int >= 0, or ``"streaming"`` (a generator method's items, one by one)."""
+    if num_returns == STREAMING:
+        return STREAMING
+    if num_returns == "dynamic":
+        raise ValueError(
+            f"{where}: num_returns='dynamic' (Ray's deprecated generator API) is not supported; "
+            "use num_returns='streaming' (the default of generator methods)"
+        )
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"{where}: num_returns must be an int >= 0, got {num_returns!r}")
     return num_returns
@@ -171,12 +182,15 @@ def collect_meta(cls: type) -> ClassMeta:
         if not (inspect.isfunction(func) or inspect.ismethod(func)):
             continue
         coroutine = inspect.iscoroutinefunction(func)
-        if coroutine:
-            is_async = True
+        async_generator = inspect.isasyncgenfunction(func)
+        if coroutine or async_generator:
+            is_async = True  # as in Ray: an async generator method makes an async actor
         if name.startswith("_"):
             continue
         opts = getattr(func, "__actorloop_method__", None) or {}
-        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"), opts.get("num_returns", 1))
+        generator = async_generator or inspect.isgeneratorfunction(func)
+        num_returns = opts.get("num_returns", STREAMING if generator else 1)
+        methods[name] = MethodMeta(coroutine, opts.get("concurrency_group"), num_returns, opts.get("window", 0))
     # The worker serves the same collect_routes(cls); a route declared twice fails here, not in the actor.
     has_routes = bool(collect_routes(cls))
     return ClassMeta(cls.__name__, methods, is_async, has_routes=has_routes)

@@ -76,6 +76,10 @@ RESULT_OK = 3  # (RESULT_OK, call_id, value)
 RESULT_ERR = 4  # (RESULT_ERR, call_id, exception_or_None, type_name, message, traceback)
 RELEASE = 6  # (RELEASE, segment_name): the receiver is done with a shared-memory segment
 REF_VALUE = 7  # (REF_VALUE, forward_id, ok, value_or_error): a ref sent pending is settled (see _ref)
+# Streams (generator methods): a call whose items come back many times, with credit (see _stream).
+STREAM_CALL = 8  # (STREAM_CALL, call_id, method, args, kwargs, group, window): start a generator
+STREAM_ITEMS = 9  # (STREAM_ITEMS, call_id, [item, ...]): items yielded, in order; the end is a RESULT_*
+STREAM_ACK = 10  # (STREAM_ACK, call_id, consumed): the caller took `consumed` items so far (credit)
 
 _OOB_BYTE = _OOB_MARK[0]
 # Frames queued (two list items each: header, payload) past which send() writes
@@ -142,6 +146,13 @@ def dumps_value(msg: tuple[Any, ...], value: Any) -> bytes:
     if _shm.is_big_binary(value):
         wrapped = _shm.wrap_big_binary(value)
         msg = tuple([wrapped if m is value else m for m in msg])
+    return _dumps_out_of_band(msg)
+
+
+def dumps_items(msg: tuple[Any, ...], items: list[Any]) -> bytes:
+    """Pickle a STREAM_ITEMS message (``msg`` holds ``items``); plain pickle when every item is small and plain."""
+    if _all_plain(items):
+        return _fits(pickle.dumps(msg, 5))
     return _dumps_out_of_band(msg)
 
 

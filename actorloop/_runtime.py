@@ -34,6 +34,7 @@ from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
 from ._node import EmbeddedNode, default_daemon_dir, node_running
 from ._node._dirs import read_secret  # checks the directory and the secret before reading it
 from ._ref import ObjectRef
+from ._stream import ObjectRefGenerator, StreamState
 from .exceptions import PendingCallsLimitExceeded, SerializationError
 
 __all__ = [
@@ -268,7 +269,15 @@ class ActorState:
 
     # -- calls -----------------------------------------------------------------
 
-    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], group: str | None) -> ObjectRef[Any]:
+    def submit(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        group: str | None,
+        stream_window: int = 0,
+    ) -> Any:
+        """Send a call; its ObjectRef (an ObjectRefGenerator when ``stream_window`` > 0: a generator method)."""
         rt = self.runtime
         if rt.closed:
             raise RuntimeError(rt.closed_reason())
@@ -293,6 +302,8 @@ class ActorState:
             method_meta = self.meta.methods.get(method)
             target_group = group or (method_meta.group if method_meta else None) or DEFAULT_GROUP
             _self_calls[ref] = (method, target_group, bool(method_meta and method_meta.is_async))
+        if stream_window:
+            return self._submit_stream(conn, loop, threadsafe, call_id, ref, method, args, kwargs, group, stream_window)
         has_refs = False
         for value in args:
             if isinstance(value, ObjectRef):
@@ -324,6 +335,49 @@ class ActorState:
             conn.count_queued_from_thread(1)
             rt.entry.put(conn.send_call_from_thread, call_id, payload, ref)
         return ref
+
+    def _submit_stream(
+        self,
+        conn: ActorConnection,
+        loop: asyncio.AbstractEventLoop,
+        threadsafe: bool,
+        call_id: int,
+        ref: ObjectRef[Any],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        group: str | None,
+        window: int,
+    ) -> ObjectRefGenerator[Any]:
+        """``submit`` of a generator method: ``ref`` completes when the generator ends (see ``_stream``)."""
+        stream = StreamState(loop, conn, call_id, window, ref, f"{self.meta.class_name}.{method}")
+        # Registered before the call leaves: its first items may come back at once.
+        conn.streams[call_id] = stream
+        gen: ObjectRefGenerator[Any] = ObjectRefGenerator(stream)
+        if any(isinstance(v, ObjectRef) for v in (*args, *kwargs.values())):
+            if threadsafe:
+                conn.count_queued_from_thread(1)
+                self.runtime.entry.put(
+                    conn.send_call_with_refs_from_thread, call_id, ref, method, args, kwargs, group, window
+                )
+            else:
+                conn.send_call_with_refs(call_id, ref, method, args, kwargs, group, window)
+            return gen
+        try:
+            payload = proto.dumps_call((proto.STREAM_CALL, call_id, method, args, kwargs, group, window), args, kwargs)
+        except Exception as exc:
+            conn.streams.pop(call_id, None)
+            stream.ended = True
+            self.calls_finished(1)
+            raise SerializationError(
+                f"could not pickle the arguments of {self.meta.class_name}.{method}: {exc}"
+            ) from exc
+        if not threadsafe:
+            conn.send_call(call_id, payload, ref)
+        elif not conn.call_from_thread(call_id, payload, ref):
+            conn.count_queued_from_thread(1)
+            self.runtime.entry.put(conn.send_call_from_thread, call_id, payload, ref)
+        return gen
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
         with self._lock:

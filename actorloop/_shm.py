@@ -259,12 +259,7 @@ class SegmentPool:
     def _released_soon(self, nbytes: int) -> bool:
         """(Lock held.)  Whether a busy segment that fits is held by nobody here, only by receivers."""
         for seg in self._busy.values():
-            if (
-                not seg.holds
-                and seg.sends
-                and not seg.tainted
-                and nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND
-            ):
+            if not seg.holds and seg.sends and not seg.tainted and nbytes <= seg.size <= 2 * nbytes + _SEGMENT_ROUND:
                 return True
         return False
 

@@ -52,9 +52,10 @@ from typing import Any, Callable, Generic, TypeVar
 import cloudpickle
 
 from ._entry import entry_for
-from ._meta import NO_EFFECT_ON_ONE_NODE, collect_meta, env_vars_of
+from ._meta import NO_EFFECT_ON_ONE_NODE, STREAMING, collect_meta, env_vars_of
 from ._ref import ObjectRef
 from ._runtime import ActorState, Runtime, require_runtime
+from ._stream import DEFAULT_WINDOW, ObjectRefGenerator, check_window
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error
 
 __all__ = ["RemoteFunction", "TASKS_NAMESPACE", "TaskWorker", "blocked_in_get", "configure"]
@@ -72,6 +73,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "retry_exceptions": False,
     "runtime_env": None,
     "name": None,
+    "_generator_backpressure_num_objects": None,
 }
 #: Ray's task options that mean nothing on one node without GPUs: accepted, no effect.
 IGNORED_TASK_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"max_calls", "_labels"}
@@ -90,12 +92,12 @@ def validate_task_options(opts: dict[str, Any], where: str) -> None:
             known = ", ".join(sorted(TASK_OPTIONS.keys() | IGNORED_TASK_OPTIONS))
             raise TypeError(f"{where}: unknown option {key!r} for a remote function; known options: {known}")
     n = opts.get("num_returns", 1)
-    if n is None:
+    if n is None or n == STREAMING:
         pass
-    elif n in ("streaming", "dynamic"):
+    elif n == "dynamic":
         raise ValueError(
-            f"{where}: num_returns={n!r} (generator tasks) is not supported by actorloop; "
-            "return a list, or give num_returns=N to split a sequence of N values into N refs"
+            f"{where}: num_returns='dynamic' (Ray's deprecated generator API) is not supported; use "
+            "num_returns='streaming' (the default of generator functions)"
         )
     elif not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"{where}: num_returns must be an integer >= 0, got {n!r}")
@@ -115,6 +117,8 @@ def validate_task_options(opts: dict[str, Any], where: str) -> None:
     if name is not None and not isinstance(name, str):
         raise TypeError(f"{where}: name must be a string, got {name!r}")
     env_vars_of(opts.get("runtime_env"), where)
+    if opts.get("_generator_backpressure_num_objects") is not None:
+        check_window(opts["_generator_backpressure_num_objects"], where)
 
 
 # -- pool size -----------------------------------------------------------------------
@@ -338,15 +342,7 @@ class TaskWorker:
 
     async def run(self, digest: bytes, blob: bytes | None, num_returns: int, /, *args: Any, **kwargs: Any) -> Any:
         """Run the function of ``digest`` (unpickled from ``blob`` the first time) with these arguments."""
-        known = _functions.get(digest)
-        if known is None:
-            if blob is None:
-                raise _FunctionMissing(digest)
-            if len(_functions) >= _MAX_FUNCTIONS:
-                _functions.clear()  # a caller whose function is gone sends it again
-            loaded = cloudpickle.loads(blob)
-            known = _functions[digest] = (loaded, inspect.iscoroutinefunction(loaded))
-        func, is_async = known
+        func, is_async = _function(digest, blob)
         if is_async:
             value = await func(*args, **kwargs)
         else:
@@ -369,6 +365,122 @@ class TaskWorker:
                 f"return a sequence of exactly {num_returns} values"
             )
         return tuple(value)
+
+    async def run_stream(self, digest: bytes, blob: bytes, /, *args: Any, **kwargs: Any) -> Any:
+        """Stream the items of the generator function of ``digest`` (a streaming task; see ``_stream``).
+
+        An async generator runs here, on the loop; a sync one on the task threads
+        (it lends its slot in ``get`` as any task does), handing its items over
+        through a small bounded buffer, so it too stays suspended while its
+        consumer is behind.
+        """
+        func, _ = _function(digest, blob)
+        if inspect.isasyncgenfunction(func):
+            agen = func(*args, **kwargs)
+            try:
+                async for item in agen:
+                    yield item
+            finally:
+                await agen.aclose()  # this stream was closed or cancelled: so is the user's generator
+            return
+        executor = self._executor
+        if executor is None:
+            executor = self._executor = _Executor(asyncio.get_running_loop())
+        pump = _Pump(asyncio.get_running_loop())
+        done = executor.submit(pump.run, (func, args, kwargs), {})
+        try:
+            while True:
+                while pump.items:
+                    item = pump.items.popleft()
+                    pump.room.release()
+                    yield item
+                if done.done():
+                    if not pump.items:
+                        done.result()  # the generator's error, at its position
+                        return
+                    continue
+                waiter = pump.waiter = asyncio.get_running_loop().create_future()
+                if pump.items:
+                    continue
+                await asyncio.wait([waiter, done], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pump.stop = True
+            pump.room.release()  # a pump waiting for room sees the stop
+            done.add_done_callback(_retrieve)
+
+
+def _function(digest: bytes, blob: bytes | None) -> tuple[Callable[..., Any], bool]:
+    """The function of ``digest``, unpickled from ``blob`` the first time; whether it is a coroutine function."""
+    known = _functions.get(digest)
+    if known is None:
+        if blob is None:
+            raise _FunctionMissing(digest)
+        if len(_functions) >= _MAX_FUNCTIONS:
+            _functions.clear()  # a caller whose function is gone sends it again
+        loaded = cloudpickle.loads(blob)
+        known = _functions[digest] = (loaded, inspect.iscoroutinefunction(loaded))
+    return known
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # the stream ended first: nobody else reads it
+
+
+#: Items a sync generator task may hand over ahead of its stream (on top of the stream's window).
+_PUMP_ROOM = 16
+
+
+class _Pump:
+    """A sync generator task's items, from its thread to the worker's loop (bounded)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[Any] = collections.deque()
+        self.room = threading.Semaphore(_PUMP_ROOM)
+        self.stop = False
+        self.waiter: asyncio.Future[None] | None = None
+        self._scheduled = False
+
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """On a task thread: run the generator, handing each item over; stop when told to."""
+        gen = func(*args, **kwargs)
+        if not inspect.isgenerator(gen):
+            if inspect.iscoroutine(gen):
+                gen.close()
+            raise TypeError(
+                f"{getattr(func, '__name__', func)!s} was called as a stream (num_returns='streaming') but "
+                f"returned {type(gen).__name__}, not a generator"
+            )
+        try:
+            for item in gen:
+                if not self.room.acquire(blocking=False):
+                    # The consumer is behind: like a task blocked in get(), lend the worker's slot meanwhile,
+                    # so that other tasks sent to this worker run.
+                    executor: _Executor | None = getattr(_local, "executor", None)
+                    if executor is not None:
+                        executor.lend()
+                    try:
+                        while not self.room.acquire(timeout=1.0):  # a safety net; stop releases it
+                            if self.stop:
+                                return
+                    finally:
+                        if executor is not None:
+                            executor.take_back()
+                if self.stop:
+                    return
+                self.items.append(item)
+                if not self._scheduled:
+                    self._scheduled = True
+                    self.loop.call_soon_threadsafe(self._wake)
+        finally:
+            gen.close()  # stopped early: GeneratorExit at its yield, its finally runs on this thread
+
+    def _wake(self) -> None:
+        self._scheduled = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 _WORKER_META = collect_meta(TaskWorker)
@@ -644,17 +756,7 @@ class _Task:
 
     def _renamed(self, exc: BaseException) -> BaseException:
         """The worker names its method (``TaskWorker.run``); the user wants to see their function."""
-        name = self.opts.name or self.func.__name__
-        if isinstance(exc, TaskError) and exc.cause is not None:
-            tb = exc.remote_traceback.replace("TaskWorker.run() in actor", f"{name}() in task worker", 1)
-            cause = exc.cause
-            return _make_task_error(f"{type(cause).__name__}: {cause}\n\nRemote traceback:\n{tb}", cause, tb)
-        text = str(exc)
-        if "TaskWorker.run" in text and type(exc) in (TaskError, SerializationError):
-            renamed = type(exc)(text.replace("TaskWorker.run()", f"{name}()").replace("TaskWorker.run", f"{name}()"))
-            renamed.__cause__ = exc.__cause__
-            return renamed
-        return exc
+        return _renamed_error(exc, self.opts.name or self.func.__name__)
 
     def _finish(self, value: Any) -> None:
         self._let_go()
@@ -701,6 +803,24 @@ class _Task:
                 ref.set_exception(error)
                 ref._log_traceback = False  # a dropped cancelled ref is no error
                 ref._wake_waiter()
+
+
+def _renamed_error(exc: BaseException, name: str) -> BaseException:
+    """``exc`` naming the function ``name`` where the worker named its own method (``TaskWorker.run[_stream]``)."""
+    if isinstance(exc, TaskError) and exc.cause is not None:
+        tb = exc.remote_traceback
+        for method in ("run_stream", "run"):
+            tb = tb.replace(f"TaskWorker.{method}() in actor", f"{name}() in task worker", 1)
+        cause = exc.cause
+        return _make_task_error(f"{type(cause).__name__}: {cause}\n\nRemote traceback:\n{tb}", cause, tb)
+    text = str(exc)
+    if "TaskWorker.run" in text and type(exc) in (TaskError, SerializationError):
+        for method in ("run_stream", "run"):
+            text = text.replace(f"TaskWorker.{method}()", f"{name}()").replace(f"TaskWorker.{method}", f"{name}()")
+        renamed = type(exc)(text)
+        renamed.__cause__ = exc.__cause__
+        return renamed
+    return exc
 
 
 def force_cancel_target(ref: ObjectRef[Any]) -> Callable[[], None] | None:
@@ -750,13 +870,26 @@ def _ref_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[An
 class _CallOptions:
     """A remote function's options, checked and resolved once (not per call)."""
 
-    __slots__ = ("num_returns", "num_cpus", "max_retries", "retry_exceptions", "env_vars", "name", "given")
+    __slots__ = (
+        "num_returns",
+        "num_cpus",
+        "max_retries",
+        "retry_exceptions",
+        "env_vars",
+        "name",
+        "given",
+        "streaming",
+        "window",
+    )
 
     def __init__(self, opts: dict[str, Any], where: str) -> None:
         validate_task_options(opts, where)
         self.given = dict(opts)
         n = opts.get("num_returns")
-        self.num_returns: int = 1 if n is None else n
+        self.streaming = n == STREAMING
+        self.num_returns: int = 1 if n is None or self.streaming else n
+        window = opts.get("_generator_backpressure_num_objects")
+        self.window: int = DEFAULT_WINDOW if window is None else check_window(window, where)
         cpus = opts.get("num_cpus")
         self.num_cpus: float = 1 if cpus is None else cpus
         retries = opts.get("max_retries")
@@ -794,13 +927,16 @@ class RemoteFunction(Generic[R]):
         if not callable(function) or isinstance(function, type):
             raise TypeError(f"@actorloop.remote takes a function or a class, got {function!r}")
         name = getattr(function, "__name__", repr(function))
-        if inspect.isasyncgenfunction(function):
-            raise TypeError(f"@actorloop.remote: {name} is an async generator; remote functions cannot stream values")
-        if inspect.isgeneratorfunction(function) and options.get("num_returns") is None:
-            raise TypeError(
-                f"@actorloop.remote: {name} is a generator; actorloop does not stream values (Ray's "
-                "num_returns='streaming'): give num_returns=N to get its N values as N refs, or return a list"
-            )
+        plain: Any = function  # not narrowed by the checks below
+        if inspect.isasyncgenfunction(plain) or inspect.isgeneratorfunction(plain):
+            # As in Ray, a generator function streams its items unless num_returns says otherwise.
+            if options.get("num_returns") is None:
+                options = {**options, "num_returns": STREAMING}
+            if inspect.isasyncgenfunction(plain) and options["num_returns"] != STREAMING:
+                raise TypeError(
+                    f"@actorloop.remote: {name} is an async generator: it streams its items "
+                    f"(num_returns='streaming'), it cannot give num_returns={options['num_returns']!r}"
+                )
         self._function = function
         self._options = _CallOptions(options, f"remote function {name}")
         # The pickled function and its digest, made on first call and shared with .options() copies.
@@ -836,6 +972,8 @@ class RemoteFunction(Generic[R]):
             env = _inherited_env or {}
         self._pickled()  # a function that cannot be pickled fails here, in the caller
         pool = _pool_for(rt, env)
+        if opts.streaming:
+            return self._remote_stream(rt, pool, args, kwargs)
         loop = _get_running_loop()
         if loop is None or loop.is_closed():
             task = _Task(self, opts, args, kwargs, rt.home_loop, pool)
@@ -854,6 +992,40 @@ class RemoteFunction(Generic[R]):
         if opts.num_returns == 0:
             return None
         return list(refs)
+
+    def _remote_stream(
+        self, rt: Runtime, pool: _Pool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ObjectRefGenerator[Any]:
+        """A generator function: stream its items from a task worker (no retries: items were handed out)."""
+        opts = self._options
+        loop = _get_running_loop()
+        if loop is None or loop.is_closed():
+            loop = rt.home_loop
+        weight = opts.num_cpus
+        slot, state = pool.pick(weight)
+        for _ in range(len(pool.slots)):
+            conn = state.conns.get(loop)
+            if conn is None or conn.dead_error is None:
+                break
+            pool.unload(slot, weight)  # a worker this loop knows is dead: make a new one
+            pool.worker_died(slot, state)
+            slot, state = pool.pick(weight)
+        digest, blob = self._pickled()
+        try:
+            gen: ObjectRefGenerator[Any] = state.submit("run_stream", (digest, blob, *args), kwargs, None, opts.window)
+        except SerializationError as exc:
+            pool.unload(slot, weight)
+            raise SerializationError(f"could not pickle the arguments of {self.__name__}(): {exc.__cause__}") from exc
+        except BaseException:
+            pool.unload(slot, weight)
+            raise
+        name = opts.name or self.__name__
+        gen._state.rename = lambda exc: _renamed_error(exc, name)
+        gen._state.where = f"{name}()"
+
+        # Called when the stream ends, however it ends (not a callback of the completion ref: the loop may close first).
+        gen._state.on_end = lambda: pool.unload(slot, weight)
+        return gen
 
     def _pickled(self) -> tuple[bytes, bytes]:
         shared = self._shared

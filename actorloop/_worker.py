@@ -101,6 +101,7 @@ class _Call:
         "fut",
         "stats",
         "t0",
+        "stream",
     )
 
     def __init__(
@@ -128,6 +129,43 @@ class _Call:
         # The method's metrics record and the time the actor got the call (metrics on only).
         self.stats: list[float] | None = None
         self.t0 = 0.0
+        #: A generator call's items and credit (None for a plain call).
+        self.stream: _Stream | None = None
+
+
+class _StreamEnd:
+    """Queued after a thread-run generator's last item: the call's final frame (None: no reply)."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: bytes | None) -> None:
+        self.frame = frame
+
+
+class _Stream:
+    """A generator call in this actor: the items yielded and not sent yet, and the caller's credit.
+
+    The generator is suspended at its ``yield`` while ``produced - acked >=
+    window`` (the caller's STREAM_ACK frames move ``acked``).  Items leave in
+    batches: one STREAM_ITEMS frame per loop iteration, the call's result (the
+    end) after them.  A generator run on a thread queues its end here too
+    (``_StreamEnd``), so that it cannot overtake the items.
+    """
+
+    __slots__ = ("window", "produced", "acked", "out", "scheduled", "credit", "cond", "error")
+
+    def __init__(self, window: int, threaded: bool) -> None:
+        self.window = window
+        self.produced = 0
+        self.acked = 0
+        self.out: collections.deque[Any] = collections.deque()
+        self.scheduled = False
+        #: An async producer waiting for credit.
+        self.credit: asyncio.Future[None] | None = None
+        #: A thread producer waits on this for credit.
+        self.cond: threading.Condition | None = threading.Condition() if threaded else None
+        #: Set when an item could not be pickled: the stream ends with it at that position.
+        self.error: BaseException | None = None
 
 
 class _Lane:
@@ -185,6 +223,9 @@ class _Lane:
 
     def _run_one(self, call: _Call) -> None:
         worker = self._worker
+        if call.stream is not None:
+            worker.run_stream_in_thread(call)
+            return
         if call.cancelled or worker.exiting:
             worker.post_done(call, None)
             return
@@ -241,6 +282,11 @@ class ActorServerConnection(proto.FrameProtocol):
                     worker.dispatch(self, call_id, name, args, kwargs, group)
                 elif kind == proto.CANCEL:
                     worker.cancel(self, msg[1])
+                elif kind == proto.STREAM_ACK:
+                    worker.stream_ack(self, msg[1], msg[2])
+                elif kind == proto.STREAM_CALL:
+                    _, call_id, name, args, kwargs, group, window = msg
+                    worker.dispatch(self, call_id, name, args, kwargs, group, window)
                 elif kind == proto.RELEASE:
                     proto.segment_pool.release(msg[1], self)
                 elif kind == proto.REF_VALUE:
@@ -260,12 +306,15 @@ class ActorServerConnection(proto.FrameProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.worker.connections.discard(self)
+        # A stream's consumer is gone: stop its generator (it would wait for credit forever).
+        for call in [c for c in self.running.values() if c.stream is not None]:
+            self.worker.cancel(self, call.call_id)
 
 
 def _call_id_of(data: bytes) -> int | None:
     """Best effort: the call id of a CALL frame whose arguments could not be unpickled."""
     peeked = proto.peek_kind_and_id(data)
-    return peeked[1] if peeked is not None and peeked[0] == proto.CALL else None
+    return peeked[1] if peeked is not None and peeked[0] in (proto.CALL, proto.STREAM_CALL) else None
 
 
 class ActorWorker:
@@ -406,6 +455,12 @@ class ActorWorker:
         ]
         for task in tasks:
             task.cancel()
+        for conn in list(self.connections):
+            for call in list(conn.running.values()):
+                stream = call.stream
+                if stream is not None and stream.cond is not None:
+                    call.cancelled = True  # a sync generator on a thread: closed at its next yield
+                    _notify(stream.cond)
         if tasks:
             await asyncio.wait(tasks, timeout=limit)
         hook = getattr(self.instance, "__ray_shutdown__", None)
@@ -498,6 +553,7 @@ class ActorWorker:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         group_name: str | None,
+        window: int = 0,
     ) -> None:
         if self.exiting:
             return  # the actor is ending: the caller sees ActorDiedError when it is gone
@@ -530,6 +586,8 @@ class ActorWorker:
             record[0] += 1  # _stats.STARTED
             call.stats = record
             call.t0 = _perf_counter()
+        if window:
+            self._make_stream(call, window)
         conn.running[call_id] = call
         self._schedule(call)
 
@@ -604,6 +662,186 @@ class ActorWorker:
             call.stats[_stats.CANCELLED] += 1
         if call.task is not None:
             call.task.cancel()
+        elif call.stream is not None and call.stream.cond is not None:
+            _notify(call.stream.cond)  # a thread waiting for credit: it closes the generator
+
+    # -- streams (generator methods) ---------------------------------------------
+
+    def _make_stream(self, call: _Call, window: int) -> None:
+        """Make ``call`` a stream: an async generator runs as a task on the loop, a sync one on a thread."""
+        func = call.func
+        if inspect.isasyncgenfunction(func):
+            call.stream = _Stream(window, threaded=False)
+            call.func = functools.partial(self._run_stream_async, call, func)
+            call.is_async = True
+        else:
+            # A sync generator runs where the actor's sync methods run (its group's threads).
+            call.stream = _Stream(window, threaded=True)
+            call.is_async = False
+
+    def stream_ack(self, conn: ActorServerConnection, call_id: int, consumed: int) -> None:
+        call = conn.running.get(call_id)
+        stream = call.stream if call is not None else None
+        if stream is None or consumed <= stream.acked:
+            return
+        stream.acked = consumed
+        credit = stream.credit
+        if credit is not None:
+            stream.credit = None
+            _set_none_if_pending(credit)
+        elif stream.cond is not None:
+            _notify(stream.cond)
+
+    def _queue_item(self, call: _Call, stream: _Stream, item: Any) -> None:
+        """An item yielded on the loop: it leaves with the others of this loop iteration."""
+        stream.out.append(item)
+        stream.produced += 1
+        if not stream.scheduled:
+            stream.scheduled = True
+            self.loop.call_soon(self._flush_stream, call)
+
+    def _flush_stream(self, call: _Call) -> None:
+        """Send the items queued (on the loop); a thread's end marker completes the call after them."""
+        stream = call.stream
+        assert stream is not None
+        stream.scheduled = False
+        out = stream.out
+        items: list[Any] = []
+        end: _StreamEnd | None = None
+        while out:
+            item = out.popleft()
+            if type(item) is _StreamEnd:
+                end = item
+                break
+            items.append(item)
+        conn = call.conn
+        if items and stream.error is None and not call.cancelled and not self.muted and conn is not None:
+            self._send_items(call, stream, conn, items)
+        if end is not None:
+            frame = end.frame
+            if stream.error is not None and not call.cancelled:
+                frame = self.encode_error(call, stream.error, with_traceback=False)
+            self._complete(call, frame)
+            if not call.group.direct:
+                self._finished(call.group)
+
+    def _send_items(self, call: _Call, stream: _Stream, conn: ActorServerConnection, items: list[Any]) -> None:
+        if conn.closed:
+            return
+        try:
+            conn.send(proto.dumps_items((proto.STREAM_ITEMS, call.call_id, items), items))
+            return
+        except Exception:
+            pass
+        # One of them cannot be pickled: send those before it; the stream ends with the error there.
+        good: list[Any] = []
+        for index, item in enumerate(items):
+            try:
+                proto.dumps_items((proto.STREAM_ITEMS, call.call_id, [item]), [item])
+            except Exception as exc:
+                stream.error = SerializationError(
+                    f"could not pickle item {stream.produced - len(items) + index} of {self.class_name}.{call.name}: "
+                    f"{exc}"
+                )
+                break
+            good.append(item)
+        if good:
+            conn.send(proto.dumps_items((proto.STREAM_ITEMS, call.call_id, good), good))
+        credit = stream.credit
+        if credit is not None and not credit.done():
+            stream.credit = None
+            credit.set_exception(stream.error)  # type: ignore[arg-type]
+        elif stream.cond is not None:
+            _notify(stream.cond)
+
+    async def _run_stream_async(self, call: _Call, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """The body of an async generator call (run by ``_run_async`` in the call's group)."""
+        stream = call.stream
+        assert stream is not None
+        agen = func(*args, **kwargs)
+        loop = self.loop
+        try:
+            async for item in agen:
+                self._queue_item(call, stream, item)
+                if stream.error is not None:
+                    break
+                if stream.produced - stream.acked >= stream.window:
+                    # Suspended at its yield until the consumer catches up; a cancel raises here.
+                    credit = stream.credit = loop.create_future()
+                    await credit
+        finally:
+            try:
+                # Left early (cancelled, an item that cannot be pickled): GeneratorExit at its yield.
+                await agen.aclose()
+            finally:
+                # The items before the end leave before the call's result.
+                if stream.out:
+                    self._flush_stream(call)
+        if stream.error is not None:
+            raise stream.error
+
+    def run_stream_in_thread(self, call: _Call) -> None:
+        """The body of a sync generator call, on one of its group's threads."""
+        stream = call.stream
+        assert stream is not None
+        frame: bytes | None = None
+        if call.cancelled or self.exiting:
+            self._end_thread_stream(call, stream, None)
+            return
+        gen: Any = None
+        try:
+            gen = call.func(*call.args, **call.kwargs)
+            if not inspect.isgenerator(gen):
+                if inspect.iscoroutine(gen):
+                    gen.close()
+                raise TypeError(
+                    f"{self.class_name}.{call.name} was called as a stream (num_returns='streaming') but returned "
+                    f"{type(gen).__name__}, not a generator"
+                )
+            loop = self.loop
+            cond = stream.cond
+            assert cond is not None
+            for item in gen:
+                stream.out.append(item)
+                stream.produced += 1
+                if not stream.scheduled:
+                    stream.scheduled = True
+                    loop.call_soon_threadsafe(self._flush_stream, call)
+                if stream.produced - stream.acked >= stream.window or call.cancelled:
+                    with cond:
+                        while (
+                            stream.produced - stream.acked >= stream.window
+                            and not call.cancelled
+                            and stream.error is None
+                        ):
+                            cond.wait(1.0)  # woken by credit or a cancel; the timeout is a safety net
+                if call.cancelled or stream.error is not None:
+                    break
+            gen.close()  # early exit: GeneratorExit at its yield, its finally runs here
+            if not call.cancelled:
+                frame = self.encode_ok(call, None)
+        except _ActorExit:
+            _end_if_forked(None)
+            self.exit_requested("the actor called actorloop.exit_actor()")
+            frame = self.encode_ok(call, None)
+        except SystemExit as exc:
+            _end_if_forked(exc)
+            self.system_exit(call, exc)
+        except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
+            _end_if_forked(exc)
+            frame = self.encode_error(call, exc)
+        else:
+            if _forked_in_actor:
+                _end_if_forked(None)
+        finally:
+            gen = None
+        self._end_thread_stream(call, stream, frame)
+
+    def _end_thread_stream(self, call: _Call, stream: _Stream, frame: bytes | None) -> None:
+        stream.out.append(_StreamEnd(frame))
+        # Always a flush of its own: the end completes the call, even if a flush is already scheduled.
+        stream.scheduled = True
+        self.loop.call_soon_threadsafe(self._flush_stream, call)
 
     # -- results from worker threads ----------------------------------------
 
@@ -884,6 +1122,11 @@ def _chained(te: traceback.TracebackException) -> list[traceback.TracebackExcept
 def _set_none_if_pending(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _notify(cond: threading.Condition) -> None:
+    with cond:
+        cond.notify_all()
 
 
 def _custom_repr(instance: Any) -> str | None:

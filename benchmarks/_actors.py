@@ -56,6 +56,20 @@ class AsyncActor:
         return a
 
 
+class StreamActor:
+    """An async generator method (a stream) and a plain method, for the ``stream`` workload."""
+
+    async def items(self, n: int) -> Any:
+        for i in range(n):
+            yield i
+
+    async def ping(self) -> None:
+        return None
+
+    async def getpid(self) -> int:
+        return os.getpid()
+
+
 def task_f(x: Any) -> Any:
     """The remote function of the ``tasks`` workload (decorated with the backend's ``remote``)."""
     return x

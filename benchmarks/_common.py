@@ -28,6 +28,8 @@ class Params:
     big_min_calls: int = 3  # 100 MiB round trips at least
     tasks_n: int = 1_000  # remote-function calls per get([...]) round
     gather_1m_n: int = 1_000_000  # calls in the one big gather of the memory workload
+    stream_n: int = 100_000  # items of one stream (stream workload)
+    stream_first_samples: int = 20  # first-item and plain-call samples (stream workload)
     loop: str = "asyncio"  # event loop of the driver's async workloads
     pin: str = "none"  # same | split | none
     extra: dict[str, Any] = field(default_factory=dict)
@@ -43,6 +45,8 @@ class Params:
             settle=0.5,
             big_min_calls=2,
             gather_1m_n=100_000,
+            stream_n=10_000,
+            stream_first_samples=5,
         )
 
 

@@ -178,6 +178,10 @@ class Floor:
         srv.stop()
         return {"get_list": rounds * n_calls / dt, "_info": {"rounds": rounds}}
 
+    def w_stream(self) -> Result:
+        # The floor's wire format has one reply per request: no stream to compare with.
+        return {"_info": {"skipped": "the floor has no streams; the stream workload compares actorloop with Ray"}}
+
     def w_tasks(self) -> Result:
         # No task pool: one server per CPU, the calls of a round split evenly over them.
         servers = [self.server() for _ in os.sched_getaffinity(0)]

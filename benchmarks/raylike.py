@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._actors import AsyncActor, SyncActor, task_f
+from benchmarks._actors import AsyncActor, StreamActor, SyncActor, task_f
 from benchmarks._common import (
     MIB,
     Params,
@@ -82,7 +82,7 @@ class RayLike:
 
     def cls(self, kind: str) -> Any:
         if kind not in self._classes:
-            raw = SyncActor if kind == "sync" else AsyncActor
+            raw = {"sync": SyncActor, "async": AsyncActor, "stream": StreamActor}[kind]
             self._classes[kind] = self.mod.remote(raw)
         return self._classes[kind]
 
@@ -277,6 +277,71 @@ class RayLike:
             "create_n": dt * 1000 / n,
             "_info": {"actors": n, "create_1_samples": samples},
         }
+
+    def w_stream(self) -> Result:
+        """Items/s of one stream of ``stream_n`` small items (values and refs), and the time to its first item.
+
+        Ray has no value form: its fastest way to the items is awaiting each ref, so its
+        ``stream_values`` is that same measurement.  The first item is timed from ``.remote()``
+        to the value of the first item, beside a plain call's round trip on the same actor.
+        """
+        h, pid = self.new_actor("stream")
+        n = self.params.stream_n
+        samples = self.params.stream_first_samples
+        values_form = self.name != "ray"
+
+        async def by_values(count: int) -> int:
+            got = 0
+            if values_form:
+                async for _ in h.items.remote(count).values():
+                    got += 1
+            else:
+                async for ref in h.items.remote(count):
+                    await ref
+                    got += 1
+            return got
+
+        async def by_refs(count: int) -> int:
+            got = 0
+            async for ref in h.items.remote(count):
+                await ref
+                got += 1
+            return got
+
+        async def main() -> dict[str, float]:
+            await by_values(min(n, 1000))  # warm-up: connections, the actor's first stream
+            await by_refs(min(n, 1000))
+            t0 = time.perf_counter()
+            assert await by_values(n) == n
+            values_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            assert await by_refs(n) == n
+            refs_s = time.perf_counter() - t0
+            first: list[float] = []
+            plain: list[float] = []
+            for _ in range(samples):  # interleaved, so that both see the same noise
+                t0 = time.perf_counter()
+                gen = h.items.remote(1)
+                await (await gen.__anext__())
+                first.append(time.perf_counter() - t0)
+                async for _ in gen:  # let it end before the next sample
+                    pass
+                t0 = time.perf_counter()
+                await h.ping.remote()
+                plain.append(time.perf_counter() - t0)
+            return {
+                "stream_values": n / values_s,
+                "stream_refs": n / refs_s,
+                "stream_first": statistics.median(first) * 1000,
+                "stream_call": statistics.median(plain) * 1000,
+            }
+
+        out = run_async(main(), self.params.loop)
+        self.kill([h], [pid])
+        result: Result = dict(out)
+        result["stream_first_x_call"] = out["stream_first"] / out["stream_call"]
+        result["_info"] = {"items": n, "samples": samples, "values_form": values_form}
+        return result
 
     def w_arg_1mib(self) -> Result:
         import numpy as np

@@ -181,6 +181,23 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
     ),
     Workload(
+        "stream",
+        "a generator method's stream of N small items",
+        (
+            Metric(
+                "stream_values",
+                "stream of {stream_n:,} items, values() (Ray: await each ref)",
+                "items/s",
+                True,
+                Target(x_ray=50),
+            ),
+            Metric("stream_refs", "stream of {stream_n:,} items, await each ref", "items/s", True, Target(x_ray=20)),
+            Metric("stream_first", "stream: .remote() to the first item", "ms", False),
+            Metric("stream_call", "stream: a plain call's round trip (same actor)", "ms", False),
+            Metric("stream_first_x_call", "stream: first item ÷ plain call round trip", "×", False, Target(at_most=2)),
+        ),
+    ),
+    Workload(
         "create",
         "actor start",
         (

@@ -1,6 +1,6 @@
 """Seed example 3: concurrency groups, each with its own limit.
 
-    python examples/concurrency_groups.py
+python examples/concurrency_groups.py
 """
 
 import asyncio

@@ -1,9 +1,9 @@
 """Create a detached, named actor on the node that `actorloop start` runs, then exit.
 
-    actorloop start
-    python examples/detached_create.py
-    python examples/detached_use.py
-    actorloop stop
+actorloop start
+python examples/detached_create.py
+python examples/detached_use.py
+actorloop stop
 """
 
 import actorloop

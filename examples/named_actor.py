@@ -1,6 +1,6 @@
 """Seed example 1: a named actor, fetched again by name.
 
-    python examples/named_actor.py
+python examples/named_actor.py
 """
 
 import actorloop

@@ -1,6 +1,6 @@
 """The quickstart: a counter actor called from sync and async code, on an embedded node.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 import asyncio

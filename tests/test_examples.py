@@ -57,6 +57,13 @@ def test_detached_scripts(tmp_path: pathlib.Path) -> None:
         subprocess.run([*cli, "stop"], env=full_env, capture_output=True, timeout=60)
 
 
+def test_streaming() -> None:
+    lines = _run("streaming.py").splitlines()
+    assert lines[0].rstrip() == "reply: you said 'hello' and here is a reply"
+    assert lines[1] == "as refs: you said 'hi'"
+    assert lines[2] == "stopped early: 1"
+
+
 @pytest.mark.parametrize("name", ["actor_pool.py", "http_counter.py", "http_routes.py"])
 def test_other_examples_run(name: str) -> None:
     if not (EXAMPLES / name).exists():

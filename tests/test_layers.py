@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"_meta"},
     {"_node"},
     {"_ref"},
+    {"_stream"},
     {"_connection"},
     {"_runtime"},
     {"_tasks"},

@@ -206,6 +206,7 @@ def _outcome_of_ref(ref: ObjectRef[Any]) -> tuple[bool, Any]:
 
 def _ready_refs(refs: list[ObjectRef[Any]], timeout: float | None) -> list[ObjectRef[Any]]:
     """Wait until one of ``refs`` is ready; return every one that is by then."""
+    ready: list[ObjectRef[Any]]
     ready, _ = actorloop.wait(refs, num_returns=1, timeout=timeout)
     if ready and len(refs) > 1:
         ready, _ = actorloop.wait(refs, num_returns=len(refs), timeout=0)
@@ -807,6 +808,13 @@ class ActorPool(Generic[A]):
                 ref = _call_outside_loop(fn, member.actor, value)
             else:
                 ref = fn(member.actor, value)
+            if isinstance(ref, actorloop.ObjectRefGenerator):
+                ref.close()  # stop the generator we started
+                raise TypeError(
+                    "ActorPool does not stream: fn called a generator method, whose .remote() returns an "
+                    "ObjectRefGenerator, not one ObjectRef. Iterate over the generators yourself (`async for v in "
+                    "actor.method.remote(x).values()`), or call a method that returns a list of the items"
+                )
             if not isinstance(ref, actorloop.ObjectRef):
                 raise TypeError(
                     "fn must return the ObjectRef of an actor call, such as "

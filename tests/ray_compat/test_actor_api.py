@@ -110,8 +110,8 @@ def test_num_returns_on_methods() -> None:
         return list(await asyncio.gather(first, second))
 
     assert asyncio.run(main()) == [1, 2]
-    with pytest.raises(ValueError, match="streaming"):
-        w.pair.options(num_returns="streaming")
+    with pytest.raises(ValueError, match="dynamic"):
+        w.pair.options(num_returns="dynamic")
 
 
 def test_method_options_ray_uses_are_accepted_and_unknown_ones_refused() -> None:

@@ -226,8 +226,10 @@ def test_unknown_options_raise_type_error_naming_them() -> None:
 
     with pytest.raises(ValueError, match="num_returns"):
         add.options(num_returns=-1)
-    with pytest.raises(ValueError, match="streaming"):
-        add.options(num_returns="streaming")
+    with pytest.raises(ValueError, match="dynamic"):
+        add.options(num_returns="dynamic")
+    with pytest.raises(ValueError, match="_generator_backpressure_num_objects"):
+        add.options(_generator_backpressure_num_objects=0)
     with pytest.raises(ValueError, match="max_retries"):
         add.options(max_retries=-2)
     with pytest.raises(ValueError, match="max_calls"):
@@ -288,10 +290,10 @@ def test_a_generator_with_num_returns_gives_its_values() -> None:
         yield from range(3)
 
     assert actorloop.get(gen.remote()) == [0, 1, 2]
-    with pytest.raises(TypeError, match="generator"):
+    with pytest.raises(TypeError, match="async generator"):
 
-        @actorloop.remote
-        def gen2() -> Any:
+        @actorloop.remote(num_returns=2)
+        async def agen() -> Any:
             yield 1
 
 
