@@ -683,6 +683,11 @@ def _make_handler(
 
         target = run_sync
 
+    # The handler's own name, for the call record the runtime keeps (logs, metrics).
+    name = getattr(func, "__name__", None)
+    if isinstance(name, str):
+        target.__name__ = target.__qualname__ = name
+
     async def handler(request: web.Request) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > max_body:
