@@ -748,8 +748,11 @@ def _make_websocket_handler(
             if not watch.lost:
                 raise
             watch.swallow()
-        except WebSocketClosed:
-            pass  # the client went away while the handler was sending: not the handler's fault
+        except WebSocketClosed as exc:
+            if not ws.closed:  # another WebSocket's (e.g. a room member's): the handler's error
+                _log.error("WebSocket %s: %s() raised", request.path, qualname, exc_info=exc)
+                await response.close(code=1011, message=b"internal error")
+            # else: its own client went away while the handler was sending; not an error
         except Exception as exc:  # noqa: BLE001 - the handler's error ends its connection
             _log.error("WebSocket %s: %s() raised", request.path, qualname, exc_info=exc)
             if response.prepared and not response.closed:
@@ -1336,25 +1339,20 @@ async def _stream_on_loop(request: web.Request, result: Any, watch: _Disconnect,
     try:
         if watch.lost:
             return web.Response(status=499)  # the client left while the handler waited for its slot
-        if request.method == "HEAD":
-            writer = _Writer(request, spec)
-            await writer.start(None)
-            await writer.finish()
-            return writer.response
         encode = _event_chunk if isinstance(spec, EventStream) else _chunk
-        if isinstance(spec, EventStream):
-            writer = _Writer(request, spec)
-            await writer.start(None)
-            first: Any = None
-        else:
-            # Headers wait for the first item, so that an error (or an HTTPException)
-            # raised before it still answers with its own status.
+        first: Any = None
+        head = b""
+        if not isinstance(spec, EventStream):
+            # Headers wait for the first item, so that an error (or an HTTPException, or an
+            # item that cannot be sent) before it still answers with its own status; it also
+            # picks the content type.
             first = await _next_async(it) if is_async else next(it, _END)
-            writer = _Writer(request, spec)
-            await writer.start(first)
             if first is not _END:
-                await writer.write(encode(first))
-        if first is not _END:
+                head = encode(first)
+        writer = _Writer(request, spec)
+        await writer.start(first)
+        if request.method != "HEAD" and first is not _END:  # HEAD: the headers only
+            await writer.write(head)
             while True:
                 item = await _next_async(it) if is_async else next(it, _END)
                 if item is _END:
@@ -1408,15 +1406,15 @@ def _stream_on_thread(
             return web.Response(status=499)
         encode = _event_chunk if isinstance(spec, EventStream) else _chunk
         first: Any = None
-        body = request.method != "HEAD"
-        if body and not isinstance(spec, EventStream):
-            # As on the loop: headers wait for the first item.
-            first = next(it, _END)
+        head = b""
+        if not isinstance(spec, EventStream):
+            first = next(it, _END)  # as on the loop: the headers wait for the first item
+            if first is not _END:
+                head = encode(first)
         writer = _Writer(request, spec)
         on_loop(writer.start(first))
-        if body and first is not _END:
-            if not isinstance(spec, EventStream):
-                on_loop(writer.write(encode(first)))
+        if request.method != "HEAD" and first is not _END:
+            on_loop(writer.write(head))
             for item in it:
                 if watch.lost:
                     break

@@ -169,6 +169,10 @@ class Streamer:
         yield "ok\n"
         yield object()
 
+    @actorloop.http.get("/fail/first-item")
+    def fail_first_item(self, request: web.Request) -> Iterator[Any]:
+        yield {1, 2}
+
     # -- Server-Sent Events --------------------------------------------------------
 
     @actorloop.http.get("/events")
@@ -233,7 +237,10 @@ class Streamer:
             await ws.send_text(f"welcome {name}")
             async for message in ws:
                 for member in list(self.room):
-                    await member.send_text(f"{name}: {message}")
+                    try:
+                        await member.send_text(f"{name}: {message}")
+                    except actorloop.http.WebSocketClosed:
+                        self.room.discard(member)  # gone; its own handler ends too
         finally:
             self.room.discard(ws)
         self._record("room", f"{name} left")
@@ -342,7 +349,9 @@ def test_items_reach_curl_as_they_are_yielded(actor: Any, url: str) -> None:
 @needs_curl
 def test_head_of_a_stream_route_sends_headers_only(url: str) -> None:
     done = curl("-I", f"{url}/text")
-    assert done.returncode == 0 and done.stdout.startswith(b"HTTP/1.1 200")
+    status, headers, body = headers_and_body(done.stdout)
+    assert (done.returncode, status, body) == (0, 200, b"")
+    assert headers["content-type"] == "text/plain; charset=utf-8"
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -357,6 +366,9 @@ def test_error_before_the_first_item_answers_500(url: str) -> None:
             async with session.get(f"{url}/fail/missing") as resp:
                 assert resp.status == 404
                 assert await resp.text() == "no such feed\n"
+            async with session.get(f"{url}/fail/first-item") as resp:
+                assert resp.status == 500
+                assert "yielded set" in (await resp.json())["message"]
 
     asyncio.run(main())
 
@@ -543,7 +555,9 @@ def test_websocket_chat_room_broadcasts_and_sees_clients_leave(actor: Any, url: 
             await ann.send_str("hello")
             assert await ann.receive_str() == "ann: hello"
             assert await bob.receive_str() == "ann: hello"
-            await bob.close()
+            transport = bob._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            transport.abort()  # bob vanishes without a close frame: his handler's receive() ends
             await ann.send_str("still here")
             assert await ann.receive_str() == "ann: still here"
             await ann.close()
@@ -855,3 +869,42 @@ def test_closing_the_server_ends_open_streams_at_once() -> None:
         writer.close()
 
     asyncio.run(main())
+
+
+# -- a sync actor -------------------------------------------------------------------------
+
+
+@actorloop.remote
+class SyncFeed:
+    """No async methods: its one thread runs .remote() calls and sync generators alike."""
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+
+    @actorloop.http.get("/feed")
+    def feed(self, request: web.Request) -> Iterator[str]:
+        try:
+            for i in range(100_000):
+                yield f"{i}\n"
+                time.sleep(0.005)
+        except GeneratorExit:
+            self.stopped.append("GeneratorExit")
+            raise
+
+    def stopped_streams(self) -> list[str]:
+        return self.stopped
+
+
+def test_sync_actor_streams_and_gets_its_thread_back_on_disconnect() -> None:
+    feed = SyncFeed.remote()
+    try:
+        url = str(feed.http_url)
+        for n in (1, 2):
+            assert b"\r\n0\n\r\n" in _read_first_line_then_drop(url, "/feed")
+            # The call needs the actor's only thread, which the stream holds until the client has left.
+            wait_until(
+                lambda n=n: actorloop.get(feed.stopped_streams.remote(), timeout=30) == ["GeneratorExit"] * n,
+                "the stream ended",
+            )
+    finally:
+        actorloop.kill(feed)
