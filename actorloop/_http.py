@@ -1173,8 +1173,14 @@ def _check_source(source: object, where: str) -> None:
         )
 
 
+#: Results that are never streamed, checked first: a failed hasattr() costs an exception.
+_PLAIN_RESULTS = (str, bytes, dict, list, int, float, type(None))
+
+
 def _is_stream(result: object) -> bool:
     """Whether a handler's return value is streamed: generators and async iterators, not lists."""
+    if isinstance(result, _PLAIN_RESULTS):
+        return False
     return isinstance(result, (Stream, types.GeneratorType)) or hasattr(result, "__anext__")
 
 
