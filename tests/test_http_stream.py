@@ -712,14 +712,20 @@ def test_slow_client_holds_the_generator_back(actor: Any, url: str, kind: str) -
         ahead = actorloop.get(actor.produced_of.remote(key))
         assert ahead <= bound, f"{ahead} items produced for a client that read none (bound {bound})"
 
-        # Read it all: every item arrives, in order.
-        while True:
-            chunk = sock.recv(1 << 20)
+        # Read it all, slowly (a look at the producer every 1 MiB): it stays within the bound
+        # of what the client has read. Every item arrives, in order.
+        header_end = received.index(b"\r\n\r\n") + 4
+        next_check = 1 << 20
+        while not received.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(256 * 1024)
             if not chunk:
                 break
             received += chunk
-            if received.endswith(b"\r\n0\r\n\r\n"):
-                break
+            if len(received) >= next_check:
+                next_check += 1 << 20
+                consumed = (len(received) - header_end) // (item + len(f"{item:x}\r\n\r\n"))
+                produced = actorloop.get(actor.produced_of.remote(key))
+                assert produced - consumed <= bound, f"{produced} produced, {consumed} read (bound {bound})"
     finally:
         sock.close()
     assert actorloop.get(actor.produced_of.remote(key)) == total
