@@ -635,6 +635,25 @@ def _read_first_line_then_drop(url: str, path: str) -> bytes:
         sock.close()  # with linger 0: an RST, as a killed client sends
 
 
+def test_a_stream_holds_its_concurrency_group_slot(actor: Any, url: str) -> None:
+    assert CURL is not None
+    key = new_key()
+    proc = subprocess.Popen([CURL, "-sS", "-N", "--max-time", "30", f"{url}/gated?key={key}"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"first\n"
+        # The group "one" has one slot, and the open stream holds it: a call waits its turn.
+        queued = actor.in_group_one.remote()
+        ready, _ = actorloop.wait([queued], timeout=0.5)
+        assert ready == []
+        actorloop.get(actor.release.remote(key))
+        assert actorloop.get(queued, timeout=30) == "ran"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_disconnect_cancels_an_async_generator_and_frees_its_slot(actor: Any, url: str) -> None:
     for _ in range(3):  # the group "one" has one slot: each round needs the last one freed
         key = new_key()
@@ -661,9 +680,15 @@ def test_disconnect_cancels_a_websocket_handler_and_frees_its_slot(actor: Any, u
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(f"{url}/ws/hold?key={key}")
             assert await ws.receive_str() == "hello"
+            # While its handler runs, the WebSocket holds the group's one slot: a call waits...
+            queued = asyncio.ensure_future(actor.in_group_one.remote())
+            done, _ = await asyncio.wait({queued}, timeout=0.5)
+            assert not done
             transport = ws._response.connection.transport  # type: ignore[union-attr]
             assert transport is not None
             transport.abort()  # gone without a close frame
+            # ...until the client has gone.
+            assert await asyncio.wait_for(queued, 30) == "ran"
 
     for _ in range(3):  # in the group "one": each needs the last one's slot
         key = new_key()
