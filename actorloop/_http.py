@@ -679,14 +679,18 @@ def _make_handler(
             if _is_stream(result) and not _is_async_source(result):
                 assert loop is not None
                 return _stream_on_thread(request, result, watch, qualname, loop)
-            return result  # an async stream from a sync handler is streamed on the loop, below
+            return result  # an async stream from a sync handler: streamed on the loop, below
 
         target = run_sync
+
+    async def stream_async(request: web.Request, result: Any, watch: _Disconnect) -> Any:
+        return await _stream_on_loop(request, result, watch, qualname)
 
     # The handler's own name, for the call record the runtime keeps (logs, metrics).
     name = getattr(func, "__name__", None)
     if isinstance(name, str):
         target.__name__ = target.__qualname__ = name
+        stream_async.__name__ = stream_async.__qualname__ = name
 
     async def handler(request: web.Request) -> web.StreamResponse:
         length = request.content_length
@@ -698,7 +702,8 @@ def _make_handler(
         try:
             result = await run_in_group(group, target, (request, watch), {})
             if _is_stream(result):
-                result = await _stream_on_loop(request, result, watch, qualname)
+                # A sync handler returned an async stream: it runs on the loop, in the group too.
+                result = await run_in_group(group, stream_async, (request, result, watch), {})
             # Converting inside the try: an unserialisable result is the
             # handler's error (500), not a dropped connection.
             return _to_response(result, qualname)
@@ -1033,7 +1038,8 @@ class WebSocket:
         self.response = response
         #: The HTTP request that opened the WebSocket (headers, query, match_info).
         self.request = request
-        self._receiving = False
+        #: The task waiting in receive(), if any: it sees the end as None, so it is not cancelled.
+        self._receiver: asyncio.Task[Any] | None = None
         self._saw_close = False
 
     @property
@@ -1053,7 +1059,7 @@ class WebSocket:
 
         if self._saw_close:
             return None
-        self._receiving = True
+        self._receiver = asyncio.current_task()
         try:
             msg = await self.response.receive()
         except RuntimeError as exc:  # aiohttp: receive() after close, or two receivers at once
@@ -1062,7 +1068,7 @@ class WebSocket:
                 return None
             raise RuntimeError(f"WebSocket.receive(): {exc}") from None
         finally:
-            self._receiving = False
+            self._receiver = None
         if msg.type == WSMsgType.TEXT:
             return cast(str, msg.data)
         if msg.type == WSMsgType.BINARY:
@@ -1242,7 +1248,9 @@ class _Disconnect:
         task = self.task
         if task is not None and not task.done():
             ws = self.websocket
-            if ws is None or not (ws._receiving or ws._saw_close):
+            # A WebSocket handler waiting in receive() gets None there and runs on to its end;
+            # one that has seen the close already is finishing; any other wait is cancelled.
+            if ws is None or not (ws._receiver is task or ws._saw_close):
                 task.cancel()
 
     def release(self) -> None:

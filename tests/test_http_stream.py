@@ -111,6 +111,18 @@ class Streamer:
         finally:
             self._record(key, "finally")
 
+    @actorloop.http.get("/gated-sse")
+    @actorloop.method(concurrency_group="one")
+    def gated_sse(self, request: web.Request) -> actorloop.http.EventStream:
+        key = request.query["key"]
+
+        async def feed() -> AsyncIterator[str]:
+            yield "first"
+            await self._gate(key).wait()
+            yield "second"
+
+        return actorloop.http.sse(feed())  # an async stream from a sync handler: in the group too
+
     @actorloop.http.get("/ticks")
     @actorloop.method(concurrency_group="one_sync")
     def ticks(self, request: web.Request) -> Iterator[str]:
@@ -228,6 +240,25 @@ class Streamer:
             raise
         finally:
             self._record(key, "finally")
+
+    @actorloop.http.websocket("/ws/reader")
+    async def ws_reader(self, ws: actorloop.http.WebSocket) -> None:
+        key = ws.request.query["key"]
+
+        async def read() -> None:
+            async for _ in ws:
+                pass
+            self._record(key, "reader saw the end")
+
+        reader = asyncio.create_task(read())
+        try:
+            await ws.send_text("hello")
+            await self._gate(key).wait()  # the handler itself is not receiving: it is cancelled
+        except asyncio.CancelledError:
+            self._record(key, "handler cancelled")
+            raise
+        finally:
+            await reader
 
     @actorloop.http.websocket("/ws/room")
     async def ws_room(self, ws: actorloop.http.WebSocket) -> None:
@@ -635,13 +666,14 @@ def _read_first_line_then_drop(url: str, path: str) -> bytes:
         sock.close()  # with linger 0: an RST, as a killed client sends
 
 
-def test_a_stream_holds_its_concurrency_group_slot(actor: Any, url: str) -> None:
+@pytest.mark.parametrize(("path", "first"), [("/gated", b"first\n"), ("/gated-sse", b"data: first\n")])
+def test_a_stream_holds_its_concurrency_group_slot(actor: Any, url: str, path: str, first: bytes) -> None:
     assert CURL is not None
     key = new_key()
-    proc = subprocess.Popen([CURL, "-sS", "-N", "--max-time", "30", f"{url}/gated?key={key}"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([CURL, "-sS", "-N", "--max-time", "30", f"{url}{path}?key={key}"], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline() == b"first\n"
+        assert proc.stdout.readline() == first
         # The group "one" has one slot, and the open stream holds it: a call waits its turn.
         queued = actor.in_group_one.remote()
         ready, _ = actorloop.wait([queued], timeout=0.5)
@@ -697,6 +729,24 @@ def test_disconnect_cancels_a_websocket_handler_and_frees_its_slot(actor: Any, u
             lambda key=key: actorloop.get(actor.events_of.remote(key)) == ["CancelledError", "finally"],
             "CancelledError and finally in the handler",
         )
+
+
+def test_disconnect_cancels_a_websocket_handler_whose_reader_is_another_task(actor: Any, url: str) -> None:
+    key = new_key()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{url}/ws/reader?key={key}")
+            assert await ws.receive_str() == "hello"
+            transport = ws._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            transport.abort()
+
+    asyncio.run(main())
+    wait_until(
+        lambda: sorted(actorloop.get(actor.events_of.remote(key))) == ["handler cancelled", "reader saw the end"],
+        "the handler cancelled, its reader task ended",
+    )
 
 
 # -- backpressure ---------------------------------------------------------------------------
