@@ -12,6 +12,13 @@ Three steps, split between the node and the actor process:
 3. ``start_http_server(...)`` runs in the actor process, on its loop, and
    serves the routes from that socket with aiohttp.
 
+The second half of the module streams: generators and async generators as
+chunked responses (``Stream``/``stream``), Server-Sent Events
+(``EventStream``/``sse``/``Event``) and WebSocket routes (``WebSocket``).
+Each request that streams registers a ``_Disconnect`` with its connection's
+``_HeaderDeadline``, whose ``connection_lost`` stops the stream; writes wait
+for aiohttp's drain, so a slow client holds the generator back.
+
 aiohttp is imported only by the functions that need it: importing it costs
 about 0.2 s, which programs without HTTP routes should not pay.
 """
