@@ -51,6 +51,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._http import WEBSOCKET as _WEBSOCKET
 from ._http import Event, EventStream, Stream, WebSocket, WebSocketClosed, sse, stream
 
 __all__ = [
@@ -92,8 +93,6 @@ HTTP_METHODS: frozenset[str] = frozenset(
 
 # Attribute names shared with the runtime (actorloop._http reads the first).
 _ROUTES_ATTR = "__actorloop_routes__"
-#: The pseudo-verb a WebSocket route is recorded under (served on GET with an Upgrade).
-_WEBSOCKET = "WEBSOCKET"
 
 
 def _check_method(method: object) -> str:
