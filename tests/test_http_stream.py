@@ -762,7 +762,7 @@ def _buffer_bound(item_size: int, rcvbuf: int) -> int:
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_slow_client_holds_the_generator_back(actor: Any, url: str, kind: str) -> None:
-    item, total = 16 * 1024, 2000  # 32 MiB in all, far more than any buffer
+    item, total = 16 * 1024, 1200  # 19 MiB in all, far more than the buffers
     rcvbuf = 64 * 1024
     bound = _buffer_bound(item, rcvbuf)
     assert bound < total // 2
@@ -853,7 +853,7 @@ class _Service:
     async def slow(self, request: web.Request) -> AsyncIterator[str]:
         yield "one\n"
         # Longer than the header and keep-alive timeouts below: they must not end the stream.
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.6)
         yield "two\n"
 
     async def held(self, request: web.Request) -> AsyncIterator[str]:
@@ -864,7 +864,7 @@ class _Service:
             self.finished += 1
 
     async def ws(self, ws: actorloop.http.WebSocket) -> None:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.6)
         await ws.send_text(await ws.receive_text())
 
 
