@@ -848,6 +848,11 @@ def _dechunk(data: bytes) -> bytes:
 # -- limits: timeouts spare streams, the connection cap counts them (server in-process) ----------
 
 
+#: The header and keep-alive timeouts of the test below, and a wait well past both.
+SHORT_TIMEOUT = 0.4
+LONGER_THAN_TIMEOUTS = 3 * SHORT_TIMEOUT
+
+
 class _Service:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -856,7 +861,7 @@ class _Service:
     async def slow(self, request: web.Request) -> AsyncIterator[str]:
         yield "one\n"
         # Longer than the header and keep-alive timeouts below: they must not end the stream.
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(LONGER_THAN_TIMEOUTS)
         yield "two\n"
 
     async def held(self, request: web.Request) -> AsyncIterator[str]:
@@ -867,7 +872,7 @@ class _Service:
             self.finished += 1
 
     async def ws(self, ws: actorloop.http.WebSocket) -> None:
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(LONGER_THAN_TIMEOUTS)
         await ws.send_text(await ws.receive_text())
 
 
@@ -886,9 +891,10 @@ async def _start(service: _Service, **limits: Any) -> _http.HttpServer:
 
 def test_long_streams_and_websockets_outlive_the_header_and_keepalive_timeouts() -> None:
     async def main() -> None:
-        server = await _start(_Service(), header_timeout=0.2, keepalive_timeout=0.2)
+        server = await _start(_Service(), header_timeout=SHORT_TIMEOUT, keepalive_timeout=SHORT_TIMEOUT)
         try:
-            async with aiohttp.ClientSession() as session:
+            # A fresh connection per request: a kept-alive one may be closed by the server as it is reused.
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
                 async with session.get(f"{server.url}/slow") as resp:
                     assert await resp.read() == b"one\ntwo\n"
                 async with session.ws_connect(f"{server.url}/ws") as ws:
