@@ -26,6 +26,7 @@ about 0.2 s, which programs without HTTP routes should not pay.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import inspect
 import json
@@ -33,6 +34,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -1309,9 +1311,12 @@ class _Writer:
     async def write(self, chunk: bytes) -> None:
         if not chunk:
             return  # an empty chunk would end a chunked body
+        if self._pinger is None:
+            # Waits while the transport's buffer is full: a slow client holds the generator back.
+            await self.response.write(chunk)
+            return
         self._writing = True
         try:
-            # Waits while the transport's buffer is full: a slow client holds the generator back.
             await self.response.write(chunk)
         finally:
             self._writing = False
@@ -1374,11 +1379,13 @@ async def _stream_on_loop(request: web.Request, result: Any, watch: _Disconnect,
         await writer.start(first)
         if request.method != "HEAD" and first is not _END:  # HEAD: the headers only
             await writer.write(head)
-            while True:
-                item = await _next_async(it) if is_async else next(it, _END)
-                if item is _END:
-                    break
-                await writer.write(encode(item))
+            write = writer.write
+            if is_async:
+                async for item in it:  # the same iterator: it goes on after the first item
+                    await write(encode(item))
+            else:
+                for item in it:
+                    await write(encode(item))
         await writer.finish()
         return writer.response
     except asyncio.CancelledError:
@@ -1411,8 +1418,9 @@ def _stream_on_thread(
 ) -> web.StreamResponse:
     """Stream a sync ``result`` from a worker thread: the generator runs where sync methods run.
 
-    Each write is handed to the loop and waited for, so the thread does not
-    advance the generator while the client's buffer is full.
+    Items go to the loop through a ``_ThreadFeed``, which holds at most
+    ``THREAD_WINDOW`` of them: while the client's buffer is full the thread
+    waits, and the generator is not advanced.
     """
     from aiohttp import web
 
@@ -1422,6 +1430,7 @@ def _stream_on_thread(
     spec = result if isinstance(result, Stream) else Stream(result)
     it = iter(spec.source)
     writer: _Writer | None = None
+    feed: _ThreadFeed | None = None
     try:
         if watch.lost:
             return web.Response(status=499)
@@ -1434,12 +1443,15 @@ def _stream_on_thread(
                 head = encode(first)
         writer = _Writer(request, spec)
         on_loop(writer.start(first))
+        feed = _ThreadFeed(loop, writer)
         if request.method != "HEAD" and first is not _END:
-            on_loop(writer.write(head))
+            put = feed.put
+            put(head)
             for item in it:
                 if watch.lost:
                     break
-                on_loop(writer.write(encode(item)))
+                put(encode(item))
+        feed.flush()
         if not watch.lost:
             on_loop(writer.finish())
         return writer.response
@@ -1450,6 +1462,11 @@ def _stream_on_thread(
     except Exception as exc:
         if writer is None:
             raise
+        if feed is not None:
+            try:
+                feed.flush()  # the items before the error still reach the client
+            except Exception:  # noqa: BLE001, S110 - the stream is failing anyway; the first error is logged
+                pass
         loop.call_soon_threadsafe(_stream_failed, request, qualname, exc, watch)
         return writer.response
     finally:
@@ -1462,6 +1479,74 @@ def _stream_on_thread(
             except Exception:  # noqa: BLE001 - the response is over; the error goes to the log
                 path = request.path
                 _log.exception("HTTP %s %s: closing the generator of %s() failed", request.method, path, qualname)
+
+
+#: Items a sync generator's thread may hand to the loop before they are written.
+THREAD_WINDOW = 16
+
+
+class _ThreadFeed:
+    """Hands chunks from a worker thread to the loop, in order, at most ``window`` unwritten.
+
+    One wake-up of the loop per batch rather than a thread hop per item: the
+    thread appends, and a pump task on the loop writes until the queue is
+    empty. A write that fails (the client has gone) is raised in the thread
+    at its next ``put`` or ``flush``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: _Writer, window: int = THREAD_WINDOW) -> None:
+        self._loop = loop
+        self._writer = writer
+        self._window = window
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._cond = threading.Condition()
+        self._pumping = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+
+    def put(self, chunk: bytes) -> None:
+        """On the thread: queue ``chunk``; waits while ``window`` chunks are unwritten."""
+        with self._cond:
+            while len(self._chunks) >= self._window and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._chunks.append(chunk)
+            if self._pumping:
+                return
+            self._pumping = True
+        self._loop.call_soon_threadsafe(self._start_pump)
+
+    def flush(self) -> None:
+        """On the thread: wait until every queued chunk is written."""
+        with self._cond:
+            while (self._chunks or self._pumping) and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def _start_pump(self) -> None:
+        self._task = self._loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        cond = self._cond
+        write = self._writer.write
+        try:
+            while True:
+                with cond:
+                    if not self._chunks:
+                        self._pumping = False
+                        cond.notify_all()
+                        return
+                    chunk = self._chunks.popleft()
+                    cond.notify_all()
+                await write(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread, which decides
+            with cond:
+                self._error = exc if isinstance(exc, Exception) else ConnectionResetError("the stream was stopped")
+                self._chunks.clear()
+                self._pumping = False
+                cond.notify_all()
 
 
 async def _close_source(it: Any, is_async: bool, request: web.Request, qualname: str) -> None:
