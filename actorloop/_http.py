@@ -12,6 +12,13 @@ Three steps, split between the node and the actor process:
 3. ``start_http_server(...)`` runs in the actor process, on its loop, and
    serves the routes from that socket with aiohttp.
 
+The second half of the module streams: generators and async generators as
+chunked responses (``Stream``/``stream``), Server-Sent Events
+(``EventStream``/``sse``/``Event``) and WebSocket routes (``WebSocket``).
+Each request that streams registers a ``_Disconnect`` with its connection's
+``_HeaderDeadline``, whose ``connection_lost`` stops the stream; writes wait
+for aiohttp's drain, so a slow client holds the generator back.
+
 aiohttp is imported only by the functions that need it: importing it costs
 about 0.2 s, which programs without HTTP routes should not pay.
 """
@@ -19,13 +26,17 @@ about 0.2 s, which programs without HTTP routes should not pay.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import inspect
 import json
 import logging
 import os
+import re
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +45,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "Event",
+    "EventStream",
+    "Stream",
+    "WebSocket",
+    "WebSocketClosed",
+    "sse",
+    "stream",
     "HttpServer",
     "Route",
     "bind_http_socket",
@@ -75,6 +93,8 @@ _ACCEPT_RETRY_DELAY = 0.5
 _CLIENT_GAVE_UP = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
 
 _ROUTES_ATTR = "__actorloop_routes__"
+#: The pseudo-verb of ``@actorloop.http.websocket`` routes (served on GET with an Upgrade).
+WEBSOCKET = "WEBSOCKET"
 
 _log = logging.getLogger("actorloop.http")
 # aiohttp reports clients that send garbage through this logger; see
@@ -140,6 +160,17 @@ def collect_routes(cls: type) -> list[Route]:
                     f"HTTP route {method} {path} of {cls.__name__} is declared on both {other}() and {attr}()"
                 )
             routes.append(Route(method, path, attr))
+    by_path: dict[str, dict[str, str]] = {}
+    for r in routes:
+        by_path.setdefault(r.path, {})[r.method] = r.attr
+    for path, verbs in by_path.items():
+        if WEBSOCKET in verbs:
+            plain = verbs.get("GET", verbs.get("*"))
+            if plain is not None:
+                raise ValueError(
+                    f"{cls.__name__}: {path} is both a WebSocket ({verbs[WEBSOCKET]}()) and a GET route "
+                    f"({plain}()); serve them on different paths"
+                )
     return routes
 
 
@@ -259,6 +290,11 @@ class HttpServer:
             return
         self._closed = True
         self._acceptor.close()
+        # Streams and WebSockets would last until the shutdown timeout: end them now (their
+        # generators and handlers are cancelled, as on a client disconnect).
+        for guard in list(self._acceptor.guards.values()):
+            if guard.watch is not None:
+                guard.abort()
         await self._runner.cleanup()
 
 
@@ -300,8 +336,11 @@ class _Acceptor:
         factory: Callable[[], asyncio.Protocol],
         limit: int,
         header_timeout: float,
+        guards: dict[object, _HeaderDeadline] | None = None,
     ) -> None:
         self.loop = loop
+        #: The guard of each open connection by its transport, for handlers to watch for a disconnect.
+        self.guards: dict[object, _HeaderDeadline] = guards if guards is not None else {}
         self.sock = sock
         self.factory = factory
         self.limit = limit
@@ -418,6 +457,8 @@ class _HeaderDeadline(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._tail = b""
         self._counted = True
+        #: The streaming response or WebSocket using this connection now, if any.
+        self.watch: _Disconnect | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         acceptor = self._acceptor
@@ -427,6 +468,7 @@ class _HeaderDeadline(asyncio.Protocol):
             return
         self._inner = acceptor.factory()
         self._timer = acceptor.loop.call_later(acceptor.header_timeout, self._timed_out)
+        acceptor.guards[transport] = self
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -454,10 +496,17 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_done()
+        if self._transport is not None:
+            self._acceptor.guards.pop(self._transport, None)
         self._transport = None
         self.release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
+        watch = self.watch
+        if watch is not None:
+            # After aiohttp's own handling, so a WebSocket reader already sees the end.
+            self.watch = None
+            watch.fire()
 
     def release(self) -> None:
         """Give this connection's place back to the acceptor (once)."""
@@ -465,6 +514,11 @@ class _HeaderDeadline(asyncio.Protocol):
             self._counted = False
             self._acceptor.awaiting_headers.pop(self, None)
             self._acceptor.released()
+
+    def abort(self) -> None:
+        """Drop this connection at once (the server is closing)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def evict(self) -> None:
         """Close this connection now to make room for a new one."""
@@ -528,6 +582,8 @@ async def start_http_server(
         sock.setblocking(False)
         app = web.Application(client_max_size=client_max_size)
         expect = _make_expect_handler(client_max_size)
+        guards: dict[object, _HeaderDeadline] = {}
+        loop = asyncio.get_running_loop()
 
         # One resource per path, its verbs together: aiohttp reuses only the
         # last resource added, so interleaved paths would duplicate them.
@@ -539,12 +595,21 @@ async def start_http_server(
             verbs = {r.method for r in path_routes}
             # "*" last: aiohttp refuses a verb added after a catch-all.
             for r in sorted(path_routes, key=lambda r: r.method == "*"):
+                qualname = f"{type(instance).__name__}.{r.attr}"
+                if r.method == WEBSOCKET:
+                    ws_handler = _make_websocket_handler(
+                        getattr(instance, r.attr), group_of(r.attr), run_in_group, qualname, guards
+                    )
+                    resource.add_route("GET", ws_handler)
+                    continue
                 handler = _make_handler(
                     getattr(instance, r.attr),
                     group_of(r.attr),
                     run_in_group,
                     client_max_size,
-                    f"{type(instance).__name__}.{r.attr}",
+                    qualname,
+                    guards,
+                    loop,
                 )
                 resource.add_route(r.method, handler, expect_handler=expect)
                 if r.method == "GET" and not verbs & {"HEAD", "*"}:
@@ -566,7 +631,7 @@ async def start_http_server(
         # Our own accept loop instead of a web.SockSite: it enforces the
         # connection cap and the header deadline. The socket already
         # listens (bind_http_socket), with LISTEN_BACKLOG.
-        acceptor = _Acceptor(asyncio.get_running_loop(), sock, server, limit, header_after)
+        acceptor = _Acceptor(loop, sock, server, limit, header_after, guards)
     except BaseException:
         if runner is not None:
             await runner.cleanup()
@@ -581,9 +646,44 @@ def _make_handler(
     run_in_group: RunInGroup,
     max_body: int,
     qualname: str,
+    guards: dict[object, _HeaderDeadline] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     from aiohttp import web
     from aiohttp.http_exceptions import HttpProcessingError
+
+    guards = guards if guards is not None else {}
+    # A handler that returns a stream keeps its concurrency-group slot until the stream ends, so
+    # it runs inside a wrapper that streams: async code on the loop, sync code on a worker thread.
+    async_gen_func = inspect.isasyncgenfunction(func)
+    if async_gen_func or inspect.iscoroutinefunction(func):
+
+        async def run(request: web.Request, watch: _Disconnect) -> Any:
+            result = func(request) if async_gen_func else await func(request)
+            if _is_stream(result):
+                return await _stream_on_loop(request, result, watch, qualname)
+            return result
+
+        target: Callable[..., Any] = run
+    else:
+
+        def run_sync(request: web.Request, watch: _Disconnect) -> Any:
+            result = func(request)
+            if _is_stream(result) and not _is_async_source(result):
+                assert loop is not None
+                return _stream_on_thread(request, result, watch, qualname, loop)
+            return result  # an async stream from a sync handler: streamed on the loop, below
+
+        target = run_sync
+
+    async def stream_async(request: web.Request, result: Any, watch: _Disconnect) -> Any:
+        return await _stream_on_loop(request, result, watch, qualname)
+
+    # The handler's own name, for the call record the runtime keeps (logs, metrics).
+    name = getattr(func, "__name__", None)
+    if isinstance(name, str):
+        target.__name__ = target.__qualname__ = name
+        stream_async.__name__ = stream_async.__qualname__ = name
 
     async def handler(request: web.Request) -> web.StreamResponse:
         length = request.content_length
@@ -591,8 +691,12 @@ def _make_handler(
             # Refuse before the handler runs: a sync handler on a thread
             # never reads the body, so aiohttp would never check the limit.
             raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=length)
+        watch = _Disconnect(guards.get(request.transport))
         try:
-            result = await run_in_group(group, func, (request,), {})
+            result = await run_in_group(group, target, (request, watch), {})
+            if _is_stream(result):
+                # A sync handler returned an async stream: it runs on the loop, in the group too.
+                result = await run_in_group(group, stream_async, (request, result, watch), {})
             # Converting inside the try: an unserialisable result is the
             # handler's error (500), not a dropped connection.
             return _to_response(result, qualname)
@@ -613,6 +717,68 @@ def _make_handler(
                 exc_info=exc,
             )
             return _error_response(500, exc)
+        finally:
+            watch.release()
+
+    return handler
+
+
+def _make_websocket_handler(
+    func: Callable[..., Any],
+    group: str,
+    run_in_group: RunInGroup,
+    qualname: str,
+    guards: dict[object, _HeaderDeadline],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    from aiohttp import web
+
+    async def run(request: web.Request, watch: _Disconnect, response: web.WebSocketResponse) -> None:
+        if watch.lost:
+            return  # the client left while waiting for a slot
+        watch.task = asyncio.current_task()
+        ws = WebSocket(response, request)
+        watch.websocket = ws
+        try:
+            # Upgraded inside the slot: the handler owns the socket from its first message.
+            await response.prepare(request)
+            await func(ws)
+        except asyncio.CancelledError:
+            if not watch.lost:
+                raise
+            watch.swallow()
+        except WebSocketClosed as exc:
+            if not ws.closed:  # another WebSocket's (e.g. a room member's): the handler's error
+                _log.error("WebSocket %s: %s() raised", request.path, qualname, exc_info=exc)
+                await response.close(code=1011, message=b"internal error")
+            # else: its own client went away while the handler was sending; not an error
+        except Exception as exc:  # noqa: BLE001 - the handler's error ends its connection
+            _log.error("WebSocket %s: %s() raised", request.path, qualname, exc_info=exc)
+            if response.prepared and not response.closed:
+                await response.close(code=1011, message=b"internal error")
+        finally:
+            watch.task = None
+        if response.prepared and not response.closed and not watch.lost:
+            await response.close()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.WebSocketResponse()
+        if not response.can_prepare(request).ok:
+            return web.json_response(
+                {
+                    "error": "HTTPUpgradeRequired",
+                    "message": f"{request.path} is a WebSocket endpoint; connect with a WebSocket client",
+                },
+                status=426,
+                headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+            )
+        watch = _Disconnect(guards.get(request.transport))
+        try:
+            await run_in_group(group, run, (request, watch, response), {})
+        finally:
+            watch.release()
+        if not response.prepared:
+            return web.Response(status=499)  # never upgraded: the client left first
+        return response
 
     return handler
 
@@ -670,6 +836,725 @@ def _error_response(status: int, exc: BaseException) -> web.Response:
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the 500
         message = f"<unprintable {type(exc).__name__}>"
     return web.json_response({"error": type(exc).__name__, "message": message}, status=status)
+
+
+# -- streaming -----------------------------------------------------------------------
+
+#: Seconds without a write after which an event stream sends a keep-alive comment.
+SSE_PING = 15.0
+
+
+class WebSocketClosed(ConnectionError):
+    """Raised when a WebSocket handler receives from, or sends to, a WebSocket that is closed."""
+
+
+class Stream:
+    """A chunked HTTP response whose body is the items of ``source``.
+
+    Return it from a route handler (``actorloop.http.stream(...)`` builds
+    one) to choose the status and headers; returning a generator directly
+    does the same with the defaults.
+    """
+
+    __slots__ = ("source", "status", "headers", "content_type")
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        _check_source(source, "stream")
+        self.source = source
+        self.status = _check_status(status)
+        self.headers = dict(headers or {})
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"Stream(status={self.status}, content_type={self.content_type!r})"
+
+
+class EventStream(Stream):
+    """A ``text/event-stream`` response (Server-Sent Events) built by ``actorloop.http.sse``."""
+
+    __slots__ = ("ping", "retry")
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        ping: float | None = SSE_PING,
+        retry: int | None = None,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(source, status=status, headers=headers, content_type="text/event-stream")
+        if ping is not None and (isinstance(ping, bool) or not isinstance(ping, (int, float)) or not ping > 0):
+            raise ValueError(f"sse(ping=...) must be a positive number of seconds or None, got {ping!r}")
+        self.ping = float(ping) if ping is not None else None
+        self.retry = _check_retry(retry)
+
+    def __repr__(self) -> str:
+        return f"EventStream(status={self.status}, ping={self.ping}, retry={self.retry})"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event, to yield from a generator given to ``actorloop.http.sse``.
+
+    ``data`` is a ``str`` (several lines become several ``data:`` lines, as
+    the format requires), ``bytes`` (UTF-8) or a JSON-able value (sent as
+    JSON); ``None`` sends no data (e.g. an event carrying only ``retry``).
+    ``event`` names it (``addEventListener(name, ...)`` in a browser);
+    ``id`` is what a reconnecting client sends back as ``Last-Event-ID``;
+    ``retry`` (milliseconds) tells the client how long to wait before
+    reconnecting; ``comment`` is sent as ``:`` lines, which clients ignore.
+
+    ::
+
+        yield actorloop.http.Event({"token": "hi"}, event="token", id="7")
+    """
+
+    data: Any = None
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    comment: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("event", "id"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise TypeError(f"Event {name} must be a str, not {type(value).__name__}")
+            if "\n" in value or "\r" in value or (name == "id" and "\0" in value):
+                banned = "CR, LF or NUL" if name == "id" else "CR or LF"
+                raise ValueError(f"Event {name} must be one line, without {banned}: {value!r}")
+        _check_retry(self.retry)
+        if self.comment is not None and not isinstance(self.comment, str):
+            raise TypeError(f"Event comment must be a str, not {type(self.comment).__name__}")
+
+    def encode(self) -> bytes:
+        """This event in the ``text/event-stream`` format, ending with its blank line."""
+        lines: list[str] = []
+        if self.comment is not None:
+            lines.extend(f": {line}" if line else ":" for line in _LINE_BREAK.split(self.comment))
+        if self.event is not None:
+            lines.append(f"event: {self.event}")
+        if self.id is not None:
+            lines.append(f"id: {self.id}")
+        if self.retry is not None:
+            lines.append(f"retry: {self.retry}")
+        if self.data is not None:
+            lines.extend(f"data: {line}" for line in _LINE_BREAK.split(_event_data(self.data)))
+        if not lines:
+            return b":\n\n"  # an empty event: send a bare comment rather than nothing
+        lines.append("\n")
+        return "\n".join(lines).encode()
+
+
+def stream(
+    source: Any,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+) -> Stream:
+    """Stream the items of ``source`` as a chunked response; return this from a route handler.
+
+    ``source`` is a generator, async generator, or any iterable or async
+    iterable. Each item is sent as soon as it is yielded: ``str`` (UTF-8)
+    and ``bytes`` as they are, dicts, lists, numbers, bools and ``None`` as
+    one line of JSON each. ``content_type`` defaults by the first item:
+    ``text/plain; charset=utf-8`` for ``str``, ``application/octet-stream``
+    for ``bytes``, ``application/x-ndjson`` for JSON::
+
+        @actorloop.http.get("/rows")
+        def rows(self, request):
+            return actorloop.http.stream(self.scan(), headers={"X-Total": "3"})
+    """
+    return Stream(source, status=status, headers=headers, content_type=content_type)
+
+
+def sse(
+    source: Any,
+    *,
+    ping: float | None = SSE_PING,
+    retry: int | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> EventStream:
+    """Send the items of ``source`` as Server-Sent Events; return this from a route handler.
+
+    Each item is an :class:`Event`, or data for one: a ``str`` (multi-line
+    data is split into ``data:`` lines), ``bytes`` (UTF-8) or a JSON-able
+    value. A comment (``: ping``) is sent after ``ping`` seconds without an
+    event, so proxies and clients keep an idle stream open (``None``: never).
+    ``retry`` (milliseconds) is sent first, as the client's reconnection delay.
+    The response has ``Content-Type: text/event-stream`` and
+    ``Cache-Control: no-cache``; the headers are sent at once, before the
+    first event::
+
+        @actorloop.http.get("/tokens")
+        def tokens(self, request):
+            async def events():
+                for word in ["hello", "world"]:
+                    yield actorloop.http.Event(word, event="token")
+            return actorloop.http.sse(events())
+
+    A reconnecting browser sends the last ``id`` it saw in
+    ``request.headers.get("Last-Event-ID")``.
+    """
+    return EventStream(source, ping=ping, retry=retry, status=status, headers=headers)
+
+
+class WebSocket:
+    """The WebSocket a ``@actorloop.http.websocket`` handler is given.
+
+    Wraps aiohttp's ``WebSocketResponse`` (``ws.response``); ``ws.request``
+    is the upgrade request. ``receive()`` returns the next message, ``str``
+    for a text frame and ``bytes`` for a binary one, or ``None`` once the
+    connection is closed; ``async for message in ws`` reads until then.
+    ``send_text``/``send_bytes``/``send_json`` raise
+    :class:`WebSocketClosed` when the client has gone. Pings are answered
+    for you. Another method of the actor may send on the same WebSocket
+    (e.g. broadcasting to a room) while the handler is receiving.
+    """
+
+    def __init__(self, response: web.WebSocketResponse, request: web.Request) -> None:
+        #: The aiohttp ``WebSocketResponse`` underneath, for what this class does not cover.
+        self.response = response
+        #: The HTTP request that opened the WebSocket (headers, query, match_info).
+        self.request = request
+        #: The task waiting in receive(), if any: it sees the end as None, so it is not cancelled.
+        self._receiver: asyncio.Task[Any] | None = None
+        self._saw_close = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closing or closed."""
+        return bool(self.response.closed) or self._saw_close
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code (1000 for a normal close), once closed."""
+        code = self.response.close_code
+        return int(code) if code is not None else None
+
+    async def receive(self) -> str | bytes | None:
+        """The next text (``str``) or binary (``bytes``) message; ``None`` once closed."""
+        from aiohttp import WSMsgType
+
+        if self._saw_close:
+            return None
+        self._receiver = asyncio.current_task()
+        try:
+            msg = await self.response.receive()
+        except RuntimeError as exc:  # aiohttp: receive() after close, or two receivers at once
+            if self.response.closed:
+                self._saw_close = True
+                return None
+            raise RuntimeError(f"WebSocket.receive(): {exc}") from None
+        finally:
+            self._receiver = None
+        if msg.type == WSMsgType.TEXT:
+            return cast(str, msg.data)
+        if msg.type == WSMsgType.BINARY:
+            return cast(bytes, msg.data)
+        # CLOSE, CLOSING, CLOSED or ERROR: the conversation is over.
+        self._saw_close = True
+        return None
+
+    async def receive_text(self) -> str:
+        """The next message, which must be text; raises ``WebSocketClosed`` once closed."""
+        message = await self._receive_or_raise()
+        if not isinstance(message, str):
+            raise TypeError("WebSocket.receive_text(): the client sent a binary message; use receive_bytes()")
+        return message
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary; raises ``WebSocketClosed`` once closed."""
+        message = await self._receive_or_raise()
+        if not isinstance(message, bytes):
+            raise TypeError("WebSocket.receive_bytes(): the client sent a text message; use receive_text()")
+        return message
+
+    async def receive_json(self) -> Any:
+        """The next message parsed as JSON (text or UTF-8 bytes); raises ``WebSocketClosed`` once closed."""
+        return json.loads(await self._receive_or_raise())
+
+    async def _receive_or_raise(self) -> str | bytes:
+        message = await self.receive()
+        if message is None:
+            raise WebSocketClosed(f"the WebSocket is closed (code {self.close_code})")
+        return message
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        if not isinstance(data, str):
+            raise TypeError(f"WebSocket.send_text() takes a str, not {type(data).__name__}")
+        await self._send(self.response.send_str, data)
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"WebSocket.send_bytes() takes bytes, not {type(data).__name__}")
+        await self._send(self.response.send_bytes, bytes(data))
+
+    async def send_json(self, data: Any) -> None:
+        """Send ``data`` as JSON in a text message."""
+        await self._send(self.response.send_str, json.dumps(data))
+
+    async def _send(self, send: Callable[[Any], Awaitable[None]], data: Any) -> None:
+        if self.response.closed:
+            raise WebSocketClosed(f"cannot send: the WebSocket is closed (code {self.close_code})")
+        try:
+            await send(data)
+        except ConnectionError as exc:
+            raise WebSocketClosed(f"cannot send: the client has gone ({exc})") from None
+
+    async def close(self, code: int = 1000, message: str = "") -> None:
+        """Close the connection with ``code`` (1000: normal) and a short reason."""
+        await self.response.close(code=code, message=message.encode())
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str | bytes]:
+        while True:
+            message = await self.receive()
+            if message is None:
+                return
+            yield message
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<WebSocket {self.request.path} {state}>"
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _event_data(data: Any) -> str:
+    if isinstance(data, str):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data).decode()
+    return json.dumps(data)
+
+
+def _check_retry(retry: object) -> int | None:
+    if retry is None:
+        return None
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        raise ValueError(f"retry must be a whole number of milliseconds >= 0, got {retry!r}")
+    return retry
+
+
+def _check_status(status: object) -> int:
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError(f"a streamed response's status must be an int from 200 to 599, got {status!r}")
+    return status
+
+
+def _check_source(source: object, where: str) -> None:
+    if isinstance(source, (str, bytes, bytearray, memoryview, dict)) or not (
+        hasattr(source, "__aiter__") or hasattr(source, "__iter__")
+    ):
+        raise TypeError(
+            f"actorloop.http.{where}() needs a generator, async generator or other (async) iterable "
+            f"of items, not {type(source).__name__}"
+        )
+
+
+#: Results that are never streamed, checked first: a failed hasattr() costs an exception.
+_PLAIN_RESULTS = (str, bytes, dict, list, int, float, type(None))
+
+
+def _is_stream(result: object) -> bool:
+    """Whether a handler's return value is streamed: generators and async iterators, not lists."""
+    if isinstance(result, _PLAIN_RESULTS):
+        return False
+    return isinstance(result, (Stream, types.GeneratorType)) or hasattr(result, "__anext__")
+
+
+def _is_async_source(result: object) -> bool:
+    source = result.source if isinstance(result, Stream) else result
+    return hasattr(source, "__aiter__")
+
+
+def _chunk(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    if item is None or isinstance(item, (dict, list, tuple, int, float)):
+        return json.dumps(item).encode() + b"\n"
+    raise TypeError(
+        f"a streamed response yielded {type(item).__name__}; yield str, bytes, or a JSON-able "
+        "value (dict, list, number, bool, None)"
+    )
+
+
+def _event_chunk(item: object) -> bytes:
+    if isinstance(item, Event):
+        return item.encode()
+    return Event(item).encode()
+
+
+def _default_content_type(first: object) -> str:
+    if isinstance(first, str):
+        return "text/plain; charset=utf-8"
+    if isinstance(first, (bytes, bytearray, memoryview)):
+        return "application/octet-stream"
+    return "application/x-ndjson"
+
+
+class _Disconnect:
+    """Watches one request's connection; when it is lost, stops what streams to it.
+
+    An async stream's task is cancelled (``CancelledError`` in the generator,
+    its ``finally`` runs, its concurrency-group slot is freed); a sync
+    generator on a worker thread sees ``lost`` before its next item.
+    """
+
+    __slots__ = ("lost", "task", "guard", "websocket")
+
+    def __init__(self, guard: _HeaderDeadline | None) -> None:
+        self.lost = guard is None
+        self.task: asyncio.Task[Any] | None = None
+        self.guard = guard
+        #: Set for a WebSocket handler: not cancelled while it waits in receive(), which returns None.
+        self.websocket: WebSocket | None = None
+        if guard is not None:
+            guard.watch = self
+
+    def fire(self) -> None:
+        self.lost = True
+        task = self.task
+        if task is not None and not task.done():
+            ws = self.websocket
+            # A WebSocket handler waiting in receive() gets None there and runs on to its end;
+            # one that has seen the close already is finishing; any other wait is cancelled.
+            if ws is None or not (ws._receiver is task or ws._saw_close):
+                task.cancel()
+
+    def release(self) -> None:
+        guard = self.guard
+        if guard is not None and guard.watch is self:
+            guard.watch = None
+        self.guard = None
+        self.task = None
+
+    def swallow(self) -> None:
+        """The cancellation came from `fire`: undo it, so the task can finish normally."""
+        task = asyncio.current_task()
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+
+
+class _Writer:
+    """Writes one streamed response on the loop; also sends an event stream's pings."""
+
+    def __init__(self, request: web.Request, spec: Stream) -> None:
+        from aiohttp import web
+
+        self.request = request
+        self.spec = spec
+        self.response = web.StreamResponse(status=spec.status, headers=spec.headers)
+        self.event_stream = isinstance(spec, EventStream)
+        self._last = 0.0
+        self._writing = False
+        self._pinger: asyncio.Task[None] | None = None
+
+    async def start(self, first: object) -> None:
+        response = self.response
+        if "Content-Type" not in response.headers:
+            response.headers["Content-Type"] = self.spec.content_type or _default_content_type(first)
+        if self.event_stream:
+            response.headers.setdefault("Cache-Control", "no-cache")
+            # nginx buffers responses unless told not to; an event stream must not be.
+            response.headers.setdefault("X-Accel-Buffering", "no")
+        await response.prepare(self.request)
+        self._last = asyncio.get_running_loop().time()
+        spec = self.spec
+        if isinstance(spec, EventStream):
+            if spec.retry is not None:
+                await self.write(f"retry: {spec.retry}\n\n".encode())
+            if spec.ping is not None:
+                self._pinger = asyncio.get_running_loop().create_task(self._ping(spec.ping))
+
+    async def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return  # an empty chunk would end a chunked body
+        if self._pinger is None:
+            # Waits while the transport's buffer is full: a slow client holds the generator back.
+            await self.response.write(chunk)
+            return
+        self._writing = True
+        try:
+            await self.response.write(chunk)
+        finally:
+            self._writing = False
+            self._last = asyncio.get_running_loop().time()
+
+    async def finish(self) -> None:
+        self.stop()
+        await self.response.write_eof()
+
+    def stop(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
+
+    async def _ping(self, every: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self._last + every - loop.time()))
+            if not self._writing and loop.time() - self._last >= every:
+                try:
+                    await self.write(b": ping\n\n")
+                except ConnectionError:
+                    return  # the client has gone; the stream notices on its own
+
+
+_END = object()
+
+
+async def _next_async(it: Any) -> Any:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return _END
+
+
+async def _stream_on_loop(request: web.Request, result: Any, watch: _Disconnect, qualname: str) -> web.StreamResponse:
+    """Stream ``result`` (a Stream, generator or async iterator) from the loop, in the current task."""
+    from aiohttp import web
+
+    spec = result if isinstance(result, Stream) else Stream(result)
+    source = spec.source
+    is_async = hasattr(source, "__aiter__")
+    it = source.__aiter__() if is_async else iter(source)
+    writer: _Writer | None = None
+    watch.task = asyncio.current_task()
+    try:
+        if watch.lost:
+            return web.Response(status=499)  # the client left while the handler waited for its slot
+        encode = _event_chunk if isinstance(spec, EventStream) else _chunk
+        first: Any = None
+        head = b""
+        if not isinstance(spec, EventStream):
+            # Headers wait for the first item, so that an error (or an HTTPException, or an
+            # item that cannot be sent) before it still answers with its own status; it also
+            # picks the content type.
+            first = await _next_async(it) if is_async else next(it, _END)
+            if first is not _END:
+                head = encode(first)
+        writer = _Writer(request, spec)
+        await writer.start(first)
+        if request.method != "HEAD" and first is not _END:  # HEAD: the headers only
+            await writer.write(head)
+            write = writer.write
+            if is_async:
+                async for item in it:  # the same iterator: it goes on after the first item
+                    await write(encode(item))
+            else:
+                for item in it:
+                    await write(encode(item))
+        await writer.finish()
+        return writer.response
+    except asyncio.CancelledError:
+        if not watch.lost:
+            raise
+        watch.swallow()
+        return writer.response if writer is not None else web.Response(status=499)
+    except ConnectionError:
+        if writer is None:
+            raise
+        return writer.response  # the client has gone
+    except Exception as exc:
+        if writer is None:
+            raise  # nothing sent yet: the handler's usual error response
+        _stream_failed(request, qualname, exc, watch)
+        return writer.response
+    finally:
+        if writer is not None:
+            writer.stop()
+        watch.task = None
+        await _close_source(it, is_async, request, qualname)
+
+
+def _stream_on_thread(
+    request: web.Request,
+    result: Any,
+    watch: _Disconnect,
+    qualname: str,
+    loop: asyncio.AbstractEventLoop,
+) -> web.StreamResponse:
+    """Stream a sync ``result`` from a worker thread: the generator runs where sync methods run.
+
+    Items go to the loop through a ``_ThreadFeed``, which holds at most
+    ``THREAD_WINDOW`` of them: while the client's buffer is full the thread
+    waits, and the generator is not advanced.
+    """
+    from aiohttp import web
+
+    def on_loop(coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()  # type: ignore[arg-type]
+
+    spec = result if isinstance(result, Stream) else Stream(result)
+    it = iter(spec.source)
+    writer: _Writer | None = None
+    feed: _ThreadFeed | None = None
+    try:
+        if watch.lost:
+            return web.Response(status=499)
+        encode = _event_chunk if isinstance(spec, EventStream) else _chunk
+        first: Any = None
+        head = b""
+        if not isinstance(spec, EventStream):
+            first = next(it, _END)  # as on the loop: the headers wait for the first item
+            if first is not _END:
+                head = encode(first)
+        writer = _Writer(request, spec)
+        on_loop(writer.start(first))
+        feed = _ThreadFeed(loop, writer)
+        if request.method != "HEAD" and first is not _END:
+            put = feed.put
+            put(head)
+            for item in it:
+                if watch.lost:
+                    break
+                put(encode(item))
+        feed.flush()
+        if not watch.lost:
+            on_loop(writer.finish())
+        return writer.response
+    except ConnectionError:
+        if writer is None:
+            raise
+        return writer.response
+    except Exception as exc:
+        if writer is None:
+            raise
+        if feed is not None:
+            try:
+                feed.flush()  # the items before the error still reach the client
+            except Exception:  # noqa: BLE001, S110 - the stream is failing anyway; the first error is logged
+                pass
+        loop.call_soon_threadsafe(_stream_failed, request, qualname, exc, watch)
+        return writer.response
+    finally:
+        if writer is not None:
+            loop.call_soon_threadsafe(writer.stop)
+        close = getattr(it, "close", None)
+        if close is not None:
+            try:
+                close()  # GeneratorExit at its yield: its finally runs
+            except Exception:  # noqa: BLE001 - the response is over; the error goes to the log
+                path = request.path
+                _log.exception("HTTP %s %s: closing the generator of %s() failed", request.method, path, qualname)
+
+
+#: Items a sync generator's thread may hand to the loop before they are written.
+THREAD_WINDOW = 16
+
+
+class _ThreadFeed:
+    """Hands chunks from a worker thread to the loop, in order, at most ``window`` unwritten.
+
+    One wake-up of the loop per batch rather than a thread hop per item: the
+    thread appends, and a pump task on the loop writes until the queue is
+    empty. A write that fails (the client has gone) is raised in the thread
+    at its next ``put`` or ``flush``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: _Writer, window: int = THREAD_WINDOW) -> None:
+        self._loop = loop
+        self._writer = writer
+        self._window = window
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._cond = threading.Condition()
+        self._pumping = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
+
+    def put(self, chunk: bytes) -> None:
+        """On the thread: queue ``chunk``; waits while ``window`` chunks are unwritten."""
+        with self._cond:
+            while len(self._chunks) >= self._window and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._chunks.append(chunk)
+            if self._pumping:
+                return
+            self._pumping = True
+        self._loop.call_soon_threadsafe(self._start_pump)
+
+    def flush(self) -> None:
+        """On the thread: wait until every queued chunk is written."""
+        with self._cond:
+            while (self._chunks or self._pumping) and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def _start_pump(self) -> None:
+        self._task = self._loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        cond = self._cond
+        write = self._writer.write
+        try:
+            while True:
+                with cond:
+                    if not self._chunks:
+                        self._pumping = False
+                        cond.notify_all()
+                        return
+                    chunk = self._chunks.popleft()
+                    cond.notify_all()
+                await write(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread, which decides
+            with cond:
+                self._error = exc if isinstance(exc, Exception) else ConnectionResetError("the stream was stopped")
+                self._chunks.clear()
+                self._pumping = False
+                cond.notify_all()
+
+
+async def _close_source(it: Any, is_async: bool, request: web.Request, qualname: str) -> None:
+    close = getattr(it, "aclose" if is_async else "close", None)
+    if close is None:
+        return
+    try:
+        if is_async:
+            await close()  # GeneratorExit at its yield: its finally runs
+        else:
+            close()
+    except Exception:  # noqa: BLE001 - the response is over; the error goes to the log
+        _log.exception("HTTP %s %s: closing the generator of %s() failed", request.method, request.path, qualname)
+
+
+def _stream_failed(request: web.Request, qualname: str, exc: BaseException, watch: _Disconnect) -> None:
+    """A generator raised after the headers went out: log it and cut the connection.
+
+    Closing without the final empty chunk tells the client the body is
+    incomplete (curl: "transfer closed with outstanding read data").
+    """
+    _log.error("HTTP %s %s: %s() raised while streaming", request.method, request.path, qualname, exc_info=exc)
+    watch.release()  # our own close is not a client disconnect
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 class _DemoteClientErrors(logging.Filter):

@@ -37,14 +37,41 @@ answers 500 with ``{"error": "<ExceptionClass>", "message": "..."}``; an
 
 Sync handlers run on a worker thread, where the request body cannot be
 awaited: read bodies in ``async def`` handlers.
+
+Streaming: a handler that returns a generator or an async generator (or is a
+generator function itself) streams its items as they are yielded, chunked
+(``str``/``bytes`` as they are, dicts and lists as JSON lines);
+``stream(...)`` sets the status and headers, ``sse(...)`` sends Server-Sent
+Events, and ``@websocket(path)`` serves a WebSocket. See docs/streaming.md.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["get", "post", "route"]
+from ._http import WEBSOCKET as _WEBSOCKET
+from ._http import Event, EventStream, Stream, WebSocket, WebSocketClosed, sse, stream
+
+__all__ = [
+    "Event",
+    "EventStream",
+    "Stream",
+    "WebSocket",
+    "WebSocketClosed",
+    "get",
+    "post",
+    "route",
+    "sse",
+    "stream",
+    "websocket",
+]
+
+for _cls in (Event, EventStream, Stream, WebSocket, WebSocketClosed, sse, stream):
+    # Tracebacks and reprs show the public path.
+    _cls.__module__ = __name__
+del _cls
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -157,6 +184,36 @@ def post(path: str) -> Callable[[F], F]:
             return await request.json()
     """
     return _decorator("POST", _check_path(path, "post"))
+
+
+def websocket(path: str) -> Callable[[F], F]:
+    """Serve the decorated ``async def`` actor method as a WebSocket at ``path``.
+
+    The method takes ``(self, ws)``, where ``ws`` is an
+    :class:`actorloop.http.WebSocket`; it runs on the actor's loop, in its
+    concurrency group, for as long as the connection lasts::
+
+        @actorloop.http.websocket("/echo")
+        async def echo(self, ws):
+            async for message in ws:          # str or bytes, until the client closes
+                await ws.send_text(f"echo: {message}")
+
+    The connection closes when the method returns. Raises ``TypeError`` for
+    a method that is not ``async def``, ``ValueError`` for a bad path.
+    """
+    checked = _check_path(path, "websocket")
+    inner = _decorator(_WEBSOCKET, checked)
+
+    def decorate(func: F) -> F:
+        target = func.__func__ if isinstance(func, (staticmethod, classmethod)) else func
+        if callable(target) and not inspect.iscoroutinefunction(target):
+            raise TypeError(
+                f"@actorloop.http.websocket({path!r}) needs an async def method "
+                f"taking (self, ws); {getattr(target, '__name__', target)!r} is not async"
+            )
+        return inner(func)
+
+    return decorate
 
 
 def _decorator(verb: str, path: str) -> Callable[[F], F]:

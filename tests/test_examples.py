@@ -64,6 +64,21 @@ def test_streaming() -> None:
     assert lines[2] == "stopped early: 1"
 
 
+def test_streaming_http() -> None:
+    out = _run("streaming_http.py")
+    tokens = [line.removeprefix("data: ") for line in out.splitlines() if line.startswith("data: ")]
+    assert tokens == ["stream", "me,", "token", "by", "token", "[DONE]"]
+    assert "lines,\ntoken\nby\ntoken\n" in out
+    assert out.splitlines()[-6:] == [
+        "bob sees: ann: hi bob",
+        "ann sees: ann: hi bob",
+        "bob sees: [room] closing soon",
+        "ann sees: [room] closing soon",
+        "ann sees: bob left",
+        "history: ['ann joined', 'bob joined', 'ann: hi bob', '[room] closing soon', 'bob left']",
+    ]
+
+
 @pytest.mark.parametrize("name", ["actor_pool.py", "http_counter.py", "http_routes.py"])
 def test_other_examples_run(name: str) -> None:
     if not (EXAMPLES / name).exists():
