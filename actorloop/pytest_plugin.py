@@ -113,9 +113,6 @@ class _Session:
     check: bool
     timeout: float
     pickle_by_value: bool
-    #: Whether actorloop was used in this run (a runtime or a process of ours was seen): until then no test
-    #: pays for the process scan.
-    used: bool = False
     #: Every actorloop process of this run seen by a check: (pid, start time) -> its command line.
     seen: dict[tuple[int, int], str] = field(default_factory=dict)
     registered: set[str] = field(default_factory=set)
@@ -145,7 +142,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         timeout = float(raw_timeout)
     except ValueError:
-        raise pytest.UsageError(f"actorloop_leftover_timeout must be a number of seconds, got {raw_timeout!r}")
+        raise pytest.UsageError(
+            f"actorloop_leftover_timeout must be a number of seconds, got {raw_timeout!r}"
+        ) from None
     session_dir = tempfile.mkdtemp(prefix="actorloop-pytest-")
     if config.getini("actorloop_isolate"):
         # No test reaches the node `actorloop start` may run for this user; `actorloop start` in a test
@@ -185,7 +184,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if s is None:
         return
     _api.shutdown()
-    left = _wait_processes_gone(s, lambda: _our_processes(s), s.timeout)
+    left = _wait_processes_gone(lambda: _our_processes(s), s.timeout)
     if left:
         lines = "\n".join(f"  pid {pid}: {cmd}" for (pid, _), cmd in sorted(left.items()))
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -222,7 +221,6 @@ def _start_node(scope: str) -> NodeInfo:
     rt = _runtime.get_runtime()
     assert rt is not None and rt.embedded_node is not None
     s.owner = scope
-    s.used = True
     return NodeInfo(address=context["address"], namespace=context["namespace"], pid=rt.embedded_node.proc.pid)
 
 
@@ -234,7 +232,7 @@ def _stop_node(info: NodeInfo) -> None:
     if s is None:  # pragma: no cover
         return
     # shutdown() waited for the node itself; its zygote and actors end right after it.
-    left = _wait_processes_gone(s, lambda: _processes_of_dir(info.address), s.timeout)
+    left = _wait_processes_gone(lambda: _processes_of_dir(info.address), s.timeout)
     if left:
         for pid, _ in left:
             try:
@@ -294,7 +292,7 @@ class _Before:
     """What ran when the test's call began: actors of the node and actorloop processes of this run."""
 
     actors: set[str]
-    processes: set[tuple[int, int]] | None
+    processes: set[tuple[int, int]]
     #: Actors the test made that were still in use at the end of its call: they must be gone after teardown.
     deferred: dict[str, ActorInfo] = field(default_factory=dict)
 
@@ -314,18 +312,13 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
     s = _session
     assert s is not None
-    rt = _runtime.get_runtime()
-    if rt is not None and rt.role == "driver":
-        s.used = True
-    before = _Before(
-        actors={a.actor_id for a in _live_actors()},
-        processes=set(_our_processes(s)) if s.used else None,
-    )
+    # Read /proc once per test (about a millisecond): a test may start processes without using actorloop here.
+    before = _Before(actors={a.actor_id for a in _live_actors()}, processes=set(_our_processes(s)))
     item.stash[_BEFORE] = before
     result = yield  # a test that failed (or skipped) is not checked: its error says more
     left = _leftover_actors(before, s.timeout)
     if left:
-        pytest.fail(_actors_message("this test left", left), pytrace=False)
+        pytest.fail(_actors_message(f"this test left {len(left)} actor(s) behind", left), pytrace=False)
     return result
 
 
@@ -342,27 +335,25 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if before.deferred:
         left = _still_alive(before.deferred, s.timeout)
         if left:
-            problems.append(_actors_message("actors this test made outlived its teardown:", left))
-    if before.processes is not None or _runtime.get_runtime() is not None:
-        s.used = True
-        known = before.processes or set()
-        rt = _runtime.get_runtime()
-        own_dir = rt.node_dir if rt is not None else None
+            problems.append(_actors_message(f"{len(left)} actor(s) this test made outlived its teardown", left))
+    known = before.processes
+    rt = _runtime.get_runtime()
+    own_dir = rt.node_dir if rt is not None else None
 
-        def new_processes() -> dict[tuple[int, int], str]:
-            return {
-                key: cmd
-                for key, cmd in _our_processes(s).items()
-                if key not in known and (own_dir is None or f" --dir {own_dir} " not in f"{cmd} ")
-            }
+    def new_processes() -> dict[tuple[int, int], str]:
+        return {
+            key: cmd
+            for key, cmd in _our_processes(s).items()
+            if key not in known and (own_dir is None or f" --dir {own_dir} " not in f"{cmd} ")
+        }
 
-        left_procs = _wait_processes_gone(s, new_processes, s.timeout)
-        if left_procs:
-            lines = "\n".join(f"  pid {pid}: {cmd}" for (pid, _), cmd in sorted(left_procs.items()))
-            problems.append(
-                "actorloop processes this test started are still running after its teardown (stop the node or "
-                f"driver it started, or mark the test with @pytest.mark.{ALLOW_LEFTOVERS}):\n{lines}"
-            )
+    left_procs = _wait_processes_gone(new_processes, s.timeout)
+    if left_procs:
+        lines = "\n".join(f"  pid {pid}: {cmd}" for (pid, _), cmd in sorted(left_procs.items()))
+        problems.append(
+            "actorloop processes this test started are still running after its teardown (stop the node or "
+            f"driver it started, or mark the test with @pytest.mark.{ALLOW_LEFTOVERS}):\n{lines}"
+        )
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
     return result
@@ -463,10 +454,10 @@ def _describe(actor: ActorInfo) -> str:
     return f"{actor.class_name} ({', '.join(parts)}, id {actor.actor_id})"
 
 
-def _actors_message(what: str, actors: list[ActorInfo]) -> str:
+def _actors_message(header: str, actors: list[ActorInfo]) -> str:
     names = "\n".join(f"  {_describe(a)}" for a in actors)
     return (
-        f"actorloop: {what} {len(actors)} actor(s) behind:\n{names}\n"
+        f"actorloop: {header}:\n{names}\n"
         "End them before the test ends (actorloop.kill(handle), or drop every handle to an anonymous actor), "
         f"or mark the test with @pytest.mark.{ALLOW_LEFTOVERS} if it leaves them on purpose."
     )
@@ -483,12 +474,10 @@ def _our_processes(s: _Session) -> dict[tuple[int, int], str]:
     before by a check stays ours.
     """
     found: dict[tuple[int, int], str] = {}
-    for key, (cmd, args, ppid) in _actorloop_processes().items():
+    for key, (cmd, args, _ppid) in _actorloop_processes().items():
         if key in s.seen or _is_ours(s, args):
             found[key] = cmd
-    if found:
-        s.used = True
-        s.seen.update(found)
+    s.seen.update(found)
     return found
 
 
@@ -511,7 +500,7 @@ def _processes_of_dir(node_dir: str) -> dict[tuple[int, int], str]:
     return {key: cmd for key, (cmd, args, _) in _actorloop_processes().items() if _arg(args, "--dir") == node_dir}
 
 
-def _wait_processes_gone(s: _Session, scan: Any, timeout: float) -> dict[tuple[int, int], str]:
+def _wait_processes_gone(scan: Any, timeout: float) -> dict[tuple[int, int], str]:
     deadline = time.monotonic() + timeout
     while True:
         left: dict[tuple[int, int], str] = scan()
