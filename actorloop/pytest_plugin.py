@@ -315,8 +315,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     # Read /proc once per test (about a millisecond): a test may start processes without using actorloop here.
     before = _Before(actors={a.actor_id for a in _live_actors()}, processes=set(_our_processes(s)))
     item.stash[_BEFORE] = before
-    result = yield  # a test that failed (or skipped) is not checked: its error says more
-    left = _leftover_actors(before, s.timeout)
+    try:
+        result = yield
+    except BaseException:
+        del item.stash[_BEFORE]  # a test that failed (or skipped) is not checked: its own error says more
+        raise
+    left = _leftover_actors(before)
     if left:
         pytest.fail(_actors_message(f"this test left {len(left)} actor(s) behind", left), pytrace=False)
     return result
@@ -409,32 +413,26 @@ def _passed_on(actor_id: str) -> bool:
     return state is not None and state.anonymous and state.passed_on
 
 
-def _leftover_actors(before: _Before, timeout: float) -> list[ActorInfo]:
-    """Actors made during the call that nothing here holds any more and are alive after ``timeout``.
+def _leftover_actors(before: _Before) -> list[ActorInfo]:
+    """Actors made here during the call that nothing here holds any more, and that dropping handles cannot end.
 
     Those still held (by a fixture, a finalizer, a global) and detached actors
     made by other processes go to ``before.deferred``: they may end in teardown.
-    Non-detached actors of other processes (an actor's children) end with
-    their creator, so they are its business, not this test's.
+    An anonymous actor whose handles were all dropped is released (the node
+    ends it), and non-detached actors of other processes (an actor's
+    children) end with their creator: neither is this test's leftover.
     """
-    new = [a for a in _live_actors() if a.actor_id not in before.actors]
-    if not new:
+    if not any(a.actor_id not in before.actors for a in _live_actors()):
         return []
     gc.collect()  # handles caught in reference cycles are dropped now, not at some later collection
-    deadline = time.monotonic() + timeout
-    while True:
-        _settle_home_loop()
-        loose: list[ActorInfo] = []
-        for actor in [a for a in _live_actors() if a.actor_id not in before.actors]:
-            if _held(actor.actor_id) or (actor.detached and not _created_here(actor.actor_id)):
-                before.deferred[actor.actor_id] = actor
-            elif _created_here(actor.actor_id) and not _passed_on(actor.actor_id):
-                before.deferred.pop(actor.actor_id, None)
-                loose.append(actor)
-        # A dropped anonymous actor is being ended by the node: only those alive past the deadline are left over.
-        if not loose or time.monotonic() >= deadline:
-            return loose
-        time.sleep(0.05)
+    _settle_home_loop()
+    loose: list[ActorInfo] = []
+    for actor in [a for a in _live_actors() if a.actor_id not in before.actors]:
+        if _held(actor.actor_id) or (actor.detached and not _created_here(actor.actor_id)):
+            before.deferred[actor.actor_id] = actor
+        elif _created_here(actor.actor_id) and not _passed_on(actor.actor_id):
+            loose.append(actor)  # named or detached: it lives until killed or the node ends
+    return loose
 
 
 def _still_alive(actors: dict[str, ActorInfo], timeout: float) -> list[ActorInfo]:
