@@ -449,6 +449,12 @@ def _describe(actor: ActorInfo) -> str:
     if actor.detached:
         parts.append("detached")
     parts.append(f"pid {actor.pid}" if actor.pid else actor.state)
+    rt = _runtime.get_runtime()
+    state = rt._actors.get(actor.actor_id) if rt is not None else None
+    if state is not None and not state.released:
+        held = state.handles_made - state.handles_dropped
+        if held > 0 or state.pending > 0:
+            parts.append(f"this process holds {held} handle(s) and waits for {state.pending} call(s) of it")
     return f"{actor.class_name} ({', '.join(parts)}, id {actor.actor_id})"
 
 
