@@ -298,11 +298,24 @@ class _Before:
 
 
 _BEFORE = pytest.StashKey[_Before]()
+#: The client id of the runtime when the test's setup began (None: no runtime).
+_SETUP_RUNTIME = pytest.StashKey["str | None"]()
 
 
 def _checking(item: pytest.Item) -> bool:
     s = _session
     return s is not None and s.check and item.get_closest_marker(ALLOW_LEFTOVERS) is None
+
+
+def _runtime_id() -> str | None:
+    rt = _runtime.get_runtime()
+    return rt.client_id if rt is not None and not rt.closed else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.stash[_SETUP_RUNTIME] = _runtime_id()
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -321,6 +334,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         del item.stash[_BEFORE]  # a test that failed (or skipped) is not checked: its own error says more
         raise
     left = _leftover_actors(before)
+    node_of_this_test = _runtime_id() != item.stash.get(_SETUP_RUNTIME, None) and s.owner in (None, "function")
+    if left and node_of_this_test:
+        # This test's setup or code joined the node (a per-test node fixture, ours or another): it may end in
+        # the teardown, and these actors with it; the teardown check tells if they did not.
+        before.deferred.update((a.actor_id, a) for a in left)
+        left = []
     if left:
         pytest.fail(_actors_message(f"this test left {len(left)} actor(s) behind", left), pytrace=False)
     return result

@@ -104,6 +104,10 @@ def test_per_test_node_is_fresh(actorloop_node):
     assert actorloop.list_actors() == []
 
 
+def test_a_per_test_node_ends_what_it_holds(actorloop_node):
+    Counter.options(name="ends-with-its-node").remote()   # not a leftover: the node ends in the teardown
+
+
 def test_never_the_users_node():
     assert os.environ["ACTORLOOP_DIR"] != "/not/the/users/node"
     assert "ACTORLOOP_ADDRESS" not in os.environ or os.environ["ACTORLOOP_ADDRESS"] != "/users/running/node"
@@ -203,6 +207,7 @@ def test_the_last_one_sees_the_node(actorloop_module_node):
 EXPECTED = {
     "test_per_test_node": "passed",
     "test_per_test_node_is_fresh": "passed",
+    "test_a_per_test_node_ends_what_it_holds": "passed",
     "test_never_the_users_node": "passed",
     "test_module_node": "passed",
     "test_module_node_is_shared": "passed",
