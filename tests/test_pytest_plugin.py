@@ -88,6 +88,7 @@ def run_pytest(project: Path, files: dict[str, str], *args: str, env: dict[str, 
 USER_TESTS = (
     COUNTER
     + '''
+import pytest_asyncio
 
 addresses = []
 
@@ -153,6 +154,34 @@ async def test_async_under_anyio(actorloop_module_node):
     assert sorted(results) == [1, 2, 3, 4, 5]
 
 
+@pytest_asyncio.fixture
+async def ready_counter(actorloop_module_node):
+    """A user's async fixture on top of the node fixture: it awaits the actor on the test's loop."""
+    c = Counter.remote()
+    assert await c.incr.remote() == 1
+    yield c
+    assert await c.incr.remote() >= 2   # the teardown runs on the loop too
+    actorloop.kill(c)
+
+
+@pytest.mark.asyncio
+async def test_async_fixture_under_pytest_asyncio(ready_counter):
+    assert await ready_counter.aincr.remote() == 2
+
+
+@pytest.fixture
+async def anyio_counter(actorloop_module_node, anyio_backend):
+    c = Counter.remote()
+    await c.incr.remote()
+    yield c
+    actorloop.kill(c)
+
+
+@pytest.mark.anyio
+async def test_async_fixture_under_anyio(anyio_counter):
+    assert await anyio_counter.aincr.remote() == 2
+
+
 @pytest.fixture
 def make_counter(actorloop_module_node):
     """A factory fixture: actors it makes during the test end in its teardown."""
@@ -213,6 +242,8 @@ EXPECTED = {
     "test_module_node_is_shared": "passed",
     "test_async_under_pytest_asyncio": "passed",
     "test_async_under_anyio": "passed",
+    "test_async_fixture_under_pytest_asyncio": "passed",
+    "test_async_fixture_under_anyio": "passed",
     "test_actors_a_fixture_ends_are_not_leftovers": "passed",
     "test_dropped_anonymous_actors_are_not_leftovers": "passed",
     "test_leaves_a_named_actor": "failed",
