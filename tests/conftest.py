@@ -19,3 +19,11 @@ from actorloop.pytest_plugin import NodeInfo
 def node(actorloop_module_node: NodeInfo) -> NodeInfo:
     """One embedded node per test module (the plugin's ``actorloop_module_node``)."""
     return actorloop_module_node
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("actorloop"):
+        raise pytest.UsageError(
+            "actorloop's pytest plugin is not loaded: an install older than its pytest11 entry point? "
+            "Run `pip install -e '.[test]'` again (and do not pass -p no:actorloop to this suite)"
+        )
