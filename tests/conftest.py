@@ -1,80 +1,29 @@
-"""Session-wide rules: tests never touch the user's node, and leave no process behind."""
+"""The project's test setup comes from actorloop's own pytest plugin (actorloop/pytest_plugin.py, docs/testing.md).
+
+The plugin isolates the run from the user's node, puts every temp file and
+embedded node of the run in one private directory (``actorloop_private_tmpdir``
+in pyproject.toml), ships test modules' actor classes by value, fails a test
+that leaves actors or processes behind, and fails the session if any
+actorloop process outlives it.  What stays here is the ``node`` fixture name
+that most tests use.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
-
-import psutil
 import pytest
 
-_SESSION_DIR = tempfile.mkdtemp(prefix="actorloop-tests-")
-# Tests never reach the node that `actorloop start` may run for this user.
-os.environ["ACTORLOOP_DIR"] = os.path.join(_SESSION_DIR, "daemon")
-os.environ.pop("ACTORLOOP_ADDRESS", None)
-# Embedded nodes (ours and those of driver subprocesses) make their directories
-# here, so the leftover check below sees exactly the processes of this run.
-os.environ["TMPDIR"] = _SESSION_DIR
-tempfile.tempdir = _SESSION_DIR
-
-
-def _actorloop_processes() -> dict[int, str]:
-    found = {}
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "actorloop._node" in cmd and _SESSION_DIR in cmd:
-            found[proc.info["pid"]] = cmd
-    return found
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any actorloop process started during it is still running."""
-    import actorloop
-
-    actorloop.shutdown()
-    deadline = time.monotonic() + 10
-    left: dict[int, str] = {}
-    while time.monotonic() < deadline:
-        left = _actorloop_processes()
-        if not left:
-            break
-        time.sleep(0.1)
-    if left:
-        lines = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in left.items())
-        print(f"\nERROR: actorloop processes outlived the test session:\n{lines}")
-        for pid in left:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    import shutil
-
-    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+from actorloop.pytest_plugin import NodeInfo
 
 
 @pytest.fixture(scope="module")
-def node():
-    """One embedded node per test module."""
-    import actorloop
-
-    actorloop.shutdown()
-    actorloop.init(address="local")
-    yield
-    actorloop.shutdown()
+def node(actorloop_module_node: NodeInfo) -> NodeInfo:
+    """One embedded node per test module (the plugin's ``actorloop_module_node``)."""
+    return actorloop_module_node
 
 
-_registered: set[str] = set()
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Ship test modules' actor classes by value, so actors need not import pytest and the test module."""
-    import sys
-
-    import cloudpickle
-
-    module = getattr(item, "module", None)
-    if module is not None and module.__name__ not in _registered and module.__name__ in sys.modules:
-        _registered.add(module.__name__)
-        cloudpickle.register_pickle_by_value(module)
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.has_plugin("actorloop"):
+        raise pytest.UsageError(
+            "actorloop's pytest plugin is not loaded: an install older than its pytest11 entry point? "
+            "Run `pip install -e '.[test]'` again (and do not pass -p no:actorloop to this suite)"
+        )

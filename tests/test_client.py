@@ -45,12 +45,14 @@ def test_named_actor_and_get_actor() -> None:
     c = actorloop.get_actor("some_name")
     assert actorloop.get(c.increment.remote()) == 1
     assert actorloop.get(actorloop.get_actor("some_name").increment.remote()) == 2
+    actorloop.kill(c)
 
 
 def test_taken_name_raises_value_error() -> None:
-    Counter.options(name="taken").remote()
+    first = Counter.options(name="taken").remote()
     with pytest.raises(ValueError, match="taken"):
         Counter.options(name="taken").remote()
+    actorloop.kill(first)
 
 
 def test_get_if_exists_returns_existing() -> None:
@@ -58,6 +60,7 @@ def test_get_if_exists_returns_existing() -> None:
     actorloop.get(a.increment.remote())
     b = Counter.options(name="shared", get_if_exists=True).remote()
     assert actorloop.get(b.increment.remote()) == 2
+    actorloop.kill(a)
 
 
 def test_missing_name_raises_value_error_naming_name_and_namespace() -> None:
@@ -74,6 +77,8 @@ def test_namespaces_separate_names() -> None:
     assert actorloop.get(b.increment.remote()) == 2
     with pytest.raises(ValueError):
         actorloop.get_actor("n")  # not in this driver's namespace
+    actorloop.kill(a)
+    actorloop.kill(b)
 
 
 def test_list_actors_reports_every_namespace() -> None:
@@ -90,6 +95,7 @@ def test_list_actors_reports_every_namespace() -> None:
         False,
         0,
     )
+    actorloop.kill(a)
 
 
 def test_max_pending_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -125,6 +131,7 @@ def test_named_actor_survives_dropped_handles() -> None:
     settle_handle_drops(Counter)  # an anonymous actor dropped now is gone, the named one is not
     assert alive(pid)
     assert actorloop.get(actorloop.get_actor("keeper").increment.remote()) == 2
+    actorloop.kill(actorloop.get_actor("keeper"))
 
 
 def _run_driver(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

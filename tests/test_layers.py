@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"_handles"},
     {"runtime_context", "actor"},
     {"_api"},
+    {"pytest_plugin"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: Imports that happen only in a child process, never in the importing process's own graph.

@@ -165,6 +165,7 @@ def test_runtime_context_in_the_driver_and_in_an_actor() -> None:
     assert inside["reconstructed"] is False
     me = ray.get(e.me.remote())
     assert me == e and ray.get(me.set.remote(7)) == 7
+    ray.kill(e)
 
 
 def test_was_current_actor_reconstructed_after_a_restart() -> None:
@@ -195,16 +196,18 @@ def test_resources_describe_this_machine() -> None:
 
 
 def test_list_named_actors() -> None:
-    Echo.options(name="listed-1").remote()
-    Echo.options(name="listed-2", namespace="elsewhere-ns").remote()
+    first = Echo.options(name="listed-1").remote()
+    second = Echo.options(name="listed-2", namespace="elsewhere-ns").remote()
     names = ray.util.list_named_actors()
     assert "listed-1" in names and "listed-2" not in names
     everywhere = ray.util.list_named_actors(all_namespaces=True)
     assert {"name": "listed-2", "namespace": "elsewhere-ns"} in everywhere
+    ray.kill(first)
+    ray.kill(second)
 
 
 def test_get_actor_explains_a_missing_name() -> None:
-    Echo.options(name="where-am-i", namespace="ns-explained").remote()
+    e = Echo.options(name="where-am-i", namespace="ns-explained").remote()
     with pytest.raises(ValueError) as info:
         ray.get_actor("where-am-i")
     text = str(info.value)
@@ -212,6 +215,7 @@ def test_get_actor_explains_a_missing_name() -> None:
     assert "detached" in text
     with pytest.raises(TypeError):
         ray.get_actor("where-am-i", namespace=3)  # type: ignore[arg-type]
+    ray.kill(e)
 
 
 def test_as_future_in_async_code() -> None:
