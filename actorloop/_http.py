@@ -395,7 +395,8 @@ class _Acceptor:
                 _log.error("HTTP server: stopped accepting connections: %s", exc)
                 self._pause()
                 return
-            if self.open >= self.limit:
+            evicting = self.open >= self.limit
+            if evicting:
                 # Only once a new client is really there: the oldest stalled one makes room.
                 next(iter(self.awaiting_headers)).evict()
                 self.evicted += 1
@@ -416,6 +417,12 @@ class _Acceptor:
             task = self.loop.create_task(self._serve(guard, conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if evicting:
+                # An evicted connection's descriptor is closed in a later iteration of the loop: one eviction
+                # per iteration keeps the process at most a few descriptors above the cap, where a burst of
+                # stalled clients would otherwise swap through the whole backlog at once (and run out of them).
+                # The listening socket stays registered: the next iteration takes the next client.
+                return
         self._pause()
 
     async def _serve(self, guard: _HeaderDeadline, conn: socket.socket) -> None:

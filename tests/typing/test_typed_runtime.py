@@ -39,7 +39,9 @@ def test_typed_pattern_runs(node: None) -> None:
     assert actorloop.get(c.slow_incr.remote(1)) == 5
     first, second = c.pair.remote()
     assert actorloop.get([first, second]) == [5, 2]
-    assert actorloop.get(counter_actor.options(name="typed-counter").remote(0).incr.remote(4)) == 4
+    named = counter_actor.options(name="typed-counter").remote(0)
+    assert actorloop.get(named.incr.remote(4)) == 4
+    actorloop.kill(named)  # named: it would live on after the test
 
 
 def test_bare_method_decorator_keeps_the_function() -> None:
