@@ -20,7 +20,7 @@ from typing import Any, Sequence, TypeVar, overload
 
 import cloudpickle
 
-from . import _pickle, _runtime, _tasks
+from . import _backend, _pickle, _runtime, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
@@ -62,6 +62,7 @@ def init(
     ignore_reinit_error: bool = False,
     runtime_env: dict[str, Any] | None = None,
     num_cpus: int | None = None,
+    backend: str | None = None,
     **ray_options: Any,
 ) -> InitContext:
     """Connect this process to a node, starting an embedded one if needed.
@@ -78,11 +79,28 @@ def init(
     on one machine are accepted (see ``IGNORED_INIT_OPTIONS``); unknown ones
     raise ``TypeError``.
 
+    ``backend="ray"`` (or ``$ACTORLOOP_BACKEND=ray``) runs the program on
+    Ray instead: ``address`` is then a Ray cluster's address and the other
+    arguments (Ray's own options too) go to ``ray.init`` (docs/ray_backend.md).
+
     Example::
 
         with actorloop.init(namespace="jobs"):
             ...
     """
+    # Backend hook: another engine (Ray) takes the whole program.
+    chosen = _backend.chosen(backend)
+    if chosen != "local" or _backend.current is not None:
+        return _init_backend(
+            chosen,
+            address,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            ignore_reinit_error=ignore_reinit_error,
+            runtime_env=runtime_env,
+            num_cpus=num_cpus,
+            **ray_options,
+        )
     with _runtime.runtime_lock():
         if get_runtime() is not None:
             if ignore_reinit_error:
@@ -137,6 +155,24 @@ IGNORED_INIT_OPTIONS = frozenset(
 )
 
 
+def _init_backend(name: str, address: str | None, **init_args: Any) -> InitContext:
+    """``init()`` for a backend other than the local node (backend hook)."""
+    current = _backend.current
+    if current is not None:
+        if init_args.get("ignore_reinit_error"):
+            return InitContext(current.context())
+        raise RuntimeError(
+            f"actorloop.init() was already called in this process (backend {current.name!r}); call "
+            "actorloop.shutdown() first or pass ignore_reinit_error=True"
+        )
+    if get_runtime() is not None:
+        raise RuntimeError(
+            f"actorloop already runs on the local node in this process; call actorloop.shutdown() before "
+            f"init(backend={name!r})"
+        )
+    return InitContext(_backend.start(name, address=address, **init_args).context())
+
+
 def _context() -> InitContext:
     rt = get_runtime()
     assert rt is not None
@@ -148,12 +184,15 @@ def shutdown() -> None:
 
     An embedded node ends too.  Safe to call twice.
     """
+    if _backend.current is not None:  # backend hook
+        _backend.stop()
+        return
     _runtime.stop()
 
 
 def is_initialized() -> bool:
     """Whether ``init()`` was called (or implied) in this process and not shut down."""
-    return get_runtime() is not None
+    return get_runtime() is not None or _backend.current is not None
 
 
 @overload
@@ -180,6 +219,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
         values = actorloop.get([c.increment.remote() for _ in range(3)])
     """
+    if _backend.current is not None:  # backend hook
+        return _backend.current.get(refs, timeout)
     single = isinstance(refs, ObjectRef)
     ref_list = [refs] if single else list(refs) if isinstance(refs, (list, tuple)) else None
     if ref_list is None:
@@ -219,6 +260,8 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.wait(ref_list, num_returns, timeout, fetch_local)
     _block_until(ref_list, num_returns, timeout, "wait")
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
@@ -444,6 +487,8 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
     """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"actorloop.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.cancel(ref, force, recursive)
     force_kill = _tasks.force_cancel_target(ref) if force else None
     if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
@@ -478,6 +523,8 @@ def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
     """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"actorloop.kill() takes an ActorHandle, got {type(actor).__name__}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.kill(actor, bool(no_restart))
     require_runtime().node_request("kill", actor._actor_id, bool(no_restart))
 
 
@@ -490,6 +537,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.get_actor(name, namespace)  # type: ignore[no-any-return]
     rt = require_runtime()
     ns = namespace if namespace is not None else rt.namespace
     try:
@@ -523,6 +573,8 @@ def list_actors() -> list[ActorInfo]:
     The task pool's workers (namespace ``_actorloop_tasks``) are left out, as
     Ray lists no task workers; ``actorloop list`` shows them.
     """
+    if _backend.current is not None:  # backend hook
+        return _backend.current.list_actors()
     return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
 
 
@@ -533,6 +585,8 @@ def cluster_resources() -> dict[str, float]:
     ``memory`` is the physical memory and ``object_store_memory`` the size of
     ``/dev/shm`` (where large arguments travel), in bytes.
     """
+    if _backend.current is not None:  # backend hook
+        return _backend.current.cluster_resources()
     rt = require_runtime()
     cpus = rt.num_cpus if rt.num_cpus is not None else (os.cpu_count() or 1)
     resources: dict[str, float] = {"CPU": float(cpus)}
@@ -557,6 +611,8 @@ def available_resources() -> dict[str, float]:
     like are accepted and have no effect), so nothing is ever subtracted;
     ``memory`` is what the system reports as available now.
     """
+    if _backend.current is not None:  # backend hook
+        return _backend.current.available_resources()
     resources = cluster_resources()
     try:
         resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
@@ -567,6 +623,8 @@ def available_resources() -> dict[str, float]:
 
 def nodes() -> list[dict[str, Any]]:
     """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
+    if _backend.current is not None:  # backend hook
+        return _backend.current.nodes()
     rt = require_runtime()
     node_id = get_runtime_context().get_node_id()
     return [
@@ -599,6 +657,9 @@ def put(value: T) -> ObjectRef[T]:
     """
     if isinstance(value, ObjectRef):
         raise TypeError("actorloop.put() takes a value, not an ObjectRef (the ref already stands for its value)")
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.put(value)  # type: ignore[no-any-return]
     rt = require_runtime()
     loop = events._get_running_loop()
     if loop is None or loop.is_closed():
