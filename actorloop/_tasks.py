@@ -51,9 +51,9 @@ from typing import Any, Callable, Generic, TypeVar
 
 import cloudpickle
 
+from . import _backend
 from ._entry import entry_for
 from ._meta import NO_EFFECT_ON_ONE_NODE, collect_meta, env_vars_of
-from . import _backend
 from ._ref import ObjectRef
 from ._runtime import ActorState, Runtime, require_runtime
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error

@@ -19,16 +19,16 @@ See docs/ray_backend.md for what differs from the local node.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from typing import Any
 
 import ray
 
-from .. import _backend
 from .._meta import ActorInfo
 from .._ref import ObjectRef
-from ._actors import RayActorHandle, create_actor, kill
+from ._actors import RayActorHandle, _activate_in_worker, create_actor, kill
 from ._errors import to_ours
 from ._refs import RayRef, unwrap_args, wrap
 
@@ -85,7 +85,9 @@ class RayBackend:
     ) -> RayActorHandle:
         return create_actor(actor_class, options, args, kwargs)
 
-    def call_function(self, function: Any, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_function(
+        self, function: Any, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         remote = _ray_function_for(function, options)
         args, kwargs = unwrap_args(args, kwargs)
         try:
@@ -169,9 +171,9 @@ class RayBackend:
                     class_name=a.class_name,
                     name=a.name or None,
                     namespace=a.ray_namespace,
-                    state=state,
+                    state=str(state),
                     pid=a.pid,
-                    detached=a.is_detached,
+                    detached=bool(a.is_detached),
                     restarts=int(a.num_restarts or 0),
                     death_cause=str(a.death_cause) if a.death_cause else None,
                 )
@@ -229,14 +231,14 @@ def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
     if remote is None:
         fn = function._function
         if inspect.iscoroutinefunction(fn):
-
-            async def run(*args: Any, **kwargs: Any) -> Any:
-                _activate()
-                return await fn(*args, **kwargs)
+            # Ray refuses `async def` tasks: each call runs the coroutine on a loop of its own.
+            def run(*args: Any, **kwargs: Any) -> Any:
+                _activate_in_worker()
+                return asyncio.run(fn(*args, **kwargs))
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                _activate()
+                _activate_in_worker()
                 return fn(*args, **kwargs)
 
         functools.update_wrapper(run, fn)
@@ -245,6 +247,3 @@ def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
     return remote
 
 
-def _activate() -> None:
-    if _backend.current is None:
-        _backend.activate(RayBackend(owned=False))

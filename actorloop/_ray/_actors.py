@@ -29,6 +29,9 @@ from ._refs import unwrap_args, wrap
 OWN_OPTIONS = frozenset({"http_port", "http_host"})
 #: The method that starts a routed actor's HTTP server and reports its URL.
 HTTP_METHOD = "_actorloop_http_url"
+#: ``handle.ready()``: resolves to None once ``__init__`` finished, as on the local node (Ray's
+#: ``__ray_ready__`` resolves to True).
+READY_NONE_METHOD = "_actorloop_ready"
 
 _ray_classes: weakref.WeakKeyDictionary[ActorClass[Any], dict[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -43,12 +46,13 @@ def ray_class_for(actor_class: ActorClass[Any], groups: dict[str, int] | None) -
     made = by_groups.get(key)
     if made is None:
         subclass = _subclass_for(actor_class._cls, actor_class._meta)
-        made = by_groups[key] = ray.remote(concurrency_groups=dict(groups))(subclass) if groups else ray.remote(subclass)
+        decorate: Any = ray.remote(concurrency_groups=dict(groups)) if groups else ray.remote  # type: ignore[call-overload]
+        made = by_groups[key] = decorate(subclass)
     return made
 
 
 def _subclass_for(cls: type, meta: ClassMeta) -> type:
-    if inspect.iscoroutinefunction(cls.__init__):
+    if inspect.iscoroutinefunction(cls.__init__):  # type: ignore[misc]
         raise TypeError(
             f"{cls.__name__}: an async __init__ is not supported on actorloop's Ray backend (Ray runs "
             "constructors synchronously); do the async setup in an async method called after .remote()"
@@ -67,11 +71,12 @@ def _subclass_for(cls: type, meta: ClassMeta) -> type:
         namespace[name] = _marked(func, method_meta.group, method_meta.num_returns)
     if meta.has_routes:
         namespace[HTTP_METHOD] = _http_method
+    namespace[READY_NONE_METHOD] = _ready
     return type(cls.__name__, (cls,), namespace)
 
 
 def _make_init(cls: type) -> Any:
-    original = cls.__init__
+    original = cls.__init__  # type: ignore[misc]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         # This runs in the Ray worker: actorloop's API there goes to Ray as well.
@@ -96,14 +101,19 @@ def _copy_identity(wrapper: Any, func: Any) -> None:
 
 def _marked(func: Any, group: str | None, num_returns: int) -> Any:
     """A forwarder to ``func`` carrying Ray's method options (what ``ray.method`` sets)."""
+    forward: Any
     if inspect.iscoroutinefunction(func):
 
-        async def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        async def forward_async(self: Any, *args: Any, **kwargs: Any) -> Any:
             return await func(self, *args, **kwargs)
+
+        forward = forward_async
     else:
 
-        def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def forward_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
             return func(self, *args, **kwargs)
+
+        forward = forward_sync
 
     _copy_identity(forward, func)
     options: dict[str, Any] = {}
@@ -114,11 +124,14 @@ def _marked(func: Any, group: str | None, num_returns: int) -> Any:
     return ray.method(**options)(forward)
 
 
-def _activate_in_worker() -> None:
-    if _backend.current is None:
-        from . import RayBackend  # the package's own module: same layer, not a cycle dodge
+def _ready(self: Any) -> None:
+    return None
 
-        _backend.activate(RayBackend(owned=False))
+
+def _activate_in_worker() -> None:
+    """Inside a Ray worker: make this backend current (Ray is initialised there, so nothing starts)."""
+    if _backend.current is None:
+        _backend.start("ray")
 
 
 async def _http_method(self: Any, host: str | None, port: int) -> str:
@@ -170,29 +183,37 @@ def create_actor(
     except Exception as exc:
         raise to_ours(exc) from None
     meta = actor_class._meta
-    handle = RayActorHandle(ray_handle, meta)
+    handle = RayActorHandle(ray_handle, meta, None, options.get("concurrency_groups") or {})
     if meta.has_routes:
         port = options.get("http_port") or 0
         host = options.get("http_host") if "http_host" in options else None
-        handle._http_ref = ray_handle._actorloop_http_url.remote(host, port)
+        handle.__dict__["_http_ref"] = ray_handle._actorloop_http_url.remote(host, port)
     return handle
 
 
 class RayActorHandle(ActorHandle[Any]):
     """An ``actorloop.ActorHandle`` for a Ray actor (``handle.ray_handle``)."""
 
-    def __init__(self, ray_handle: Any, meta: ClassMeta | None, http_url: str | None = None) -> None:
-        # ActorHandle.__init__ registers with the local runtime: not here.
+    def __init__(
+        self,
+        ray_handle: Any,
+        meta: ClassMeta | None,
+        http_url: str | None = None,
+        groups: dict[str, int] | None = None,
+    ) -> None:
+        # ActorHandle.__init__ registers with the local runtime: not here.  meta and groups are None
+        # for a handle from get_actor (Ray tells neither): calls are then checked by Ray alone.
         self.__dict__.update(
             ray_handle=ray_handle,
+            _groups=groups,
             _actor_id=ray_handle._actor_id.hex(),
             _meta=meta,
             _known_http_url=http_url,
             _http_ref=None,
         )
 
-    @property  # type: ignore[override]
-    def http_url(self) -> str | None:
+    @property  # type: ignore[misc]
+    def http_url(self) -> str | None:  # type: ignore[override]
         """The base URL of the actor's HTTP routes, on the host Ray placed it on (None without routes).
 
         On Ray the port is chosen inside the actor, so the first read waits until the actor has started.
@@ -220,8 +241,8 @@ class RayActorHandle(ActorHandle[Any]):
         shells = self.ray_handle._method_shells
         method_name = name
         if name == "ready" and "ready" not in shells:
-            method_name = READY_METHOD
-        if method_name not in shells or (method_name.startswith("_") and method_name not in BUILTIN_METHODS):
+            method_name = READY_NONE_METHOD if READY_NONE_METHOD in shells else READY_METHOD
+        elif method_name not in shells or (method_name.startswith("_") and method_name not in BUILTIN_METHODS):
             public = sorted(m for m in shells if not m.startswith("_"))
             raise AttributeError(
                 f"actor {self._class_name()} has no public method {name!r}; its methods: {', '.join(public) or 'none'}"
@@ -240,7 +261,8 @@ class RayActorHandle(ActorHandle[Any]):
         pass
 
     def __reduce__(self) -> Any:
-        return (RayActorHandle, (self.ray_handle, self.__dict__["_meta"], self.__dict__["_known_http_url"]))
+        d = self.__dict__
+        return (RayActorHandle, (self.ray_handle, d["_meta"], d["_known_http_url"], d["_groups"]))
 
     def __repr__(self) -> str:
         return f"ActorHandle({self._class_name()}, ray {self._actor_id})"
@@ -278,11 +300,13 @@ class RayActorMethod:
         options = dict(self._options)
         options.update(ray_options)
         if concurrency_group is not None:
+            groups = self._handle.__dict__["_groups"]
             meta = self._handle.__dict__["_meta"]
-            if meta is not None and concurrency_group not in meta.groups and concurrency_group != DEFAULT_GROUP:
+            known = groups if groups is not None else ({} if meta is not None else None)
+            if known is not None and concurrency_group not in known and concurrency_group != DEFAULT_GROUP:
                 raise ValueError(
-                    f"unknown concurrency group {concurrency_group!r} for {meta.class_name}.{self._name}; "
-                    f"the actor declares: {sorted(meta.groups) or 'none'}"
+                    f"unknown concurrency group {concurrency_group!r} for {self._handle._class_name()}."
+                    f"{self._name}; the actor declares: {sorted(known) or 'none'}"
                 )
             if concurrency_group != DEFAULT_GROUP:
                 options["concurrency_group"] = concurrency_group
@@ -291,7 +315,7 @@ class RayActorMethod:
         return RayActorMethod(self._handle, self._name, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._name == READY_METHOD and not args and not kwargs:
+        if self._name in (READY_METHOD, READY_NONE_METHOD) and not args and not kwargs:
             return self.remote()
         raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...) instead")
 

@@ -29,7 +29,7 @@ class RayRef(ObjectRef[T]):
     __slots__ = ("ray_ref",)
 
     #: asyncio's "is this a future?" test reads this; None means: wrap me (see the module docstring).
-    _asyncio_future_blocking = None  # type: ignore[assignment]
+    _asyncio_future_blocking = None  # type: ignore[assignment,misc,override]
 
     def __init__(self, ray_ref: ray.ObjectRef) -> None:  # no Future.__init__: no loop owns this ref
         self.ray_ref = ray_ref
