@@ -573,8 +573,9 @@ def list_actors() -> list[ActorInfo]:
     The task pool's workers (namespace ``_actorloop_tasks``) are left out, as
     Ray lists no task workers; ``actorloop list`` shows them.
     """
-    if _backend.current is not None:  # backend hook
-        return _backend.current.list_actors()
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.list_actors()  # type: ignore[no-any-return]
     return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
 
 
@@ -585,8 +586,9 @@ def cluster_resources() -> dict[str, float]:
     ``memory`` is the physical memory and ``object_store_memory`` the size of
     ``/dev/shm`` (where large arguments travel), in bytes.
     """
-    if _backend.current is not None:  # backend hook
-        return _backend.current.cluster_resources()
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.cluster_resources()  # type: ignore[no-any-return]
     rt = require_runtime()
     cpus = rt.num_cpus if rt.num_cpus is not None else (os.cpu_count() or 1)
     resources: dict[str, float] = {"CPU": float(cpus)}
@@ -611,8 +613,9 @@ def available_resources() -> dict[str, float]:
     like are accepted and have no effect), so nothing is ever subtracted;
     ``memory`` is what the system reports as available now.
     """
-    if _backend.current is not None:  # backend hook
-        return _backend.current.available_resources()
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.available_resources()  # type: ignore[no-any-return]
     resources = cluster_resources()
     try:
         resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
@@ -623,8 +626,9 @@ def available_resources() -> dict[str, float]:
 
 def nodes() -> list[dict[str, Any]]:
     """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
-    if _backend.current is not None:  # backend hook
-        return _backend.current.nodes()
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.nodes()  # type: ignore[no-any-return]
     rt = require_runtime()
     node_id = get_runtime_context().get_node_id()
     return [
