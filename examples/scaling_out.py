@@ -71,8 +71,12 @@ def tokenize(line: str) -> list[str]:
 
 
 def placement(resource: str) -> dict[str, object]:
-    """Pin to nodes offering ``resource`` where the cluster has them; elsewhere no constraint."""
-    return {"resources": {resource: 1}} if resource in actorloop.cluster_resources() else {}
+    """Pin to nodes offering ``resource`` where the cluster has them; elsewhere no constraint.
+
+    ``num_cpus=0``: on Ray an actor given ``resources`` also holds a CPU while it
+    runs, which would leave the remote functions none on a small cluster.
+    """
+    return {"resources": {resource: 1}, "num_cpus": 0} if resource in actorloop.cluster_resources() else {}
 
 
 def fetch(url: str) -> dict[str, object]:
