@@ -33,6 +33,9 @@ def to_ours(exc: BaseException) -> BaseException:
     """
     if isinstance(exc, ours.ActorloopError) and not isinstance(exc, rex.RayError):
         return exc
+    if type(exc) is TypeError and str(exc).startswith("Could not serialize"):
+        # Ray's words for an argument it cannot pickle (raised by .remote() in the caller).
+        return ours.SerializationError(str(exc))
     if isinstance(exc, rex.RayTaskError):
         cause: Any = getattr(exc, "cause", None)
         if isinstance(cause, rex.RayError):
