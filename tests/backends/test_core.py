@@ -39,6 +39,11 @@ class Counter:
         actorloop.exit_actor()
         return "unreachable"
 
+    def make_and_call(self) -> int:
+        # An actor that creates an actor and calls a remote function: on Ray this runs in a Ray worker.
+        inner = Counter.remote(40)
+        return actorloop.get(inner.increment.remote()) + actorloop.get(square.remote(1))
+
     def whoami(self) -> tuple[str, str]:
         ctx = actorloop.get_runtime_context()
         return ctx.get_actor_id(), ctx.namespace
@@ -60,6 +65,10 @@ class Async:
         while self.arrived < n and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return self.arrived
+
+    async def ask(self, other: actorloop.ActorHandle) -> int:
+        # Awaiting another actor's ref on this actor's own loop.
+        return await other.increment.remote()  # type: ignore[no-any-return]
 
     async def forever(self) -> None:
         try:
@@ -112,6 +121,11 @@ def square(x: int) -> int:
 async def async_square(x: int) -> int:
     await asyncio.sleep(0)
     return x * x
+
+
+@actorloop.remote
+def square_of_square(x: int) -> int:
+    return actorloop.get(square.remote(actorloop.get(square.remote(x))))
 
 
 @actorloop.remote(num_returns=2)
@@ -207,6 +221,13 @@ def test_handles_travel_to_other_actors(backend: str) -> None:
     a, b = Counter.remote(), Counter.remote(100)
     assert actorloop.get(a.call_other.remote(b)) == 101
     assert actorloop.get(b.increment.remote()) == 102
+
+
+def test_actors_and_tasks_started_from_inside(backend: str) -> None:
+    c = Counter.remote()
+    assert actorloop.get(c.make_and_call.remote(), timeout=120) == 42
+    assert actorloop.get(square_of_square.remote(2), timeout=120) == 16
+    assert actorloop.get(Async.remote().ask.remote(c)) == 1
 
 
 def test_unknown_method_and_direct_instantiation(backend: str) -> None:
