@@ -180,6 +180,9 @@ class RayBackend:
             )
         return infos
 
+    def list_named_actors(self, all_namespaces: bool) -> list[Any]:
+        return list(ray.util.list_named_actors(all_namespaces=all_namespaces))
+
     def cluster_resources(self) -> dict[str, float]:
         return dict(ray.cluster_resources())
 

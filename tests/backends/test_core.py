@@ -282,6 +282,8 @@ def test_names_and_namespaces(backend: str) -> None:
     assert actorloop.get(actorloop.get_actor("named-counter", namespace="elsewhere").increment.remote()) == 51
     with pytest.raises(ValueError, match="no-such-actor"):
         actorloop.get_actor("no-such-actor")
+    assert "named-counter" in actorloop.util.list_named_actors()
+    assert {"name": "named-counter", "namespace": "elsewhere"} in actorloop.util.list_named_actors(all_namespaces=True)
     actorloop.kill(other)
     actorloop.kill(c)
 

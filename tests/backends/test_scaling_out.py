@@ -128,7 +128,7 @@ def _cluster_ready(address: str, env: dict[str, str], deadline: float) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster() -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="alray-", dir="/tmp")
     port = _free_port()
@@ -180,3 +180,43 @@ def test_on_a_two_node_ray_cluster(two_node_cluster: str) -> None:
     lines = _run({"ACTORLOOP_BACKEND": "ray", "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "token"})
     # The same output as on the local node, and the two shards ran on two nodes.
     assert lines == [*EXPECTED, "nodes: 2"]
+
+
+PROGRAMS = sorted((pathlib.Path(__file__).resolve().parents[1] / "ray_compat" / "programs").glob("*.py"))
+#: Programs whose expected output differs on Ray, and why (docs/ray_backend.md).
+RAY_DIFFERS = {
+    "actor_repr.py": "Ray forwards an actor's output asynchronously: a line printed just before the driver exits "
+    "may be lost (the local node guarantees it)",
+    "terminating.py": "on Ray, the call to __ray_terminate__ (like exit_actor) raises ActorDiedError instead of "
+    "returning None",
+}
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[p.stem for p in PROGRAMS])
+def test_ray_style_programs_on_the_ray_backend(program: pathlib.Path, two_node_cluster: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """tests/ray_compat/programs, renamed to actorloop as a user would, on the cluster: the same output."""
+    from tests.ray_compat.test_programs import rename
+
+    if program.name in RAY_DIFFERS:
+        pytest.xfail(f"differs on Ray: {RAY_DIFFERS[program.name]}")
+    source = program.read_text()
+    expected = [line.split("# expect: ", 1)[1] for line in source.splitlines() if line.startswith("# expect: ")]
+    renamed = tmp_path / program.name
+    renamed.write_text(rename(source))
+    env = {k: v for k, v in os.environ.items() if k not in ("ACTORLOOP_ADDRESS",)}
+    env.update(ACTORLOOP_BACKEND="ray", RAY_ADDRESS=two_node_cluster, RAY_AUTH_MODE="token")
+    out = subprocess.run(
+        [sys.executable, str(renamed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    position = 0
+    for want in expected:
+        found = out.stdout.find(want, position)
+        assert found >= 0, f"{want!r} not in the output (after position {position}):\n{out.stdout}"
+        position = found + len(want)
