@@ -93,16 +93,18 @@ class _Node:
         except psutil.Error:
             pass
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         self.remember()
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` ends its node's processes
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=15)
+            self.proc.terminate()  # `ray start --block` ends its node's processes itself
+
+    def wait(self) -> None:
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=10)
         for process in alive:  # only processes this node started
             try:
                 process.kill()
@@ -159,8 +161,10 @@ def two_node_cluster() -> Iterator[str]:
             node.remember()
         yield address
     finally:
-        for node in reversed(nodes):
-            node.stop()
+        for node in nodes:  # both at once: each takes a while to end gracefully
+            node.terminate()
+        for node in nodes:
+            node.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
