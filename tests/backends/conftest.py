@@ -38,7 +38,6 @@ def start_ray(module_name: str) -> str:
         include_dashboard=False,
         _temp_dir=temp_dir,
         log_to_driver=False,
-        _node_ip_address="127.0.0.1",
     )
     return temp_dir
 
