@@ -153,16 +153,24 @@ async def _http_method(self: Any, host: str | None, port: int) -> str:
             opts = getattr(getattr(type(self), name, None), "__actorloop_method__", None) or {}
             return opts.get("concurrency_group") or DEFAULT_GROUP
 
+        url = _http.http_url(sock)
+        if bind_host.strip("[]") in ("0.0.0.0", "::") and _cluster_size() > 1:
+            # Every interface: name this node's address, which the other machines can reach.
+            url = f"http://{ray.util.get_node_ip_address()}:{sock.getsockname()[1]}"
         server = await _http.start_http_server(self, routes, sock, run_in_group, group_of)
+        # Not under the method's own name: an instance attribute would hide the method.
         self.__dict__["_actorloop_http_server"] = server
-        self.__dict__["_actorloop_http_url"] = _http.http_url(sock)
-    return self.__dict__["_actorloop_http_url"]  # type: ignore[no-any-return]
+        self.__dict__["_actorloop_http_base"] = url
+    return self.__dict__["_actorloop_http_base"]  # type: ignore[no-any-return]
+
+
+def _cluster_size() -> int:
+    return len([n for n in ray.nodes() if n.get("Alive")])
 
 
 def _node_host() -> str:
     """The address the actor's server binds by default: loopback on a one-node cluster, else this node's IP."""
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    if len(alive) <= 1:
+    if _cluster_size() <= 1:
         return "127.0.0.1"
     return ray.util.get_node_ip_address()  # type: ignore[no-any-return]
 
@@ -171,6 +179,12 @@ def create_actor(
     actor_class: ActorClass[Any], options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> RayActorHandle:
     """``ActorClass.remote()`` on Ray: the same options, handed to Ray's ``.options()``."""
+    meta = actor_class._meta
+    if meta.has_routes and options.get("max_restarts", 0) != 0:
+        raise ValueError(
+            f"{meta.class_name}: on actorloop's Ray backend an actor with HTTP routes cannot have max_restarts "
+            "(Ray would restart the actor but not its HTTP server); leave max_restarts at 0"
+        )
     ray_cls = ray_class_for(actor_class, options.get("concurrency_groups"))
     ray_options = {
         k: v for k, v in options.items() if k not in OWN_OPTIONS and k != "concurrency_groups" and v is not None
@@ -182,7 +196,6 @@ def create_actor(
         raise ValueError(str(exc)) from None
     except Exception as exc:
         raise to_ours(exc) from None
-    meta = actor_class._meta
     handle = RayActorHandle(ray_handle, meta, None, options.get("concurrency_groups") or {})
     if meta.has_routes:
         port = options.get("http_port") or 0

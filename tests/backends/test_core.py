@@ -437,6 +437,19 @@ def test_http_routes(backend: str) -> None:
     assert fetch()["hits"] == before + 1
     assert actorloop.get(r.hits_now.remote()) == before + 1
     assert Counter.remote().http_url is None
+    # A second handle (found by name, or passed on) names the same server.
+    named = Routes.options(name="routes").remote()
+    assert actorloop.get_actor("routes").http_url == named.http_url
+
+
+def test_http_routes_with_restarts(backend: str) -> None:
+    if backend == "local":
+        r = Routes.options(max_restarts=1).remote()
+        assert r.http_url is not None
+        actorloop.kill(r)
+        return
+    with pytest.raises(ValueError, match="max_restarts"):
+        Routes.options(max_restarts=1).remote()
 
 
 def _reachable(url: str) -> bool:
