@@ -193,16 +193,21 @@ RAY_DIFFERS = {
     "may be lost (the local node guarantees it)",
     "terminating.py": "on Ray, the call to __ray_terminate__ (like exit_actor) raises ActorDiedError instead of "
     "returning None",
+    "fault_tolerance.py": "a call made while Ray restarts an actor without max_task_retries may raise "
+    "ActorUnavailableError (timing-dependent; the local node makes the call wait for the restarted actor)",
 }
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=[p.stem for p in PROGRAMS])
-def test_ray_style_programs_on_the_ray_backend(program: pathlib.Path, two_node_cluster: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ray_style_programs_on_the_ray_backend(  # type: ignore[no-untyped-def]
+    program: pathlib.Path, two_node_cluster: str, tmp_path, request
+) -> None:
     """tests/ray_compat/programs, renamed to actorloop as a user would, on the cluster: the same output."""
     from tests.ray_compat.test_programs import rename
 
     if program.name in RAY_DIFFERS:
-        pytest.xfail(f"differs on Ray: {RAY_DIFFERS[program.name]}")
+        # Run anyway (some differences depend on timing): a pass is fine, a failure is the known one.
+        request.node.add_marker(pytest.mark.xfail(reason=f"differs on Ray: {RAY_DIFFERS[program.name]}", strict=False))
     source = program.read_text()
     expected = [line.split("# expect: ", 1)[1] for line in source.splitlines() if line.startswith("# expect: ")]
     renamed = tmp_path / program.name
