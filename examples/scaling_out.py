@@ -20,8 +20,9 @@ every backend::
     http a: 8 distinct
     http b: 8 distinct
 
-With ``--show-nodes`` it adds ``nodes: N``, the number of machines (Ray
-nodes) the two shards run on: 1 on the local node, 2 on the two-node cluster.
+With ``--show-nodes`` it adds ``nodes: N``, the number of Ray nodes the two
+shards run on (1 on the local node, 2 on the two-node cluster), and the
+hosts their HTTP servers listen on (``127.0.0.1`` on one machine).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import urllib.parse
 import urllib.request
 
 import actorloop
@@ -106,6 +108,8 @@ async def main(show_nodes: bool) -> None:
     if show_nodes:
         nodes = await asyncio.gather(*[shard.node.remote() for shard in shards.values()])
         print(f"nodes: {len(set(nodes))}")
+        hosts = {urllib.parse.urlsplit(shard.http_url).hostname for shard in shards.values()}
+        print(f"http hosts: {', '.join(sorted(hosts))}")
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ async def _http_method(self: Any, host: str | None, port: int) -> str:
             return opts.get("concurrency_group") or DEFAULT_GROUP
 
         url = _http.http_url(sock)
-        if bind_host.strip("[]") in ("0.0.0.0", "::") and _cluster_size() > 1:
+        if bind_host.strip("[]") in ("0.0.0.0", "::") and _machines() > 1:
             # Every interface: name this node's address, which the other machines can reach.
             url = f"http://{ray.util.get_node_ip_address()}:{sock.getsockname()[1]}"
         server = await _http.start_http_server(self, routes, sock, run_in_group, group_of)
@@ -164,13 +164,15 @@ async def _http_method(self: Any, host: str | None, port: int) -> str:
     return self.__dict__["_actorloop_http_base"]  # type: ignore[no-any-return]
 
 
-def _cluster_size() -> int:
-    return len([n for n in ray.nodes() if n.get("Alive")])
+def _machines() -> int:
+    """How many distinct addresses the cluster's live nodes have."""
+    return len({n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")})
 
 
 def _node_host() -> str:
-    """The address the actor's server binds by default: loopback on a one-node cluster, else this node's IP."""
-    if _cluster_size() <= 1:
+    """The address the actor's server binds by default: loopback while the whole cluster is on one
+    machine (every node has the same address), else this node's IP, which the other machines reach."""
+    if _machines() <= 1:
         return "127.0.0.1"
     return ray.util.get_node_ip_address()  # type: ignore[no-any-return]
 

@@ -55,13 +55,14 @@ def _run(env: dict[str, str]) -> list[str]:
 
 
 def test_on_the_local_node() -> None:
-    assert _run({}) == [*EXPECTED, "nodes: 1"]
+    assert _run({}) == [*EXPECTED, "nodes: 1", "http hosts: 127.0.0.1"]
 
 
 def test_on_a_ray_instance_of_its_own() -> None:
     temp_dir = tempfile.mkdtemp(prefix="alray-", dir="/tmp")
     try:
-        assert _run({"ACTORLOOP_BACKEND": "ray", "RAY_TMPDIR": temp_dir}) == [*EXPECTED, "nodes: 1"]
+        lines = _run({"ACTORLOOP_BACKEND": "ray", "RAY_TMPDIR": temp_dir})
+        assert lines == [*EXPECTED, "nodes: 1", "http hosts: 127.0.0.1"]
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -183,7 +184,8 @@ def _wait_for_port(port: int, deadline: float, node: _Node) -> None:
 def test_on_a_two_node_ray_cluster(two_node_cluster: str) -> None:
     lines = _run({"ACTORLOOP_BACKEND": "ray", "RAY_ADDRESS": two_node_cluster, "RAY_AUTH_MODE": "token"})
     # The same output as on the local node, and the two shards ran on two nodes.
-    assert lines == [*EXPECTED, "nodes: 2"]
+    # Both nodes are on this machine, so the HTTP servers listen on loopback.
+    assert lines == [*EXPECTED, "nodes: 2", "http hosts: 127.0.0.1"]
 
 
 PROGRAMS = sorted((pathlib.Path(__file__).resolve().parents[1] / "ray_compat" / "programs").glob("*.py"))
