@@ -29,9 +29,11 @@ in layers that import only downwards (``tests/test_layers.py`` checks it)::
     _stream                           ObjectRefGenerator: a generator method's items, with credit
     _connection                       a loop's connection to an actor; the node channels
     _runtime                          the process-global runtime and its home loop
+    _backend                          which engine runs the actors (local node, or Ray)
     _tasks                            remote functions and their worker pool
     _handles                          ActorClass, ActorHandle, ActorMethod
     _api                              init, get, wait, kill, ... (re-exported here)
+    _ray/                             the Ray backend, imported only when chosen
 
 Beside them: ``_worker`` (the actor process) and ``_cli`` (the command line).
 See docs/internals.md.

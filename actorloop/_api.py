@@ -20,7 +20,7 @@ from typing import Any, Sequence, TypeVar, overload
 
 import cloudpickle
 
-from . import _runtime, _shm, _tasks
+from . import _backend, _runtime, _shm, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle, ActorProxy
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
@@ -72,6 +72,7 @@ def init(
     num_cpus: int | None = None,
     dashboard_port: int | None = None,
     dashboard_host: str | None = None,
+    backend: str | None = None,
     **ray_options: Any,
 ) -> InitContext:
     """Connect this process to a node, starting an embedded one if needed.
@@ -101,6 +102,10 @@ def init(
     (Ray's ``include_dashboard=True`` alone means port 8265, as in Ray;
     ``include_dashboard=False`` turns it off).  See docs/observability.md.
 
+    ``backend="ray"`` (or ``$ACTORLOOP_BACKEND=ray``) runs the program on
+    Ray instead: ``address`` is then a Ray cluster's address and the other
+    arguments (Ray's own options too) go to ``ray.init`` (docs/ray_backend.md).
+
     Example::
 
         with actorloop.init(namespace="jobs"):
@@ -109,6 +114,19 @@ def init(
         ctx = actorloop.init(dashboard_port=8265)
         print(ctx.dashboard_url)       # http://127.0.0.1:8265
     """
+    # Backend hook: another engine (Ray) takes the whole program.
+    chosen = _backend.chosen(backend)
+    if chosen != "local" or _backend.current is not None:
+        return _init_backend(
+            chosen,
+            address,
+            namespace=namespace,
+            log_to_driver=log_to_driver,
+            ignore_reinit_error=ignore_reinit_error,
+            runtime_env=runtime_env,
+            num_cpus=num_cpus,
+            **ray_options,
+        )
     with _runtime.runtime_lock():
         if get_runtime() is not None:
             if ignore_reinit_error:
@@ -182,6 +200,24 @@ IGNORED_INIT_OPTIONS = frozenset(
 )
 
 
+def _init_backend(name: str, address: str | None, **init_args: Any) -> InitContext:
+    """``init()`` for a backend other than the local node (backend hook)."""
+    current = _backend.current
+    if current is not None:
+        if init_args.get("ignore_reinit_error"):
+            return InitContext(current.context())
+        raise RuntimeError(
+            f"actorloop.init() was already called in this process (backend {current.name!r}); call "
+            "actorloop.shutdown() first or pass ignore_reinit_error=True"
+        )
+    if get_runtime() is not None:
+        raise RuntimeError(
+            f"actorloop already runs on the local node in this process; call actorloop.shutdown() before "
+            f"init(backend={name!r})"
+        )
+    return InitContext(_backend.start(name, address=address, **init_args).context())
+
+
 def _context(dashboard_url: str | None = None) -> InitContext:
     rt = get_runtime()
     assert rt is not None
@@ -193,12 +229,15 @@ def shutdown() -> None:
 
     An embedded node ends too.  Safe to call twice.
     """
+    if _backend.current is not None:  # backend hook
+        _backend.stop()
+        return
     _runtime.stop()
 
 
 def is_initialized() -> bool:
     """Whether ``init()`` was called (or implied) in this process and not shut down."""
-    return get_runtime() is not None
+    return get_runtime() is not None or _backend.current is not None
 
 
 @overload
@@ -231,6 +270,8 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
 
         values = actorloop.get([c.increment.remote() for _ in range(3)])
     """
+    if _backend.current is not None:  # backend hook
+        return _backend.current.get(refs, timeout)
     single = isinstance(refs, ObjectRef)
     ref_list = [refs] if single else list(refs) if isinstance(refs, (list, tuple)) else None
     if ref_list is None:
@@ -297,6 +338,8 @@ def wait(
         raise ValueError(f"num_returns must be between 0 and len(refs)={len(ref_list)}, got {num_returns}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.wait(ref_list, num_returns, timeout, fetch_local)
     _block_until(ref_list, num_returns, timeout, "wait")
     ready: list[ObjectRef[Any]] = []
     not_ready: list[ObjectRef[Any]] = []
@@ -562,6 +605,8 @@ def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False
         return
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"actorloop.cancel() takes an ObjectRef or an ObjectRefGenerator, got {type(ref).__name__}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.cancel(ref, force, recursive)
     force_kill = _tasks.force_cancel_target(ref) if force else None
     if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
@@ -600,6 +645,8 @@ def kill(actor: ActorHandle[Any] | ActorProxy[Any], *, no_restart: bool = True) 
     """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"actorloop.kill() takes an ActorHandle, got {type(actor).__name__}")
+    if _backend.current is not None:  # backend hook
+        return _backend.current.kill(actor, bool(no_restart))
     require_runtime().node_request("kill", actor._actor_id, bool(no_restart))
 
 
@@ -612,6 +659,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
         raise ValueError(f"get_actor() needs a non-empty name, got {name!r}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be None or a string, got {type(namespace).__name__}")
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.get_actor(name, namespace)  # type: ignore[no-any-return]
     rt = require_runtime()
     ns = namespace if namespace is not None else rt.namespace
     try:
@@ -645,6 +695,9 @@ def list_actors() -> list[ActorInfo]:
     The task pool's workers (namespace ``_actorloop_tasks``) are left out, as
     Ray lists no task workers; ``actorloop list`` shows them.
     """
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.list_actors()  # type: ignore[no-any-return]
     return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
 
 
@@ -655,6 +708,9 @@ def cluster_resources() -> dict[str, float]:
     ``memory`` is the physical memory and ``object_store_memory`` the size of
     ``/dev/shm`` (where large arguments travel), in bytes.
     """
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.cluster_resources()  # type: ignore[no-any-return]
     rt = require_runtime()
     cpus = rt.num_cpus if rt.num_cpus is not None else (os.cpu_count() or 1)
     resources: dict[str, float] = {"CPU": float(cpus)}
@@ -679,6 +735,9 @@ def available_resources() -> dict[str, float]:
     like are accepted and have no effect), so nothing is ever subtracted;
     ``memory`` is what the system reports as available now.
     """
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.available_resources()  # type: ignore[no-any-return]
     resources = cluster_resources()
     try:
         resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
@@ -689,6 +748,9 @@ def available_resources() -> dict[str, float]:
 
 def nodes() -> list[dict[str, Any]]:
     """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.nodes()  # type: ignore[no-any-return]
     rt = require_runtime()
     node_id = get_runtime_context().get_node_id()
     return [
@@ -727,6 +789,9 @@ def put(value: T) -> ObjectRef[T]:
     """
     if isinstance(value, ObjectRef):
         raise TypeError("actorloop.put() takes a value, not an ObjectRef (the ref already stands for its value)")
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.put(value)  # type: ignore[no-any-return]
     rt = require_runtime()
     loop = events._get_running_loop()
     if loop is None or loop.is_closed():

@@ -27,6 +27,7 @@ from typing import (
     overload,
 )
 
+from . import _backend
 from ._meta import (
     ACTOR_OPTIONS,
     BUILTIN_METHODS,
@@ -140,6 +141,9 @@ class ActorClass(Generic[T]):
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{self._cls.__name__}.remote(): {exc}") from None
+        backend = _backend.implied()
+        if backend is not None:  # backend hook: the actor runs on Ray
+            return backend.create_actor(self, options, args, kwargs)  # type: ignore[no-any-return]
         state, http_url = require_runtime().create_actor(self._cls, self._meta, options, args, kwargs)
         return ActorHandle(state.actor_id, state.meta, http_url, state)
 

@@ -51,6 +51,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 import cloudpickle
 
+from . import _backend
 from ._entry import entry_for
 from ._meta import NO_EFFECT_ON_ONE_NODE, STREAMING, collect_meta, env_vars_of
 from ._ref import ObjectRef
@@ -964,6 +965,9 @@ class RemoteFunction(Generic[R]):
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function in a task worker; returns an ObjectRef at once (a list of N with num_returns=N)."""
         opts = self._options
+        backend = _backend.implied()
+        if backend is not None:  # backend hook: the call runs on Ray
+            return backend.call_function(self, opts.given, args, kwargs)
         rt = require_runtime()
         if rt.closed:
             raise RuntimeError(rt.closed_reason())

@@ -37,8 +37,8 @@ from typing import Any, Callable, NoReturn
 
 import cloudpickle
 
+from . import _backend, _ref, _stats
 from . import _protocol as proto
-from . import _ref, _stats
 from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, current_lane, set_runtime
 from ._stats import BOUNDS as _BOUNDS
@@ -82,6 +82,8 @@ def exit_actor() -> NoReturn:
                 actorloop.exit_actor()
     """
     if _current_worker is None:
+        if _backend.current is not None:  # backend hook: inside a Ray actor
+            _backend.current.exit_actor()
         raise RuntimeError("exit_actor() can only be called from inside an actor")
     raise _ActorExit()
 

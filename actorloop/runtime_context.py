@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from . import _backend
 from ._handles import ActorHandle
 from ._runtime import Runtime, require_runtime
 
@@ -135,4 +136,7 @@ class RuntimeContext:
 
 def get_runtime_context() -> RuntimeContext:
     """The runtime context of the calling process (``init()`` is called first if needed, as in Ray)."""
+    backend = _backend.implied()
+    if backend is not None:  # backend hook: Ray's context, with actorloop handles
+        return backend.runtime_context()  # type: ignore[no-any-return]
     return RuntimeContext(require_runtime())

@@ -24,11 +24,14 @@ LAYERS: list[set[str]] = [
     {"_stream"},
     {"_connection"},
     {"_runtime"},
+    {"_backend"},
     {"_tasks"},
     {"_handles"},
     {"runtime_context", "actor"},
     {"_api"},
     {"pytest_plugin"},
+    # The Ray backend: above everything, imported only by name (_backend.BACKENDS) when chosen.
+    {"_ray"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: Imports that happen only in a child process, never in the importing process's own graph.
@@ -73,6 +76,26 @@ def test_every_layered_module_imports_only_lower_layers() -> None:
                 where = path.relative_to(PACKAGE)
                 problems.append(f"{where} imports {imported} (layer {LEVEL[imported]} >= {LEVEL[module]})")
     assert not problems, "\n".join(problems)
+
+
+def test_importing_actorloop_never_imports_ray() -> None:
+    """Ray stays optional: the local node's whole API runs without importing it (issue 15)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import actorloop, sys\n"
+        "actorloop.init(address='local')\n"
+        "@actorloop.remote\n"
+        "class A:\n"
+        "    def f(self):\n"
+        "        return 1\n"
+        "assert actorloop.get(A.remote().f.remote()) == 1\n"
+        "actorloop.shutdown()\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def test_the_layers_name_every_core_module() -> None:

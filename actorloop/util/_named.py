@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actorloop import _backend
 from actorloop._api import list_actors
 from actorloop._runtime import require_runtime
 
@@ -21,6 +22,9 @@ def list_named_actors(all_namespaces: bool = False) -> list[Any]:
     """
     if not isinstance(all_namespaces, bool):
         raise TypeError(f"all_namespaces must be a bool, got {type(all_namespaces).__name__}")
+    backend = _backend.implied()
+    if backend is not None:  # backend hook
+        return backend.list_named_actors(all_namespaces)
     namespace = require_runtime().namespace
     live = [a for a in list_actors() if a.name is not None and a.state != "DEAD"]
     if all_namespaces:
