@@ -697,7 +697,7 @@ def list_actors() -> list[ActorInfo]:
     """
     backend = _backend.implied()
     if backend is not None:  # backend hook
-        return backend.list_actors()  # type: ignore[no-any-return]
+        return backend.list_actors()  # type: ignore[no-any-return,unused-ignore]
     return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
 
 
@@ -710,7 +710,7 @@ def cluster_resources() -> dict[str, float]:
     """
     backend = _backend.implied()
     if backend is not None:  # backend hook
-        return backend.cluster_resources()  # type: ignore[no-any-return]
+        return backend.cluster_resources()  # type: ignore[no-any-return,unused-ignore]
     rt = require_runtime()
     cpus = rt.num_cpus if rt.num_cpus is not None else (os.cpu_count() or 1)
     resources: dict[str, float] = {"CPU": float(cpus)}
@@ -737,7 +737,7 @@ def available_resources() -> dict[str, float]:
     """
     backend = _backend.implied()
     if backend is not None:  # backend hook
-        return backend.available_resources()  # type: ignore[no-any-return]
+        return backend.available_resources()  # type: ignore[no-any-return,unused-ignore]
     resources = cluster_resources()
     try:
         resources["memory"] = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
@@ -750,7 +750,7 @@ def nodes() -> list[dict[str, Any]]:
     """The one node of this machine, described with the keys of Ray's ``ray.nodes()``."""
     backend = _backend.implied()
     if backend is not None:  # backend hook
-        return backend.nodes()  # type: ignore[no-any-return]
+        return backend.nodes()  # type: ignore[no-any-return,unused-ignore]
     rt = require_runtime()
     node_id = get_runtime_context().get_node_id()
     return [

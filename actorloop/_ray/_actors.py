@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import ray
 
@@ -99,7 +99,7 @@ def _copy_identity(wrapper: Any, func: Any) -> None:
         pass
 
 
-def _marked(func: Any, group: str | None, num_returns: int) -> Any:
+def _marked(func: Any, group: str | None, num_returns: int | str) -> Any:
     """A forwarder to ``func`` carrying Ray's method options (what ``ray.method`` sets)."""
     forward: Any
     if inspect.iscoroutinefunction(func):
@@ -227,7 +227,7 @@ class RayActorHandle(ActorHandle[Any]):
             _http_ref=None,
         )
 
-    @property  # type: ignore[misc]
+    @property  # type: ignore[misc,unused-ignore]
     def http_url(self) -> str | None:  # type: ignore[override]
         """The base URL of the actor's HTTP routes, on the host Ray placed it on (None without routes).
 
@@ -242,7 +242,7 @@ class RayActorHandle(ActorHandle[Any]):
             self.__dict__["_known_http_url"] = url
         elif url is None and self._has_routes():
             url = self.__dict__["_known_http_url"] = ray.get(self.ray_handle._actorloop_http_url.remote(None, 0))
-        return url
+        return cast("str | None", url)
 
     def _has_routes(self) -> bool:
         meta = self.__dict__["_meta"]

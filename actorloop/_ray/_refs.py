@@ -29,9 +29,9 @@ class RayRef(ObjectRef[T]):
     __slots__ = ("ray_ref",)
 
     #: asyncio's "is this a future?" test reads this; None means: wrap me (see the module docstring).
-    _asyncio_future_blocking = None  # type: ignore[assignment,misc,override]
+    _asyncio_future_blocking = None  # type: ignore[assignment,misc,override,unused-ignore]
 
-    def __init__(self, ray_ref: ray.ObjectRef) -> None:  # no Future.__init__: no loop owns this ref
+    def __init__(self, ray_ref: ray.ObjectRef[Any]) -> None:  # no Future.__init__: no loop owns this ref
         self.ray_ref = ray_ref
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -64,7 +64,7 @@ class RayRef(ObjectRef[T]):
         except Exception as exc:
             raise to_ours(exc) from None
 
-    def exception(self) -> BaseException | None:  # type: ignore[override]
+    def exception(self) -> BaseException | None:  # type: ignore[override,unused-ignore]
         """The call's error (mapped to actorloop's classes), or None; waits for the call."""
         try:
             ray.get(self.ray_ref)
@@ -110,7 +110,7 @@ class RayRef(ObjectRef[T]):
 
     def hex(self) -> str:
         """The Ray object id, in hex."""
-        return self.ray_ref.hex()  # type: ignore[no-any-return]
+        return self.ray_ref.hex()  # type: ignore[no-any-return,unused-ignore]
 
     def __repr__(self) -> str:
         return f"ObjectRef(ray {self.ray_ref.hex()})"
@@ -129,7 +129,7 @@ class RayRef(ObjectRef[T]):
         pass
 
 
-def _cancel_quietly(ray_ref: ray.ObjectRef) -> None:
+def _cancel_quietly(ray_ref: ray.ObjectRef[Any]) -> None:
     try:
         ray.cancel(ray_ref)
     except Exception:  # a put() ref, a finished call, a shut-down Ray: nothing to cancel
