@@ -259,6 +259,8 @@ def _print_status(node_dir: str, status: dict[str, Any]) -> None:
         print("kind:    daemon (actorloop start)")
     print(f"uptime:  {_duration(status['uptime'])}")
     print(f"actors:  {counts}")
+    if status.get("dashboard_url"):
+        print(f"dashboard: {status['dashboard_url']} (metrics: {status['dashboard_url']}/metrics)")
 
 
 def _command_of(pid: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -57,19 +58,15 @@ def test_detached_scripts(tmp_path: pathlib.Path) -> None:
         subprocess.run([*cli, "stop"], env=full_env, capture_output=True, timeout=60)
 
 
-def test_streaming() -> None:
-    lines = _run("streaming.py").splitlines()
-    assert lines[0].rstrip() == "reply: you said 'hello' and here is a reply"
-    assert lines[1] == "as refs: you said 'hi'"
+def _check_streaming(out: str) -> None:
+    lines = out.splitlines()
+    assert lines[0].rstrip() == "reply: you said hello and here is a reply"
+    assert lines[1] == "as refs: you said hi"
     assert lines[2] == "stopped early: 1"
-
-
-def test_streaming_http() -> None:
-    out = _run("streaming_http.py")
-    tokens = [line.removeprefix("data: ") for line in out.splitlines() if line.startswith("data: ")]
-    assert tokens == ["stream", "me,", "token", "by", "token", "[DONE]"]
-    assert "lines,\ntoken\nby\ntoken\n" in out
-    assert out.splitlines()[-6:] == [
+    tokens = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert tokens == ["you", "said", "stream", "me", "and", "here", "is", "a", "[DONE]"]
+    assert "/lines?prompt=lines\nyou\nsaid\nlines\nand\nhere\nis\na\nreply\n" in out
+    assert lines[-6:] == [
         "bob sees: ann: hi bob",
         "ann sees: ann: hi bob",
         "bob sees: [room] closing soon",
@@ -77,6 +74,18 @@ def test_streaming_http() -> None:
         "ann sees: bob left",
         "history: ['ann joined', 'bob joined', 'ann: hi bob', '[room] closing soon', 'bob left']",
     ]
+
+
+def test_streaming() -> None:
+    """Tokens to ``async for``, the same tokens to ``curl -N`` (SSE and chunked), a WebSocket chat."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (test_streaming_without_curl covers the aiohttp fallback)")
+    _check_streaming(_run("streaming.py"))
+
+
+def test_streaming_without_curl(tmp_path: pathlib.Path) -> None:
+    """With no curl on PATH the example makes the same requests with aiohttp and prints the same."""
+    _check_streaming(_run("streaming.py", {"PATH": str(tmp_path)}))
 
 
 @pytest.mark.parametrize("name", ["actor_pool.py", "http_counter.py", "http_routes.py"])

@@ -2,7 +2,8 @@
 
 Real actors and real clients: ``curl -N`` for chunked and SSE output, an
 aiohttp WebSocket client, and an EventSource-style client (the SSE parsing
-rules of the HTML standard, over aiohttp). The connection-limit tests run
+rules of the HTML standard, over aiohttp; a real browser's EventSource is in
+tests/test_sse_browser.py). The connection-limit tests run
 the server in this process, with short timeouts, to stay fast.
 """
 

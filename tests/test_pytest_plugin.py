@@ -388,3 +388,138 @@ def test_pytest_is_no_runtime_dependency() -> None:
 
     runtime = [r for r in requires("actorloop") or [] if "extra ==" not in r]
     assert not any(r.lower().startswith("pytest") for r in runtime), runtime
+
+
+# -- async tests under each runner: the same (sync) node fixtures, async tests and async fixtures on top --------
+
+#: How each runner spells the async bits. ``{mark}``: on a function-scoped async test; ``{module_mark}``: on an
+#: async test that shares a module-scoped async fixture's loop; ``{fixture}`` / ``{module_fixture}``: on the
+#: user's own async fixtures; ``{head}``: imports and the runner's own fixtures.
+RUNNERS: dict[str, dict[str, str]] = {
+    "pytest-asyncio-strict": {
+        "head": "import pytest_asyncio",
+        "mark": "@pytest.mark.asyncio",
+        "module_mark": '@pytest.mark.asyncio(loop_scope="module")',
+        "fixture": "@pytest_asyncio.fixture",
+        "module_fixture": '@pytest_asyncio.fixture(scope="module", loop_scope="module")',
+        "backend": "",
+    },
+    "pytest-asyncio-auto": {  # no markers, plain fixtures: auto mode takes every async test and fixture
+        "head": "import pytest_asyncio",
+        "mark": "",
+        "module_mark": "",  # each test on a loop of its own, the module fixture on the module's: handles cross loops
+        "fixture": "@pytest.fixture",
+        "module_fixture": '@pytest_asyncio.fixture(scope="module", loop_scope="module")',
+        "backend": "",
+    },
+    "anyio": {  # pytest-asyncio is switched off (-p no:asyncio): anyio's plugin alone
+        "head": """
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"   # refs are asyncio futures: the trio backend cannot await them
+""",
+        "mark": "@pytest.mark.anyio",
+        "module_mark": "@pytest.mark.anyio",
+        "fixture": "@pytest.fixture",
+        "module_fixture": '@pytest.fixture(scope="module")',
+        "backend": ", anyio_backend",
+    },
+}
+RUNNER_ARGS = {
+    "pytest-asyncio-strict": ["-o", "asyncio_mode=strict", "-o", "asyncio_default_fixture_loop_scope=function"],
+    "pytest-asyncio-auto": ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"],
+    "anyio": ["-p", "no:asyncio"],
+}
+
+ASYNC_PER_TEST = """
+{head}
+
+addresses = []
+
+
+{fixture}
+async def fresh_counter(actorloop_node{backend}):
+    c = Counter.remote()
+    assert await c.incr.remote() == 1   # awaited on the loop of the fixture and the test
+    yield c
+    assert await c.incr.remote() >= 2   # the teardown runs on that loop too, before the node ends
+    actorloop.kill(c)
+
+
+{mark}
+async def test_async_test_on_a_node_of_its_own(actorloop_node):
+    c = Counter.options(name="ends-with-its-node").remote()   # not a leftover: the node ends after the test
+    ref = c.aincr.remote()
+    assert ref.get_loop() is asyncio.get_running_loop()
+    assert await ref == 1
+    assert actorloop.get_runtime_context().namespace == actorloop_node.namespace
+    addresses.append(actorloop_node.address)
+
+
+{mark}
+async def test_the_next_async_test_gets_a_fresh_node(actorloop_node):
+    assert actorloop_node.address != addresses[0]
+    c = Counter.options(name="ends-with-its-node").remote()   # the name is free: a fresh node
+    assert await asyncio.gather(c.incr.remote(), c.aincr.remote()) == [1, 2]
+
+
+{mark}
+async def test_an_async_fixture_on_the_per_test_node(fresh_counter):
+    assert await fresh_counter.aincr.remote() == 2
+"""
+
+ASYNC_PER_MODULE = """
+{head}
+
+
+{module_fixture}
+async def shared_counter(actorloop_module_node{backend}):
+    c = Counter.remote()
+    await c.incr.remote()
+    yield c
+    actorloop.kill(c)
+
+
+{module_mark}
+async def test_a_module_async_fixture_first(shared_counter):
+    assert await shared_counter.aincr.remote() == 2
+
+
+{module_mark}
+async def test_a_module_async_fixture_then(shared_counter):
+    assert await shared_counter.aincr.remote() == 3
+
+
+{mark}
+async def test_an_async_test_that_leaves_a_named_actor(actorloop_module_node):
+    c = Counter.options(name="left-by-an-async-test").remote()
+    assert await c.incr.remote() == 1
+
+
+def test_cleans_up(actorloop_module_node):
+    actorloop.kill(actorloop.get_actor("left-by-an-async-test"))
+"""
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS))
+def test_async_tests_and_fixtures_under_each_runner(tmp_path: Path, runner: str) -> None:
+    """The node fixtures serve async tests, and async fixtures built on them, under every async runner."""
+    spelling = RUNNERS[runner]
+    files = {
+        "test_per_test.py": COUNTER + ASYNC_PER_TEST.format(**spelling),
+        "test_per_module.py": COUNTER + ASYNC_PER_MODULE.format(**spelling),
+    }
+    run = run_pytest(tmp_path / "asyncproject", files, *RUNNER_ARGS[runner], "-o", "actorloop_leftover_timeout=2")
+    got = {name: outcome for name, (outcome, _) in run.outcomes.items()}
+    assert got == {
+        "test_async_test_on_a_node_of_its_own": "passed",
+        "test_the_next_async_test_gets_a_fresh_node": "passed",
+        "test_an_async_fixture_on_the_per_test_node": "passed",
+        "test_a_module_async_fixture_first": "passed",
+        "test_a_module_async_fixture_then": "passed",
+        "test_an_async_test_that_leaves_a_named_actor": "failed",  # the leftover check sees async tests too
+        "test_cleans_up": "passed",
+    }, run.output
+    message = run.outcomes["test_an_async_test_that_leaves_a_named_actor"][1]
+    assert "left 1 actor(s) behind" in message and "'left-by-an-async-test'" in message
+    assert "outlived the test session" not in run.output

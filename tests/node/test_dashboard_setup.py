@@ -52,6 +52,7 @@ def test_off_by_default_nothing_listens_on_tcp(daemon) -> None:  # type: ignore[
     rt = get_runtime()
     assert rt is not None and rt.node_request("status")["dashboard_url"] is None
     assert _listening(pid) == []
+    assert "dashboard" not in daemon.cli("status").stdout
 
 
 def test_start_with_dashboard_port_serves_metrics_on_loopback(daemon) -> None:  # type: ignore[no-untyped-def]
@@ -66,6 +67,10 @@ def test_start_with_dashboard_port_serves_metrics_on_loopback(daemon) -> None:  
     assert _listening(_node_pid(daemon)) == [("127.0.0.1", port)]
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         assert b"actorloop_actors" in resp.read()
+    # `actorloop status` shows where the dashboard is.
+    status = daemon.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert f"dashboard: {url} (metrics: {url}/metrics)" in status.stdout.splitlines()
     # A driver that joins and asks for the same dashboard gets its URL.
     ctx = actorloop.init(address=daemon.dir, dashboard_port=port)
     assert ctx.dashboard_url == url

@@ -7,7 +7,9 @@ again), and nothing on any other line:
 
 - mypy with the plugin (``plugins = ["actorloop.mypy"]``): every file;
 - mypy without it: Ray's typed pattern, which needs no plugin;
-- pyright, strict: Ray's typed pattern and the decorator with ``@actorloop.method``.
+- pyright, strict: Ray's typed pattern and the decorator with ``@actorloop.method``;
+- both mypy with the plugin and pyright: the examples whose annotations the docs promise
+  check cleanly (``EXAMPLE_FILES``: no error at all).
 
 The checkers run in parallel, with mypy's cache kept in the temp directory between runs.
 """
@@ -30,6 +32,8 @@ ROOT = HERE.parent.parent
 MYPY_PLUGIN_FILES = ["readme_style.py", "typed_pattern.py", "decorated_methods.py"]
 MYPY_NO_PLUGIN_FILES = ["typed_pattern.py"]
 PYRIGHT_FILES = ["typed_pattern.py", "decorated_methods.py"]
+#: Examples users copy from: clean under mypy --strict with the plugin and under pyright --strict.
+EXAMPLE_FILES = [str(ROOT / "examples" / "quickstart.py")]
 
 #: The error each marker stands for, as each checker names it.
 EQUIVALENT = {
@@ -49,7 +53,7 @@ def _expected(files: list[str]) -> dict[tuple[str, int], str]:
             match = MARKER.search(line)
             if match:
                 assert match.group(1) in EQUIVALENT, f"{name}:{number}: unknown marker {match.group(1)!r}"
-                expected[(name, number)] = match.group(1)
+                expected[(Path(name).name, number)] = match.group(1)
     return expected
 
 
@@ -112,14 +116,14 @@ def _compare(checker: str, errors: Errors, files: list[str]) -> None:
 def checkers() -> dict[str, subprocess.Popen[str]]:
     """Start all three at once: each takes seconds, and they are independent."""
     return {
-        "mypy with the plugin": _mypy("mypy-plugin.ini", MYPY_PLUGIN_FILES),
+        "mypy with the plugin": _mypy("mypy-plugin.ini", MYPY_PLUGIN_FILES + EXAMPLE_FILES),
         "mypy without the plugin": _mypy("mypy-no-plugin.ini", MYPY_NO_PLUGIN_FILES),
-        "pyright": _pyright(PYRIGHT_FILES),
+        "pyright": _pyright(PYRIGHT_FILES + EXAMPLE_FILES),
     }
 
 
 def test_mypy_with_the_plugin(checkers: dict[str, subprocess.Popen[str]]) -> None:
-    _compare("mypy with the plugin", _mypy_errors(checkers["mypy with the plugin"]), MYPY_PLUGIN_FILES)
+    _compare("mypy with the plugin", _mypy_errors(checkers["mypy with the plugin"]), MYPY_PLUGIN_FILES + EXAMPLE_FILES)
 
 
 def test_mypy_without_the_plugin(checkers: dict[str, subprocess.Popen[str]]) -> None:
@@ -127,7 +131,7 @@ def test_mypy_without_the_plugin(checkers: dict[str, subprocess.Popen[str]]) -> 
 
 
 def test_pyright_strict(checkers: dict[str, subprocess.Popen[str]]) -> None:
-    _compare("pyright", _pyright_errors(checkers["pyright"]), PYRIGHT_FILES)
+    _compare("pyright", _pyright_errors(checkers["pyright"]), PYRIGHT_FILES + EXAMPLE_FILES)
 
 
 def test_every_marker_is_checked() -> None:
