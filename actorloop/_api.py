@@ -327,6 +327,8 @@ def wait(
     """
     given = list(refs)
     if any(isinstance(ref, ObjectRefGenerator) for ref in given):
+        if _backend.current is not None:  # backend hook (streams)
+            return _backend.current.wait(given, num_returns, timeout, fetch_local)
         return _wait_with_generators(given, num_returns, timeout)
     ref_list = given
     for ref in ref_list:
@@ -601,6 +603,8 @@ def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False
                 "actorloop.cancel(force=True) is not supported for streams; cancel without force (the generator "
                 "stops in the actor), or end the actor with actorloop.kill(handle)"
             )
+        if _backend.current is not None:  # backend hook (streams)
+            return _backend.current.cancel(ref, force, recursive)
         _cancel_on_loop(ref._state.loop, ref._cancel_by_user)
         return
     if not isinstance(ref, ObjectRef):

@@ -26,13 +26,19 @@ from typing import Any
 
 import ray
 
-from .._meta import ActorInfo
+from .._meta import STREAMING, ActorInfo
 from .._ref import ObjectRef
+from .._stream import DEFAULT_WINDOW, ObjectRefGenerator
 from ._actors import RayActorHandle, _activate_in_worker, create_actor, kill
 from ._errors import to_ours
-from ._refs import RayRef, unwrap_args, wrap
+from ._refs import RayObjectRefGenerator, RayRef, ray_waitable, unwrap_args, wrap
 
-__all__ = ["RayBackend", "RayRef", "RayActorHandle", "start"]
+__all__ = ["RayBackend", "RayRef", "RayActorHandle", "RayObjectRefGenerator", "start"]
+
+_GET_GENERATOR = (
+    "actorloop.get() does not take an ObjectRefGenerator (as in Ray): iterate over it (`for ref in gen: "
+    "actorloop.get(ref)`), or get(gen.completed()) to wait for its end"
+)
 
 def start(
     address: str | None = None,
@@ -91,16 +97,19 @@ class RayBackend:
         remote = _ray_function_for(function, options)
         args, kwargs = unwrap_args(args, kwargs)
         try:
-            return wrap(remote.remote(*args, **kwargs))
+            out = remote.remote(*args, **kwargs)
         except Exception as exc:
             raise to_ours(exc) from None
+        return wrap(out, f"remote function {function.__name__}")
 
     # -- refs ---------------------------------------------------------------------------
 
     def get(self, refs: Any, timeout: float | None) -> Any:
         single = isinstance(refs, ObjectRef)
         ref_list = [refs] if single else list(refs) if isinstance(refs, (list, tuple)) else None
-        if ref_list is None:
+        if ref_list is None or any(isinstance(r, ObjectRefGenerator) for r in ref_list):
+            if isinstance(refs, ObjectRefGenerator) or ref_list is not None:
+                raise TypeError(_GET_GENERATOR)
             raise TypeError(f"actorloop.get() takes an ObjectRef or a list of them, got {type(refs).__name__}")
         inner = [_ray_ref_of(r, "get") for r in ref_list]
         if timeout is not None and timeout < 0:
@@ -114,16 +123,30 @@ class RayBackend:
     def wait(
         self, refs: list[Any], num_returns: int, timeout: float | None, fetch_local: bool
     ) -> tuple[list[Any], list[Any]]:
-        inner = [_ray_ref_of(r, "wait") for r in refs]
+        """``ray.wait`` over refs and streams (a stream is ready when ``next`` would not block, as in Ray)."""
+        inner = [ray_waitable(r, "wait") for r in refs]
         if not inner:
             return [], []
+        if len(set(map(id, refs))) != len(refs):
+            raise ValueError("actorloop.wait() got the same ObjectRef twice")
+        if not 0 <= num_returns <= len(refs):
+            raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, got {num_returns}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
         try:
             ready, _ = ray.wait(inner, num_returns=num_returns, timeout=timeout, fetch_local=fetch_local)
         except Exception as exc:
             raise to_ours(exc) from None
-        ready_set = set(ready)
+        # Ray's refs compare by id; its generators by identity.
+        ready_ids = {id(x) for x in ready if isinstance(x, ray.ObjectRefGenerator)}
+        ready_refs = {x for x in ready if not isinstance(x, ray.ObjectRefGenerator)}
+
+        def is_ready(x: Any) -> bool:
+            return id(x) in ready_ids if isinstance(x, ray.ObjectRefGenerator) else x in ready_refs
+
         # In the order given, as on the local node.
-        return [r for r in refs if r.ray_ref in ready_set], [r for r in refs if r.ray_ref not in ready_set]
+        flags = [is_ready(x) for x in inner]
+        return [r for r, f in zip(refs, flags, strict=True) if f], [r for r, f in zip(refs, flags, strict=True) if not f]
 
     def put(self, value: Any) -> RayRef[Any]:
         try:
@@ -132,7 +155,9 @@ class RayBackend:
             raise to_ours(exc) from None
 
     def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
-        inner = _ray_ref_of(ref, "cancel")
+        inner = ray_waitable(ref, "cancel")
+        if isinstance(ref, RayObjectRefGenerator):
+            ref._ended = True  # dropping it later cancels nothing more
         try:
             ray.cancel(inner, force=force, recursive=recursive)
         except ValueError:
@@ -225,6 +250,30 @@ def _ray_ref_of(ref: Any, what: str) -> Any:
     raise TypeError(f"actorloop.{what}() takes ObjectRefs, got {type(ref).__name__}")
 
 
+def _async_generator_task(fn: Any) -> Any:
+    """A sync generator running the async generator function ``fn`` on a loop of its own (Ray refuses async tasks)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _activate_in_worker()
+        loop = asyncio.new_event_loop()
+        agen = fn(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    item = loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            # Closed early (cancelled, dropped): the async generator's finally runs too.
+            try:
+                loop.run_until_complete(agen.aclose())
+            finally:
+                loop.close()
+
+    return run
+
+
 def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
     """The Ray remote function for an actorloop one with these options (made once per function and options)."""
     shared = function._shared
@@ -233,7 +282,17 @@ def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
     remote = cache.get(key)
     if remote is None:
         fn = function._function
-        if inspect.iscoroutinefunction(fn):
+        run: Any
+        if inspect.isasyncgenfunction(fn):
+            run = _async_generator_task(fn)
+        elif inspect.isgeneratorfunction(fn):
+            # Items go through a loop of our own: Ray sends values into the generator, which
+            # `yield from` a plain iterator would pass on (and fail on).
+            def run(*args: Any, **kwargs: Any) -> Any:
+                _activate_in_worker()
+                for item in fn(*args, **kwargs):  # noqa: UP028 (see above)
+                    yield item
+        elif inspect.iscoroutinefunction(fn):
             # Ray refuses `async def` tasks: each call runs the coroutine on a loop of its own.
             def run(*args: Any, **kwargs: Any) -> Any:
                 _activate_in_worker()
@@ -246,6 +305,9 @@ def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
 
         functools.update_wrapper(run, fn)
         ray_options = {k: v for k, v in options.items() if v is not None}
+        if ray_options.get("num_returns") == STREAMING:
+            # The local node's default window, so that memory stays bounded the same way (Ray's is none).
+            ray_options.setdefault("_generator_backpressure_num_objects", DEFAULT_WINDOW)
         remote = cache[key] = ray.remote(**ray_options)(run) if ray_options else ray.remote(run)
     return remote
 

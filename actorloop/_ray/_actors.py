@@ -21,7 +21,16 @@ import ray
 
 from .. import _backend, _http
 from .._handles import ActorClass, ActorHandle
-from .._meta import BUILTIN_METHODS, DEFAULT_GROUP, IGNORED_METHOD_OPTIONS, READY_METHOD, ClassMeta, check_num_returns
+from .._meta import (
+    BUILTIN_METHODS,
+    DEFAULT_GROUP,
+    IGNORED_METHOD_OPTIONS,
+    READY_METHOD,
+    STREAMING,
+    ClassMeta,
+    check_num_returns,
+)
+from .._stream import DEFAULT_WINDOW, UNBOUNDED_WINDOW, check_window
 from ._errors import to_ours
 from ._refs import unwrap_args, wrap
 
@@ -52,11 +61,6 @@ def ray_class_for(actor_class: ActorClass[Any], groups: dict[str, int] | None) -
 
 
 def _subclass_for(cls: type, meta: ClassMeta) -> type:
-    if inspect.iscoroutinefunction(cls.__init__):  # type: ignore[misc]
-        raise TypeError(
-            f"{cls.__name__}: an async __init__ is not supported on actorloop's Ray backend (Ray runs "
-            "constructors synchronously); do the async setup in an async method called after .remote()"
-        )
     namespace: dict[str, Any] = {
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
@@ -68,7 +72,7 @@ def _subclass_for(cls: type, meta: ClassMeta) -> type:
         func = inspect.getattr_static(cls, name)
         if isinstance(func, (staticmethod, classmethod)):
             continue
-        namespace[name] = _marked(func, method_meta.group, method_meta.num_returns)
+        namespace[name] = _marked(func, method_meta.group, method_meta.num_returns, method_meta.window)
     if meta.has_routes:
         namespace[HTTP_METHOD] = _http_method
     namespace[READY_NONE_METHOD] = _ready
@@ -77,11 +81,23 @@ def _subclass_for(cls: type, meta: ClassMeta) -> type:
 
 def _make_init(cls: type) -> Any:
     original = cls.__init__  # type: ignore[misc]
+    init: Any
+    if inspect.iscoroutinefunction(original):
+        # Ray runs an `async def __init__` on the actor's event loop before any call (Ray 2.60).
+        async def async_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            _activate_in_worker()
+            await original(self, *args, **kwargs)
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        # This runs in the Ray worker: actorloop's API there goes to Ray as well.
-        _activate_in_worker()
-        original(self, *args, **kwargs)
+        init = async_init
+    else:
+
+        def sync_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            # This runs in the Ray worker: actorloop's API there goes to Ray as well.
+            _activate_in_worker()
+            original(self, *args, **kwargs)
+
+        init = sync_init
+    __init__ = init
 
     if inspect.isfunction(original):  # not object.__init__, which Ray's signature reader cannot take
         _copy_identity(__init__, original)
@@ -99,10 +115,37 @@ def _copy_identity(wrapper: Any, func: Any) -> None:
         pass
 
 
-def _marked(func: Any, group: str | None, num_returns: int | str) -> Any:
-    """A forwarder to ``func`` carrying Ray's method options (what ``ray.method`` sets)."""
+def _marked(func: Any, group: str | None, num_returns: int | str, window: int = 0) -> Any:
+    """A forwarder to ``func`` carrying Ray's method options (what ``ray.method`` sets).
+
+    A generator stays a generator (Ray streams what generator methods yield).
+    """
     forward: Any
-    if inspect.iscoroutinefunction(func):
+    if inspect.isasyncgenfunction(func):
+
+        async def forward_async_gen(self: Any, *args: Any, **kwargs: Any) -> Any:
+            agen = func(self, *args, **kwargs)
+            try:
+                async for item in agen:
+                    yield item
+            finally:
+                await agen.aclose()  # cancelled or dropped: the method's own finally runs now
+
+        forward = forward_async_gen
+    elif inspect.isgeneratorfunction(func):
+
+        def forward_gen(self: Any, *args: Any, **kwargs: Any) -> Any:
+            gen = func(self, *args, **kwargs)
+            try:
+                # A loop, not `yield from`: Ray sends values into the generator, which `yield from`
+                # would pass on to a plain iterator (range, str, ...) that cannot take them.
+                for item in gen:  # noqa: UP028
+                    yield item
+            finally:
+                gen.close()
+
+        forward = forward_gen
+    elif inspect.iscoroutinefunction(func):
 
         async def forward_async(self: Any, *args: Any, **kwargs: Any) -> Any:
             return await func(self, *args, **kwargs)
@@ -121,7 +164,14 @@ def _marked(func: Any, group: str | None, num_returns: int | str) -> Any:
         options["concurrency_group"] = group
     if num_returns != 1:
         options["num_returns"] = num_returns
+    if num_returns == STREAMING:
+        options["_generator_backpressure_num_objects"] = ray_window(window or DEFAULT_WINDOW)
     return ray.method(**options)(forward)
+
+
+def ray_window(window: int) -> int:
+    """Our checked window (``_stream.check_window``) as Ray's ``_generator_backpressure_num_objects``."""
+    return -1 if window == UNBOUNDED_WINDOW else window
 
 
 def _ready(self: Any) -> None:
@@ -300,12 +350,18 @@ class RayActorMethod:
             method = method.options(**self._options)
         args, kwargs = unwrap_args(args, kwargs)
         try:
-            return wrap(method.remote(*args, **kwargs))
+            out = method.remote(*args, **kwargs)
         except Exception as exc:
             raise to_ours(exc) from None
+        return wrap(out, f"{self._handle._class_name()}.{self._name}")
 
     def options(
-        self, *, concurrency_group: str | None = None, num_returns: int | None = None, **ray_options: Any
+        self,
+        *,
+        concurrency_group: str | None = None,
+        num_returns: int | str | None = None,
+        _generator_backpressure_num_objects: int | None = None,
+        **ray_options: Any,
     ) -> RayActorMethod:
         """Pick options for one call, checked as on the local node, then handed to Ray."""
         where = f"{self._handle._class_name()}.{self._name}.options()"
@@ -327,6 +383,9 @@ class RayActorMethod:
                 options["concurrency_group"] = concurrency_group
         if num_returns is not None:
             options["num_returns"] = check_num_returns(num_returns, where)
+        if _generator_backpressure_num_objects is not None:
+            window = check_window(_generator_backpressure_num_objects, where)
+            options["_generator_backpressure_num_objects"] = ray_window(window)
         return RayActorMethod(self._handle, self._name, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -41,7 +41,8 @@ def to_ours(exc: BaseException) -> BaseException:
         if isinstance(cause, rex.RayError):
             # A call that failed because a call it made failed: the inner failure is what counts.
             cause = to_ours(cause)
-        if isinstance(cause, ours.TaskError):
+        if isinstance(cause, (ours.TaskError, ours.TaskCancelledError)):
+            # A cancelled stream: Ray wraps its TaskCancelledError in a task error; ours is plain.
             return cause
         message = str(exc)
         return _make_task_error(message, cause, getattr(exc, "traceback_str", "") or message)

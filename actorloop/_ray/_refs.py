@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Generator, TypeVar
+from typing import Any, AsyncIterator, Generator, Iterator, TypeVar
 
 import ray
 
 from .._ref import ObjectRef
+from .._stream import ObjectRefGenerator, StreamValues
 from ._errors import to_ours
 
 T = TypeVar("T")
@@ -136,12 +137,143 @@ def _cancel_quietly(ray_ref: ray.ObjectRef[Any]) -> None:
         pass
 
 
-def wrap(out: Any) -> Any:
-    """What a Ray ``.remote()`` returned, as actorloop refs: a ref, a list of refs, or None.
+class RayObjectRefGenerator(ObjectRefGenerator[T]):
+    """An ``actorloop.ObjectRefGenerator`` for a Ray ``ObjectRefGenerator`` (``gen.ray_gen``).
 
-    This is the one place where a Ray result becomes ours: a streaming
-    generator (``ray.ObjectRefGenerator``) is to be wrapped here once actorloop
-    has streams.
+    Each step gives a ``RayRef`` of the next item (``for``, ``next``, ``async
+    for``, ``__anext__``); ``values()`` gives the items themselves.  An error
+    of the generator (or the actor's death) comes at its position, as a ref
+    that raises it (``values()`` raises it), mapped to actorloop's classes.
+    The base class's local stream state is never made; every method a caller
+    uses is overridden here.
+    """
+
+    __slots__ = ("ray_gen", "_where", "_ended")
+
+    def __init__(self, ray_gen: Any, where: str = "a generator") -> None:  # no base __init__: no local state
+        self.ray_gen = ray_gen
+        self._where = where
+        #: Set once the consumer saw the end (StopIteration) or cancelled: dropping it then cancels nothing.
+        self._ended = False
+
+    # -- Ray's interface ----------------------------------------------------------------
+
+    def __iter__(self) -> RayObjectRefGenerator[T]:
+        return self
+
+    def __next__(self) -> ObjectRef[T]:
+        """The ref of the next item, blocking this thread until it arrived; StopIteration at the end."""
+        try:
+            ref = next(self.ray_gen)
+        except StopIteration:
+            self._ended = True
+            raise
+        except Exception as exc:
+            raise to_ours(exc) from None
+        return RayRef(ref)
+
+    def __aiter__(self) -> RayObjectRefGenerator[T]:
+        return self
+
+    async def __anext__(self) -> ObjectRef[T]:
+        """The ref of the next item, once it arrived; StopAsyncIteration at the end."""
+        try:
+            ref = await self.ray_gen.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+        except asyncio.CancelledError:
+            # The consuming task was cancelled: so is the stream, as on the local node.
+            self.close()
+            raise
+        except Exception as exc:
+            raise to_ours(exc) from None
+        return RayRef(ref)
+
+    def completed(self) -> ObjectRef[None]:
+        """A ref that resolves (to None) once the generator finished in the actor, or raises its error."""
+        return RayRef(self.ray_gen.completed())
+
+    def is_finished(self) -> bool:
+        """Whether the generator finished and every item (and its error, if any) was taken."""
+        return bool(self.ray_gen.is_finished())
+
+    def next_ready(self) -> bool:
+        """Whether ``next(gen)`` would return at once (an item, the error, or StopIteration)."""
+        return bool(self.ray_gen.next_ready())
+
+    def close(self) -> None:
+        """Stop the generator in the actor (``ray.cancel``; its ``finally`` runs)."""
+        if not self._ended:
+            self._ended = True
+            _cancel_quietly(self.ray_gen)
+
+    def values(self) -> StreamValues[T]:
+        """The items themselves: ``for v in gen.values()`` or ``async for v in gen.values()``.
+
+        The generator's error is raised where it happened, after the items before it.
+        """
+        return RayStreamValues(self)
+
+    # -- the rest -------------------------------------------------------------------------
+
+    def _cancel_by_user(self) -> None:
+        self._ended = True
+        ray.cancel(self.ray_gen)
+
+    def __del__(self) -> None:
+        # Dropping an unfinished generator stops it in the actor, as on the local node (Ray itself
+        # would run the generator on to its end, held back only by backpressure).
+        try:
+            ended = self._ended
+        except AttributeError:
+            return
+        if not ended and ray.is_initialized():
+            _cancel_quietly(self.ray_gen)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "an ObjectRefGenerator cannot be pickled (as in Ray); consume it where it was made and pass the "
+            "values (or their refs) on"
+        )
+
+    def __repr__(self) -> str:
+        status = "finished" if self._ended else "running"
+        return f"ObjectRefGenerator({self._where}, ray, {status})"
+
+
+class RayStreamValues(StreamValues[T]):
+    """``gen.values()`` on Ray: each item's value, fetched as its ref arrives; errors raised at their position."""
+
+    __slots__ = ()
+
+    def __init__(self, gen: RayObjectRefGenerator[T]) -> None:  # no base __init__: no local state
+        self._gen = gen
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        ref = await self._gen.__anext__()
+        return await ref
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._gen).result()
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def __repr__(self) -> str:
+        return f"StreamValues({self._gen!r})"
+
+
+def wrap(out: Any, where: str = "a call") -> Any:
+    """What a Ray ``.remote()`` returned, as actorloop's: a ref, a list of refs, None, or a stream.
+
+    This is the one place where a Ray result becomes ours.
     """
     if isinstance(out, ray.ObjectRef):
         return RayRef(out)
@@ -150,10 +282,22 @@ def wrap(out: Any) -> Any:
     if isinstance(out, list):
         return [RayRef(r) for r in out]
     if isinstance(out, ray.ObjectRefGenerator):
-        raise NotImplementedError(
-            "generator methods (num_returns='streaming') are not supported by actorloop's Ray backend yet"
-        )
+        return RayObjectRefGenerator(out, where)
     return out
+
+
+def ray_waitable(item: Any, what: str) -> Any:
+    """The Ray object behind an actorloop ref or stream of this backend (for ``wait``, ``cancel``)."""
+    if isinstance(item, RayRef):
+        return item.ray_ref
+    if isinstance(item, RayObjectRefGenerator):
+        return item.ray_gen
+    if isinstance(item, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError(
+            f"actorloop.{what}(): this {type(item).__name__} comes from actorloop's local node, not from Ray"
+        )
+    raise TypeError(f"actorloop.{what}() takes ObjectRefs and ObjectRefGenerators, got {type(item).__name__}")
+
 
 
 def unwrap_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

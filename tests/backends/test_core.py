@@ -490,14 +490,342 @@ def test_an_unpicklable_argument_fails_in_the_caller(backend: str) -> None:
     assert actorloop.get(c.increment.remote()) == 1  # the actor lives on
 
 
-def test_refs_and_handles_inside_containers_on_ray(backend: str) -> None:
-    if backend == "local":
-        pytest.skip("refs nested in containers travel on Ray; on the local node that is issue 12's part")
+def test_refs_and_handles_inside_a_put_container(backend: str) -> None:
     c = Counter.remote()
     ref = actorloop.put(3)
-    nested = actorloop.get(square.remote(2))
-    assert nested == 4
     box = actorloop.get(actorloop.put({"ref": ref, "handle": c}))
     assert isinstance(box["ref"], actorloop.ObjectRef) and actorloop.get(box["ref"]) == 3
     assert isinstance(box["handle"], actorloop.ActorHandle)
     assert actorloop.get(box["handle"].increment.remote()) == 1
+
+
+# -- nested refs ---------------------------------------------------------------------------------
+
+
+@actorloop.remote
+class Holder:
+    def is_ref(self, box: list[object]) -> bool:
+        return isinstance(box[0], actorloop.ObjectRef)
+
+    def get_all(self, refs: list[actorloop.ObjectRef[object]]) -> list[object]:
+        return actorloop.get(refs)  # type: ignore[no-any-return]
+
+    def get_deep(self, tree: dict[str, object]) -> list[object]:
+        (first, (second, inner)) = tree["a"]  # type: ignore[misc]
+        return actorloop.get([first, second, inner["c"]])  # type: ignore[no-any-return]
+
+    def call_and_return(self, other: actorloop.ActorHandle) -> dict[str, object]:
+        # A ref made here, returned inside the result: the caller gets a ref, not a value.
+        return {"ref": other.increment.remote(), "put": actorloop.put("put here")}
+
+    def return_ref(self, other: actorloop.ActorHandle) -> object:
+        return other.increment.remote()
+
+
+@actorloop.remote
+class AsyncHolder:
+    async def await_all(self, refs: list[actorloop.ObjectRef[object]]) -> list[object]:
+        return [await ref for ref in refs]
+
+
+@actorloop.remote
+def get_nested(refs: dict[str, list[actorloop.ObjectRef[int]]]) -> list[int]:
+    return actorloop.get(refs["refs"])  # type: ignore[no-any-return]
+
+
+@actorloop.remote
+def return_nested(x: int) -> list[actorloop.ObjectRef[int]]:
+    return [square.remote(x)]
+
+
+def test_nested_refs_in_arguments_stay_refs_and_resolve_in_the_actor(backend: str) -> None:
+    h, c = Holder.remote(), Counter.remote()
+    done = c.increment.remote()
+    actorloop.get(done)
+    assert actorloop.get(h.is_ref.remote([done])) is True
+    assert actorloop.get(h.get_all.remote([done, c.increment.remote(), actorloop.put("p")]), timeout=60) == [1, 2, "p"]
+    deep = {"a": (c.add.remote(1), [c.add.remote(2), {"c": actorloop.put(3)}])}
+    assert actorloop.get(h.get_deep.remote(deep), timeout=60) == [1, 2, 3]
+    assert actorloop.get(h.get_all.remote(refs=[c.add.remote(4)]), timeout=60) == [4]  # in kwargs too
+
+
+def test_nested_refs_are_awaited_in_an_async_actor(backend: str) -> None:
+    c = Counter.remote()
+    refs = [c.add.remote(i) for i in range(3)]
+    assert actorloop.get(AsyncHolder.remote().await_all.remote(refs), timeout=60) == [0, 1, 2]
+
+
+def test_refs_returned_inside_a_result_stay_refs(backend: str) -> None:
+    h, c = Holder.remote(), Counter.remote(10)
+    box = actorloop.get(h.call_and_return.remote(c), timeout=60)
+    assert isinstance(box["ref"], actorloop.ObjectRef) and isinstance(box["put"], actorloop.ObjectRef)
+    assert actorloop.get([box["ref"], box["put"]], timeout=60) == [11, "put here"]
+    whole = actorloop.get(h.return_ref.remote(c), timeout=60)
+    assert isinstance(whole, actorloop.ObjectRef) and actorloop.get(whole, timeout=60) == 12
+    # Passed on to another actor, nested: still a ref there.
+    assert actorloop.get(h.get_all.remote([whole]), timeout=60) == [12]
+
+
+def test_remote_functions_take_and_return_nested_refs(backend: str) -> None:
+    assert actorloop.get(get_nested.remote({"refs": [square.remote(3), actorloop.put(4)]}), timeout=60) == [9, 4]
+    (ref,) = actorloop.get(return_nested.remote(5), timeout=60)
+    assert isinstance(ref, actorloop.ObjectRef) and actorloop.get(ref, timeout=60) == 25
+
+
+def test_failed_nested_refs_carry_their_error(backend: str) -> None:
+    c, h = Counter.remote(), Holder.remote()
+    with pytest.raises(ValueError, match="boom"):
+        actorloop.get(h.get_all.remote([c.fail.remote()]), timeout=60)
+
+
+# -- async __init__ ----------------------------------------------------------------------------
+
+
+@actorloop.remote
+class AsyncInit:
+    async def __init__(self, value: int) -> None:
+        await asyncio.sleep(0)
+        self.value = value
+        self.loop = id(asyncio.get_running_loop())
+
+    async def read(self) -> tuple[int, bool]:
+        return self.value, id(asyncio.get_running_loop()) == self.loop
+
+
+@actorloop.remote
+class AsyncInitFails:
+    async def __init__(self) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("async constructor failed")
+
+    async def ping(self) -> str:
+        return "pong"
+
+
+def test_async_init_runs_on_the_actors_loop(backend: str) -> None:
+    a = AsyncInit.remote(3)
+    assert actorloop.get(a.ready()) is None
+    assert actorloop.get(a.read.remote(), timeout=60) == (3, True)
+    with pytest.raises(ActorDiedError, match="async constructor failed"):
+        actorloop.get(AsyncInitFails.remote().ping.remote(), timeout=60)
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+
+@actorloop.remote
+class Producer:
+    def __init__(self) -> None:
+        self.closed = 0
+        self.produced = 0
+
+    def numbers(self, n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    async def evens(self, n: int):  # type: ignore[no-untyped-def]
+        for i in range(0, n, 2):
+            await asyncio.sleep(0)
+            yield i
+
+    def fails_after(self, n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+        raise ValueError("no more")
+
+    async def endless(self):  # type: ignore[no-untyped-def]
+        try:
+            i = 0
+            while True:
+                self.produced = i + 1
+                yield i
+                i += 1
+                await asyncio.sleep(0.001)
+        finally:
+            self.closed += 1
+
+    @actorloop.method(_generator_backpressure_num_objects=2)
+    async def windowed(self):  # type: ignore[no-untyped-def]
+        for i in range(100):
+            self.produced = i + 1
+            yield i
+
+    def plain(self) -> int:
+        return 1
+
+    async def counts(self) -> tuple[int, int]:
+        return self.produced, self.closed
+
+    async def die_after(self, n: int):  # type: ignore[no-untyped-def]
+        import os
+
+        for i in range(n):
+            yield i
+        await asyncio.sleep(0.2)  # the items leave first
+        os._exit(1)
+
+
+@actorloop.remote
+def letters(word: str):  # type: ignore[no-untyped-def]
+    yield from word
+
+
+@actorloop.remote
+async def async_letters(word: str):  # type: ignore[no-untyped-def]
+    for c in word:
+        await asyncio.sleep(0)
+        yield c
+
+
+@actorloop.remote
+def letters_then_fail(word: str):  # type: ignore[no-untyped-def]
+    yield from word
+    raise KeyError("out of letters")
+
+
+def test_stream_sync_forms(backend: str) -> None:
+    p = Producer.remote()
+    gen = p.numbers.remote(4)
+    assert isinstance(gen, actorloop.ObjectRefGenerator)
+    refs = list(gen)
+    assert all(isinstance(r, actorloop.ObjectRef) for r in refs)
+    assert actorloop.get(refs) == [0, 1, 2, 3]
+    gen = p.numbers.options(num_returns="streaming").remote(2)
+    assert actorloop.get(next(gen)) == 0 and actorloop.get(next(gen)) == 1
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert gen.is_finished()
+    assert list(p.evens.remote(6).values()) == [0, 2, 4]
+    done = p.numbers.remote(1)
+    list(done)
+    assert actorloop.get(done.completed(), timeout=60) is None
+    with pytest.raises(TypeError, match="ObjectRefGenerator"):
+        actorloop.get(p.numbers.remote(1))
+
+
+def test_stream_async_forms(backend: str) -> None:
+    p = Producer.remote()
+
+    async def main() -> tuple[list[int], list[int], int]:
+        by_ref = [await ref async for ref in p.evens.remote(6)]
+        by_value = [v async for v in p.numbers.remote(3).values()]
+        gen = p.numbers.remote(1)
+        first = await (await gen.__anext__())
+        with pytest.raises(StopAsyncIteration):
+            await gen.__anext__()
+        return by_ref, by_value, first
+
+    assert asyncio.run(main()) == ([0, 2, 4], [0, 1, 2], 0)
+
+
+def test_stream_from_remote_functions(backend: str) -> None:
+    assert [actorloop.get(r) for r in letters.remote("abc")] == ["a", "b", "c"]
+    assert list(async_letters.remote("xyz").values()) == ["x", "y", "z"]
+
+    async def main() -> list[str]:
+        return [v async for v in letters.options(_generator_backpressure_num_objects=1).remote("de").values()]
+
+    assert asyncio.run(main()) == ["d", "e"]
+
+
+def test_stream_errors_come_at_their_position(backend: str) -> None:
+    p = Producer.remote()
+    refs = list(p.fails_after.remote(2))
+    assert actorloop.get(refs[:2]) == [0, 1] and len(refs) == 3
+    with pytest.raises(ValueError, match="no more") as info:
+        actorloop.get(refs[2])
+    assert isinstance(info.value, TaskError)
+    got: list[str] = []
+    with pytest.raises(KeyError, match="out of letters"):
+        for v in letters_then_fail.remote("ab").values():
+            got.append(v)
+    assert got == ["a", "b"]
+
+    async def main() -> list[int]:
+        seen: list[int] = []
+        with pytest.raises(ValueError):
+            async for v in p.fails_after.remote(1).values():
+                seen.append(v)
+        return seen
+
+    assert asyncio.run(main()) == [0]
+    assert actorloop.get(p.plain.remote()) == 1  # the actor lives on
+
+
+def test_stream_wait(backend: str) -> None:
+    p = Producer.remote()
+    gen = p.numbers.remote(3)
+    ready, not_ready = actorloop.wait([gen], timeout=60)
+    assert ready == [gen] and not_ready == []
+    endless = p.endless.remote()
+    ref = p.plain.remote()
+    ready, not_ready = actorloop.wait([gen, ref, endless], num_returns=3, timeout=60)
+    assert ready == [gen, ref, endless]
+    actorloop.cancel(endless)
+
+
+def test_stream_backpressure(backend: str) -> None:
+    p = Producer.remote()
+    gen = p.windowed.remote()
+    assert actorloop.get(next(gen)) == 0
+    # The generator runs at most 2 items ahead of what was consumed: it stops there.
+    wait_until(lambda: actorloop.get(p.counts.remote())[0] >= 2, "the generator to run ahead")
+    time.sleep(0.5)  # give it the chance to run further (it must not)
+    assert actorloop.get(p.counts.remote())[0] <= 4
+    assert [actorloop.get(r) for r in gen] == list(range(1, 100))
+    per_call = p.endless.options(_generator_backpressure_num_objects=1).remote()
+    assert actorloop.get(next(per_call)) == 0
+    actorloop.cancel(per_call)
+    with pytest.raises(ValueError, match="_generator_backpressure_num_objects"):
+        p.endless.options(_generator_backpressure_num_objects=0)
+
+
+def test_stream_cancel_stops_the_generator(backend: str) -> None:
+    p = Producer.remote()
+    gen = p.endless.remote()
+    assert actorloop.get(next(gen)) == 0
+    actorloop.cancel(gen)
+    outcomes = []
+    for ref in gen:
+        try:
+            outcomes.append(actorloop.get(ref, timeout=60))
+        except TaskCancelledError:
+            outcomes.append("cancelled")
+    assert outcomes and outcomes[-1] == "cancelled"
+    wait_until(lambda: actorloop.get(p.counts.remote())[1] == 1, "the generator's finally")
+    # Dropping an unfinished generator stops it too.
+    dropped = p.endless.remote()
+    assert actorloop.get(next(dropped)) == 0
+    del dropped
+    wait_until(lambda: actorloop.get(p.counts.remote())[1] == 2, "the dropped generator's finally")
+
+    async def main() -> None:
+        gen = p.endless.remote()
+        await gen.__anext__()
+
+        async def consume() -> None:
+            async for _ in gen:
+                pass
+
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(consume(), 0.3)  # the consuming task is cancelled
+
+    asyncio.run(main())
+    wait_until(lambda: actorloop.get(p.counts.remote())[1] == 3, "the cancelled consumer's stream to stop")
+
+
+def test_stream_actor_died_mid_stream(backend: str) -> None:
+    p = Producer.remote()
+    got: list[int] = []
+    with pytest.raises(ActorDiedError):
+        for v in p.die_after.remote(2).values():
+            got.append(v)
+    assert got == [0, 1]
+
+
+def test_a_stream_cannot_be_pickled(backend: str) -> None:
+    import pickle
+
+    p = Producer.remote()
+    gen = p.numbers.remote(1)
+    with pytest.raises(TypeError, match="pickled"):
+        pickle.dumps(gen)
+    list(gen)
