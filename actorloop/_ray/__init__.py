@@ -146,7 +146,8 @@ class RayBackend:
 
         # In the order given, as on the local node.
         flags = [is_ready(x) for x in inner]
-        return [r for r, f in zip(refs, flags, strict=True) if f], [r for r, f in zip(refs, flags, strict=True) if not f]
+        ready_items = [r for r, f in zip(refs, flags, strict=True) if f]
+        return ready_items, [r for r, f in zip(refs, flags, strict=True) if not f]
 
     def put(self, value: Any) -> RayRef[Any]:
         try:

@@ -302,6 +302,7 @@ def test_runtime_context_inside_an_actor(backend: str) -> None:
     actor_id, namespace = actorloop.get(c.whoami.remote())
     assert actor_id
     assert namespace == actorloop.get_runtime_context().namespace
+    actorloop.kill(c)  # a named actor lives on until killed
 
 
 # -- concurrency ------------------------------------------------------------------------
@@ -440,6 +441,7 @@ def test_http_routes(backend: str) -> None:
     # A second handle (found by name, or passed on) names the same server.
     named = Routes.options(name="routes").remote()
     assert actorloop.get_actor("routes").http_url == named.http_url
+    actorloop.kill(named)
 
 
 def test_http_routes_with_restarts(backend: str) -> None:
