@@ -9,8 +9,8 @@ options, metadata), ``RemoteFunction``, ``ObjectRef``/``ActorHandle`` (which
 
 Where things are:
 - ``_errors``: Ray's exceptions -> actorloop's.
-- ``_refs``: ``RayRef``, argument unwrapping, and ``wrap``, the one place a Ray
-  ``.remote()`` result becomes ours (streams will be wrapped there).
+- ``_refs``: ``RayRef``, ``RayObjectRefGenerator`` (streams), argument
+  unwrapping, and ``wrap``, the one place a Ray ``.remote()`` result becomes ours.
 - ``_actors``: actor classes, handles, methods, HTTP routes, ``kill``.
 - this module: ``RayBackend``, the functions of the public API.
 

@@ -1,4 +1,5 @@
-"""``RayRef``: an ``actorloop.ObjectRef`` that stands for a Ray ``ObjectRef``.
+"""``RayRef``: an ``actorloop.ObjectRef`` that stands for a Ray ``ObjectRef``;
+``RayObjectRefGenerator``: an ``actorloop.ObjectRefGenerator`` for Ray's.
 
 It is an instance of ``actorloop.ObjectRef`` (so ``isinstance`` checks and
 type hints hold on both backends), but unlike a local ref it belongs to no
