@@ -43,3 +43,10 @@ def test_a_task_error_is_also_the_cause_class() -> None:
 def test_other_errors_pass_through() -> None:
     error = ValueError("plain")
     assert to_ours(error) is error
+
+
+def test_a_cancelled_stream_is_a_plain_task_cancelled_error() -> None:
+    # Ray wraps the cancellation of a streaming call in a task error; actorloop's is plain.
+    ray_error = rex.RayTaskError("gen", "Traceback ...\nTaskCancelledError", rex.TaskCancelledError())
+    mapped = to_ours(ray_error)
+    assert type(mapped) is ours.TaskCancelledError
