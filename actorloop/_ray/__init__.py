@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
+import sys
 from typing import Any
 
 import ray
@@ -53,6 +55,11 @@ def start(
     """Connect to Ray (``ray.init``) unless this process already did; returns the backend."""
     if ray.is_initialized():
         return RayBackend(owned=False)
+    if not _is_a_terminal(sys.stdout):
+        # Ray colours the "(Actor pid=N)" prefix of forwarded output even into files and pipes; the
+        # local node writes it plain there, so a program's output is the same on both backends.
+        # RAY_COLOR_PREFIX=1 (or any value the user set) keeps Ray's choice.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     args: dict[str, Any] = dict(ray_options)
     args.update(
         address=address,
@@ -65,6 +72,13 @@ def start(
         args["num_cpus"] = num_cpus
     ray.init(**args)
     return RayBackend(owned=True)
+
+
+def _is_a_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
 
 
 class RayBackend:

@@ -191,9 +191,6 @@ def test_on_a_two_node_ray_cluster(two_node_cluster: str) -> None:
 PROGRAMS = sorted((pathlib.Path(__file__).resolve().parents[1] / "ray_compat" / "programs").glob("*.py"))
 #: Programs whose expected output differs on Ray, and why (docs/ray_backend.md).
 RAY_DIFFERS = {
-    "actor_repr.py": "Ray forwards an actor's output to the driver asynchronously (log monitor -> GCS -> driver) and "
-    "has no flush: a line printed just before the driver exits may be lost, on plain Ray 2.60 too (the local node "
-    "guarantees it). Timing-dependent: it passes when the line arrives in time",
     "terminating.py": "on Ray, ray.get() of the __ray_terminate__ call raises ActorDiedError (plain Ray 2.60 does the "
     "same, checked; the backend follows Ray, as for exit_actor) where the local node returns None",
     "fault_tolerance.py": "Ray's actor calls are at-most-once without max_task_retries (Ray's fault-tolerance docs): "
