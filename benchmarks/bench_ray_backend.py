@@ -4,7 +4,10 @@ Both run in one Ray instance, in turns (Ray, actorloop, Ray, actorloop ...),
 on one actor each; prints the median time per call and the ratio
 actorloop-on-Ray / Ray (1.0 = no overhead). Workloads: sequential
 ``get(a.f.remote(i))``, ``asyncio.gather`` of N calls to an async actor, and
-``get`` of a list of N calls to a sync actor.
+``get`` of a list of N calls to a sync actor, and a stream of N items from an
+async generator method (Ray: ``ray.get`` of each ref; actorloop: ``values()``
+and the ref form), both with a window of 128 items (actorloop's default, which
+the backend passes to Ray; Ray's own default is none).
 
     python benchmarks/bench_ray_backend.py [--calls N] [--rounds R]
 """
@@ -53,6 +56,10 @@ def _run(ray: Any, actorloop: Any, calls: int, rounds: int) -> int:
         async def f(self, x: int) -> int:
             return x
 
+        async def items(self, n: int):  # type: ignore[no-untyped-def]
+            for i in range(n):
+                yield i
+
     ray_sync, ray_async = ray.remote(Sync).remote(), ray.remote(Async).remote()
     al_sync, al_async = actorloop.remote(Sync).remote(), actorloop.remote(Async).remote()
     ray.get([ray_sync.f.remote(0), ray_async.f.remote(0)])
@@ -75,10 +82,22 @@ def _run(ray: Any, actorloop: Any, calls: int, rounds: int) -> int:
     def listed(get: Callable[[Any], Any], actor: Any) -> Callable[[], None]:
         return lambda: get([actor.f.remote(i) for i in range(calls)])
 
+    def streamed_ray(actor: Any) -> Callable[[], None]:
+        method = actor.items.options(_generator_backpressure_num_objects=128)
+        return lambda: [ray.get(ref) for ref in method.remote(calls)]  # type: ignore[func-returns-value]
+
+    def streamed_values(actor: Any) -> Callable[[], None]:
+        return lambda: list(actor.items.remote(calls).values())  # type: ignore[func-returns-value]
+
+    def streamed_refs(actor: Any) -> Callable[[], None]:
+        return lambda: [actorloop.get(ref) for ref in actor.items.remote(calls)]  # type: ignore[func-returns-value]
+
     workloads = {
         f"sequential get x{seq}": (sequential(ray.get, ray_sync), sequential(actorloop.get, al_sync), seq),
         f"gather x{calls} (async actor)": (gathered(ray_async), gathered(al_async), calls),
         f"get list x{calls} (sync actor)": (listed(ray.get, ray_sync), listed(actorloop.get, al_sync), calls),
+        f"stream x{calls}, values()": (streamed_ray(ray_async), streamed_values(al_async), calls),
+        f"stream x{calls}, refs": (streamed_ray(ray_async), streamed_refs(al_async), calls),
     }
     print(f"{'workload':34} {'Ray us/call':>12} {'actorloop-on-Ray':>17} {'ratio':>6}")
     for name, (on_ray, on_actorloop, n) in workloads.items():
