@@ -812,6 +812,11 @@ def test_stream_cancel_stops_the_generator(backend: str) -> None:
 
     asyncio.run(main())
     wait_until(lambda: actorloop.get(p.counts.remote())[1] == 3, "the cancelled consumer's stream to stop")
+    closing = p.endless.remote()
+    assert actorloop.get(next(closing)) == 0
+    wait_until(closing.next_ready, "the next item")
+    closing.close()
+    wait_until(lambda: actorloop.get(p.counts.remote())[1] == 4, "the closed generator's finally")
 
 
 def test_stream_actor_died_mid_stream(backend: str) -> None:
