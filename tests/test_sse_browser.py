@@ -15,42 +15,17 @@ that browser or Playwright is missing.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from _browser import REQUIRES_BROWSER, browser_page, off_loop
 from aiohttp import web
 
 import actorloop
 
-CHROMIUM = os.environ.get("ACTORLOOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
-
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[test]')"),
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"no Chromium at {CHROMIUM}: install the system's browser (apt-get install -y chromium); "
-        "the test never downloads one",
-    ),
-]
+pytestmark = REQUIRES_BROWSER
 
 # The page records every event it is given, and every open and error, for the test to read back.
 PAGE = """<!doctype html>
@@ -139,20 +114,8 @@ def node() -> Iterator[None]:
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    assert sync_playwright is not None
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-
-
-def off_loop(fn: Callable[[], Any]) -> Any:
-    """Run actorloop code on a thread of its own: Playwright's sync API keeps an event loop
-    marked running on the test's thread, where a blocking ``get()`` refuses to run."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result(timeout=60)
+    with browser_page() as pg:
+        yield pg
 
 
 def test_browser_event_source_reads_events_and_reconnects_with_last_event_id(page: Any) -> None:

@@ -204,29 +204,9 @@ def test_ray_style_programs_on_the_ray_backend(  # type: ignore[no-untyped-def]
     program: pathlib.Path, two_node_cluster: str, tmp_path, request
 ) -> None:
     """tests/ray_compat/programs, renamed to actorloop as a user would, on the cluster: the same output."""
-    from tests.ray_compat.test_programs import rename
+    from tests.ray_compat.test_programs import run_renamed
 
     if program.name in RAY_DIFFERS:
         # Run anyway (some differences depend on timing): a pass is fine, a failure is the known one.
         request.node.add_marker(pytest.mark.xfail(reason=f"differs on Ray: {RAY_DIFFERS[program.name]}", strict=False))
-    source = program.read_text()
-    expected = [line.split("# expect: ", 1)[1] for line in source.splitlines() if line.startswith("# expect: ")]
-    renamed = tmp_path / program.name
-    renamed.write_text(rename(source))
-    env = {k: v for k, v in os.environ.items() if k not in ("ACTORLOOP_ADDRESS",)}
-    env.update(ACTORLOOP_BACKEND="ray", RAY_ADDRESS=two_node_cluster, RAY_AUTH_MODE="token")
-    out = subprocess.run(
-        [sys.executable, str(renamed)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-        stdin=subprocess.DEVNULL,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    position = 0
-    for want in expected:
-        found = out.stdout.find(want, position)
-        assert found >= 0, f"{want!r} not in the output (after position {position}):\n{out.stdout}"
-        position = found + len(want)
+    run_renamed(program, tmp_path, ACTORLOOP_BACKEND="ray", RAY_ADDRESS=two_node_cluster, RAY_AUTH_MODE="token")

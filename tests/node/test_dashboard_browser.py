@@ -11,39 +11,15 @@ page (docs/img/dashboard.png is made this way).
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _browser import REQUIRES_BROWSER, browser_page, off_loop
 
 import actorloop
 
-CHROMIUM = os.environ.get("ACTORLOOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
-
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[test]')"),
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK),
-        reason=f"no Chromium at {CHROMIUM}: install the system's browser (apt-get install -y chromium); "
-        "the test never downloads one",
-    ),
-]
+pytestmark = REQUIRES_BROWSER
 
 
 @actorloop.remote
@@ -66,21 +42,8 @@ def dash() -> Iterator[str]:
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    assert sync_playwright is not None
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1500, "height": 420})
-            yield pg
-        finally:
-            browser.close()
-
-
-def off_loop(fn: Callable[[], Any]) -> Any:
-    """Run actorloop code on a thread of its own: Playwright's sync API keeps an event loop
-    marked running on the test's thread, where a blocking ``get()`` refuses to run."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result(timeout=60)
+    with browser_page(viewport={"width": 1500, "height": 420}) as pg:
+        yield pg
 
 
 def _calls_shown(page: Any, actor_id: str) -> int:
