@@ -17,19 +17,13 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.run import main as suite_main  # noqa: E402
+from benchmarks.run import run_with_defaults  # noqa: E402
 
 DEFAULTS = ["--only", "seq,gather_async,gather_sync,create", "--backends", "actorloop,ray", "--actors", "20"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
-    extra: list[str] = []
-    for i in range(0, len(DEFAULTS), 2):
-        if DEFAULTS[i] not in given:
-            extra += DEFAULTS[i : i + 2]
-    return suite_main(extra + args + (["--name", "bench-calls"] if "--name" not in given else []))
+    return run_with_defaults(DEFAULTS, "bench-calls", argv)
 
 
 if __name__ == "__main__":

@@ -605,6 +605,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def run_with_defaults(defaults: list[str], name: str, argv: list[str] | None = None) -> int:
+    """The suite with these option defaults (pairs of ``--option value``) unless ``argv`` gives them.
+
+    The thin per-issue wrappers (``bench_calls.py``, ``bench_streams.py``) are this call.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    extra: list[str] = []
+    for i in range(0, len(defaults), 2):
+        if defaults[i] not in given:
+            extra += defaults[i : i + 2]
+    return main(extra + args + (["--name", name] if "--name" not in given else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replot is not None:
