@@ -662,8 +662,15 @@ class ActorWorker:
         call.cancelled = True
         if call.stats is not None:
             call.stats[_stats.CANCELLED] += 1
-        if call.task is not None:
-            call.task.cancel()
+        task = call.task
+        if task is not None:
+            coro = task.get_coro()
+            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                # Not started yet (the cancel came in the same read as the call): a task cancelled
+                # before its first step never runs _run_async's body, so its _finished would never
+                # run and the group's slot would stay taken for good. Give the slot back as it ends.
+                task.add_done_callback(lambda _: self._finished(call.group))
+            task.cancel()
         elif call.stream is not None and call.stream.cond is not None:
             _notify(call.stream.cond)  # a thread waiting for credit: it closes the generator
 

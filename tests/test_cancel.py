@@ -265,6 +265,25 @@ def test_cancel_right_after_submit_in_async_code_always_raises_and_leaves_the_ac
     assert actorloop.get(s.log.remote())[-1] == "ran after"
 
 
+def test_a_call_cancelled_before_it_left_gives_its_group_slot_back() -> None:
+    """A call cancelled in the loop iteration that made it reaches the actor together with its cancel, so
+    the cancel finds the call's task not started yet; the call never runs and its one-slot group's slot
+    comes back (a lost slot would leave the next call of the group queued forever)."""
+    s = Sleeper.options(concurrency_groups={"ctl": 1}).remote()
+
+    async def main() -> None:
+        for i in range(10):
+            ref = s.mark.options(concurrency_group="ctl").remote(f"gone{i}")
+            ref.cancel()  # the call and its cancel leave in one write
+            with pytest.raises(asyncio.CancelledError):
+                await ref
+            after = s.mark.options(concurrency_group="ctl").remote(f"after{i}")
+            assert await asyncio.wait_for(after, 30) == f"after{i}"
+
+    asyncio.run(main())
+    assert not [e for e in actorloop.get(s.log.remote()) if e.startswith("ran gone")]
+
+
 def test_running_sync_method_finishes_and_result_is_dropped() -> None:
     w = SyncWorker.remote()
     ref = w.work.remote("slow")

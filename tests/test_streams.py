@@ -556,6 +556,20 @@ def test_a_cancelled_stream_frees_its_concurrency_group_slot(s: Any) -> None:
     assert actorloop.get(s.in_group_plain.remote(), timeout=30) == "slot free"
 
 
+def test_a_stream_dropped_in_the_loop_iteration_that_made_it_frees_its_group_slot(s: Any) -> None:
+    """Made and dropped before the loop wrote anything, the call and its cancel reach the actor in one
+    read: the cancel finds the generator's task not started yet. Its one-slot group serves on (a slot
+    lost there hung every later stream of the group: the stress test's hang)."""
+
+    async def main() -> None:
+        for _ in range(5):
+            gen = s.in_group.remote(10)
+            del gen  # cancels the call; both frames leave in the same write
+            assert await asyncio.wait_for(s.in_group_plain.remote(), 30) == "slot free"
+
+    asyncio.run(main())
+
+
 def test_breaking_out_of_a_sync_generator_frees_the_sync_actor(sync_s: Any) -> None:
     for v in sync_s.count.options(_generator_backpressure_num_objects=2).remote(10**9).values():
         if v == 3:
