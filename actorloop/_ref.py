@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generator, Generic, Protocol, TypeVar
 
 from . import _protocol as proto
 from . import _shm
-from ._entry import entry_for
+from ._entry import entry_for, running_here
 from .exceptions import ObjectLostError, OwnerDiedError, TaskCancelledError
 
 T = TypeVar("T")
@@ -115,7 +115,7 @@ class ObjectRef(_RefBase[T], Generic[T]):
     # not None; from another loop we answer None so asyncio wraps us instead.
     @property  # type: ignore[override]  # bool on the base; None tells asyncio to wrap us
     def _asyncio_future_blocking(self) -> bool | None:
-        if _get_running_loop() is self.get_loop():
+        if running_here(self._loop):  # asyncio.Future internals: cheaper than get_loop()
             return _blocking.__get__(self)  # type: ignore[no-any-return]
         return None
 
@@ -124,9 +124,11 @@ class ObjectRef(_RefBase[T], Generic[T]):
         _blocking.__set__(self, value)
 
     def __await__(self) -> Generator[Any, None, T]:
+        owner = self._loop  # asyncio.Future internals: cheaper than get_loop()
+        if running_here(owner):
+            return _future_await(self)  # type: ignore[no-any-return]
         loop = _get_running_loop()
-        owner = self.get_loop()
-        if loop is owner or loop is None:
+        if loop is None:
             return _future_await(self)  # type: ignore[no-any-return]
         return self._await_from(loop, owner).__await__()
 
