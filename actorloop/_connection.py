@@ -21,6 +21,7 @@ import socket
 import threading
 from asyncio import events
 from pickle import dumps as _pickle_dumps
+from pickle import loads as _pickle_loads
 from typing import Any, Callable, Protocol, cast
 
 from . import _protocol as proto
@@ -225,6 +226,8 @@ class ActorConnection(proto.FrameProtocol):
         # confirms.  Without this a gather of 1,000,000 calls kept every
         # payload (~80 bytes each, plus shared-memory segments) until its reply.
         self._until_delivered: collections.deque[Pending] = collections.deque()
+        # The stdlib's socket transport writes in write() when its buffer is empty (uvloop writes later).
+        self._writes_at_once = isinstance(loop, asyncio.BaseEventLoop)
         self.epoch = -1
         self.dead_error: str | None = None
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
@@ -285,9 +288,23 @@ class ActorConnection(proto.FrameProtocol):
     def _flush(self) -> None:
         super()._flush()
         if self._flushed_seq != self._seq and not self._out:
+            self._flushed_seq = self._seq
+            transport = self.transport
+            if (
+                self._writes_at_once
+                and transport is not None
+                and not transport.is_closing()
+                and not transport.get_write_buffer_size()
+            ):
+                # The stdlib's transport wrote to the socket inside write():
+                # nothing left in its buffer means the socket took it all.
+                # Knowing it now lets a long gather drop its payloads while it
+                # is still making calls (a gather of 1,000,000 calls otherwise
+                # holds every payload at its peak).
+                self._delivered(self._flushed_seq)
+                return
             # Handed to the transport; uvloop performs the write at the end of
             # this iteration, so whether the socket took it is known only then.
-            self._flushed_seq = self._seq
             if not self._confirm_scheduled:
                 self._confirm_scheduled = True
                 self.loop.call_soon(self._confirm_delivered)
@@ -302,12 +319,18 @@ class ActorConnection(proto.FrameProtocol):
             self._confirm_scheduled = True
             self.loop.call_later(0.002, self._confirm_delivered)
             return
-        delivered = self.delivered_seq = self._flushed_seq
+        self._delivered(self._flushed_seq)
+
+    def _delivered(self, seq: int) -> None:
+        """Every call numbered up to ``seq`` is in the actor's socket: those with no retries left let go of
+        their payload (and their number: ``seq`` 0 means delivered, see Pending)."""
+        self.delivered_seq = seq
         waiting = self._until_delivered
-        while waiting and waiting[0].seq <= delivered:
+        while waiting and waiting[0].seq <= seq:
             entry = waiting.popleft()
             if entry.retries_left == 0:
                 entry.drop_payload()
+                entry.seq = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
@@ -531,9 +554,11 @@ class ActorConnection(proto.FrameProtocol):
     def frames_received(self, frames: list[bytes]) -> None:
         pending = self.pending
         finished = 0
+        release = self.release_later
         for data in frames:
             try:
-                msg = proto.loads(data, self.release_later)
+                # proto.loads, inline for a frame without shared-memory segments (nearly all of them).
+                msg = _pickle_loads(data) if data[0] != _OOB_BYTE else proto.loads(data, release)
             except Exception as exc:
                 # A result this process cannot unpickle fails its own call, not the connection.
                 msg = self._unreadable_result(data, exc)
