@@ -25,6 +25,7 @@ from actorloop import _worker
 
 pytestmark = [pytest.mark.usefixtures("node"), pytest.mark.asyncio]
 
+
 @actorloop.remote
 class Tasky:
     def __init__(self) -> None:
@@ -157,6 +158,10 @@ class Flood:
     async def ran_list(self) -> list[int]:
         return list(self.ran)
 
+    async def frames_deferred(self) -> int:
+        assert _worker._current_worker is not None
+        return _worker._current_worker.frames_deferred
+
 
 @actorloop.remote
 class SyncFlood:
@@ -175,6 +180,10 @@ class SyncFlood:
     def ran_list(self) -> list[int]:
         return list(self.ran)
 
+    def frames_deferred(self) -> int:
+        assert _worker._current_worker is not None
+        return _worker._current_worker.frames_deferred
+
 
 async def test_deferred_calls_all_run_in_order() -> None:
     a = Flood.remote()
@@ -182,6 +191,7 @@ async def test_deferred_calls_all_run_in_order() -> None:
     out = await asyncio.gather(*[a.f.remote(i) for i in range(500)])
     assert out == list(range(500))
     assert await a.ran_list.remote() == list(range(500))
+    assert await a.frames_deferred.remote() > 0
 
 
 async def test_deferred_calls_in_a_sync_actor() -> None:
@@ -190,6 +200,7 @@ async def test_deferred_calls_in_a_sync_actor() -> None:
     out = await asyncio.gather(*[a.f.remote(i) for i in range(500)])
     assert out == list(range(500))
     assert await a.ran_list.remote() == list(range(500))
+    assert await a.frames_deferred.remote() > 0
 
 
 async def test_cancel_a_deferred_call() -> None:
@@ -205,6 +216,7 @@ async def test_cancel_a_deferred_call() -> None:
     out = await asyncio.gather(*refs[:50], *refs[51:])
     assert out == [i for i in range(100) if i != 50]
     assert 50 not in await a.ran_list.remote()
+    assert await a.frames_deferred.remote() > 0
 
 
 # -- payloads kept only while needed -----------------------------------------------
@@ -243,3 +255,23 @@ async def test_payload_kept_while_a_retry_may_need_it() -> None:
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+@actorloop.remote(max_concurrency=1)
+class OneSlot:
+    async def hold(self) -> None:
+        await asyncio.Event().wait()
+
+    async def f(self, x: int) -> int:
+        return x
+
+
+async def test_cancelled_before_it_ran_gives_back_its_slot() -> None:
+    a = OneSlot.remote()
+    await a.f.remote(0)
+    for _ in range(3):
+        held = a.hold.remote()
+        actorloop.cancel(held)  # leaves with the call in one write: its task never got to run
+        with pytest.raises(actorloop.exceptions.TaskCancelledError):
+            await held
+    assert await a.f.remote(1) == 1  # the slot came back each time
