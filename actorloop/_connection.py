@@ -21,6 +21,7 @@ import socket
 import threading
 from asyncio import events
 from pickle import dumps as _pickle_dumps
+from pickle import loads as _pickle_loads
 from typing import Any, Callable, Protocol, cast
 
 from . import _protocol as proto
@@ -169,8 +170,8 @@ class Pending:
     """One call sent and not yet answered.
 
     ``payload`` is kept while the call may have to be sent again: until its
-    answer, except that a call written straight to the socket with no
-    retries left lets go of it at once.  ``seq`` orders the call's latest
+    answer if it has retries left, otherwise only until it is delivered (then
+    a restart fails it instead of resending it).  ``seq`` orders the call's latest
     send on its connection: the call is delivered once the connection's
     ``delivered_seq`` reaches it (0: written straight to the socket;
     ``NOT_SENT``: not sent yet).
@@ -192,6 +193,10 @@ class Pending:
             proto.unhold_payload(self.payload)  # type: ignore[arg-type]
             self.held = False
         self.payload = None
+
+
+def _seq_of(entry: Pending) -> int:
+    return entry.seq
 
 
 _OOB_BYTE = proto._OOB_BYTE
@@ -216,6 +221,13 @@ class ActorConnection(proto.FrameProtocol):
         self._flushed_seq = 0
         self.delivered_seq = 0
         self._confirm_scheduled = False
+        # Calls with no retries left whose payload is kept only until they are
+        # delivered, in send order: _confirm_delivered lets go of those it
+        # confirms.  Without this a gather of 1,000,000 calls kept every
+        # payload (~80 bytes each, plus shared-memory segments) until its reply.
+        self._until_delivered: collections.deque[Pending] = collections.deque()
+        # The stdlib's socket transport writes in write() when its buffer is empty (uvloop writes later).
+        self._writes_at_once = isinstance(loop, asyncio.BaseEventLoop)
         self.epoch = -1
         self.dead_error: str | None = None
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
@@ -276,9 +288,23 @@ class ActorConnection(proto.FrameProtocol):
     def _flush(self) -> None:
         super()._flush()
         if self._flushed_seq != self._seq and not self._out:
+            self._flushed_seq = self._seq
+            transport = self.transport
+            if (
+                self._writes_at_once
+                and transport is not None
+                and not transport.is_closing()
+                and not transport.get_write_buffer_size()
+            ):
+                # The stdlib's transport wrote to the socket inside write():
+                # nothing left in its buffer means the socket took it all.
+                # Knowing it now lets a long gather drop its payloads while it
+                # is still making calls (a gather of 1,000,000 calls otherwise
+                # holds every payload at its peak).
+                self._delivered(self._flushed_seq)
+                return
             # Handed to the transport; uvloop performs the write at the end of
             # this iteration, so whether the socket took it is known only then.
-            self._flushed_seq = self._seq
             if not self._confirm_scheduled:
                 self._confirm_scheduled = True
                 self.loop.call_soon(self._confirm_delivered)
@@ -293,7 +319,18 @@ class ActorConnection(proto.FrameProtocol):
             self._confirm_scheduled = True
             self.loop.call_later(0.002, self._confirm_delivered)
             return
-        self.delivered_seq = self._flushed_seq
+        self._delivered(self._flushed_seq)
+
+    def _delivered(self, seq: int) -> None:
+        """Every call numbered up to ``seq`` is in the actor's socket: those with no retries left let go of
+        their payload (and their number: ``seq`` 0 means delivered, see Pending)."""
+        self.delivered_seq = seq
+        waiting = self._until_delivered
+        while waiting and waiting[0].seq <= seq:
+            entry = waiting.popleft()
+            if entry.retries_left == 0:
+                entry.drop_payload()
+                entry.seq = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
@@ -325,6 +362,8 @@ class ActorConnection(proto.FrameProtocol):
                 # Otherwise it never reached the old process: it simply goes to the new one.
             elif entry.retries_left != 0 and call_id not in self.streams:  # a stream's items are out: no retry
                 entry.retries_left -= 1 if entry.retries_left > 0 else 0
+                if entry.retries_left == 0:  # its last try: once delivered, its payload can go
+                    self._until_delivered.append(entry)
             else:
                 self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
                 continue
@@ -334,6 +373,8 @@ class ActorConnection(proto.FrameProtocol):
             entry.seq = self._seq
             resend.append(proto.frame(payload))
             self.track_segments(payload)
+        # The resent calls took new (higher) numbers: keep the queue in number order.
+        self._until_delivered = collections.deque(sorted(self._until_delivered, key=_seq_of))
         self._out = resend + self._out
         await self._connect(status[1])
 
@@ -341,6 +382,7 @@ class ActorConnection(proto.FrameProtocol):
         self.dead_error = reason
         self._out = []
         self.segments_lost()
+        self._until_delivered.clear()
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
         while self._blocked:
@@ -384,6 +426,8 @@ class ActorConnection(proto.FrameProtocol):
         else:
             self._seq += 1
             entry.seq = self._seq
+            if entry.retries_left == 0:
+                self._until_delivered.append(entry)
             self.send(payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
@@ -394,6 +438,8 @@ class ActorConnection(proto.FrameProtocol):
     def _send_now(self, entry: Pending, payload: bytes) -> bool:
         self._seq += 1
         entry.seq = self._seq
+        if entry.retries_left == 0:
+            self._until_delivered.append(entry)
         self.send(payload)
         return True
 
@@ -508,9 +554,11 @@ class ActorConnection(proto.FrameProtocol):
     def frames_received(self, frames: list[bytes]) -> None:
         pending = self.pending
         finished = 0
+        release = self.release_later
         for data in frames:
             try:
-                msg = proto.loads(data, self.release_later)
+                # proto.loads, inline for a frame without shared-memory segments (nearly all of them).
+                msg = _pickle_loads(data) if data[0] != _OOB_BYTE else proto.loads(data, release)
             except Exception as exc:
                 # A result this process cannot unpickle fails its own call, not the connection.
                 msg = self._unreadable_result(data, exc)

@@ -17,15 +17,51 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
+import sys
 import threading
 import weakref
+from asyncio import events
 from typing import Any, Callable, Coroutine, TypeVar
 
-__all__ = ["EntryQueue", "entry_for"]
+__all__ = ["EntryQueue", "entry_for", "running_here"]
 
 T = TypeVar("T")
 
 _log = logging.getLogger("actorloop")
+
+_get_running_loop = events._get_running_loop
+
+if sys.version_info >= (3, 12):
+
+    def running_here(loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is the loop running in this thread (``asyncio._get_running_loop() is loop``)."""
+        return _get_running_loop() is loop
+
+else:
+    # Python 3.10/3.11's asyncio._get_running_loop() makes a getpid() system
+    # call every time (its guard against fork): ~0.55 us here against ~0.08 us
+    # for the check below (benchmarks/results/profiles/README.md), and a call
+    # asks two or three times.  A stdlib loop records the thread that runs it
+    # (``_thread_id``, set and cleared by run_forever, and only one loop runs
+    # in a thread), so the question has an exact answer without the system
+    # call.  Other loops (uvloop) and a forked child (where the parent's loop
+    # only looks running) ask asyncio.
+    _get_ident = threading.get_ident
+    _BaseEventLoop = asyncio.BaseEventLoop
+    _forked = False
+
+    def _after_fork_in_child() -> None:
+        global _forked
+        _forked = True
+
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+    def running_here(loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is the loop running in this thread (``asyncio._get_running_loop() is loop``)."""
+        if isinstance(loop, _BaseEventLoop) and not _forked:
+            return loop._thread_id == _get_ident()  # type: ignore[attr-defined,no-any-return]
+        return _get_running_loop() is loop
 
 
 class EntryQueue:

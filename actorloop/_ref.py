@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generator, Generic, Protocol, TypeVar
 
 from . import _protocol as proto
 from . import _shm
-from ._entry import entry_for
+from ._entry import entry_for, running_here
 from .exceptions import ObjectLostError, OwnerDiedError, TaskCancelledError
 
 T = TypeVar("T")
@@ -72,6 +72,9 @@ _blocking = _FutureBase.__dict__["_asyncio_future_blocking"]
 _future_await = _FutureBase.__await__
 _future_cancel = _FutureBase.cancel
 _future_set_exception = _FutureBase.set_exception
+# ObjectRef.__init__ calls this directly: making a super() object for it cost
+# ~0.1 us of a call's ~6.5 us (python -m timeit, Python 3.11).
+_future_init = _FutureBase.__init__
 _get_running_loop = events._get_running_loop
 
 
@@ -105,7 +108,7 @@ class ObjectRef(_RefBase[T], Generic[T]):
     _waiter: SyncWaiter | _Waiters | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn: CallOwner | None, call_id: int, actor: Any) -> None:
-        super().__init__(loop=loop)
+        _future_init(self, loop=loop)  # not super(): ~0.1 us less per call, see _future_init
         self._conn = conn
         self._call_id = call_id
         self._actor = actor
@@ -115,7 +118,7 @@ class ObjectRef(_RefBase[T], Generic[T]):
     # not None; from another loop we answer None so asyncio wraps us instead.
     @property  # type: ignore[override]  # bool on the base; None tells asyncio to wrap us
     def _asyncio_future_blocking(self) -> bool | None:
-        if _get_running_loop() is self.get_loop():
+        if running_here(self._loop):  # asyncio.Future internals: cheaper than get_loop()
             return _blocking.__get__(self)  # type: ignore[no-any-return]
         return None
 
@@ -124,9 +127,11 @@ class ObjectRef(_RefBase[T], Generic[T]):
         _blocking.__set__(self, value)
 
     def __await__(self) -> Generator[Any, None, T]:
+        owner = self._loop  # asyncio.Future internals: cheaper than get_loop()
+        if running_here(owner):
+            return _future_await(self)  # type: ignore[no-any-return]
         loop = _get_running_loop()
-        owner = self.get_loop()
-        if loop is owner or loop is None:
+        if loop is None:
             return _future_await(self)  # type: ignore[no-any-return]
         return self._await_from(loop, owner).__await__()
 

@@ -28,7 +28,7 @@ from typing import Any
 from . import _pickle, _ref
 from . import _protocol as proto
 from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, connect_unix
-from ._entry import entry_for
+from ._entry import entry_for, running_here
 from ._fds import raise_fd_limit
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
 from ._node import EmbeddedNode, default_daemon_dir, node_running
@@ -212,6 +212,10 @@ class ActorState:
         self.pending = 0
         self._lock = threading.Lock()
         self.conns: dict[asyncio.AbstractEventLoop, ActorConnection] = {}
+        # The connection of the loop that called last: while that loop is still
+        # the one running, submit need not ask asyncio which loop runs (see
+        # _entry.running_here: a system call per ask on Python 3.10/3.11).
+        self._last_conn: ActorConnection | None = None
         self.released = False
 
     # -- handle bookkeeping: an anonymous actor ends once its creator drops every handle
@@ -263,6 +267,8 @@ class ActorState:
         with self._lock:
             if self.conns.get(conn.loop) is conn:
                 del self.conns[conn.loop]
+            if self._last_conn is conn:
+                self._last_conn = None
 
     def quiet(self) -> bool:
         return self.runtime.closed
@@ -281,14 +287,21 @@ class ActorState:
         rt = self.runtime
         if rt.closed:
             raise RuntimeError(rt.closed_reason())
-        loop = _get_running_loop()
         threadsafe = False
-        if loop is None or loop.is_closed():
-            loop = rt.home_loop
-            threadsafe = True
-        conn = self.conns.get(loop)
-        if conn is None:
-            conn = self._new_connection(loop, threadsafe)
+        conn = self._last_conn
+        loop: asyncio.AbstractEventLoop | None
+        if conn is not None and running_here(conn.loop):
+            loop = conn.loop
+        else:
+            loop = _get_running_loop()
+            if loop is None or loop.is_closed():
+                loop = rt.home_loop
+                threadsafe = True
+            conn = self.conns.get(loop)
+            if conn is None:
+                conn = self._new_connection(loop, threadsafe)
+            if not threadsafe:
+                self._last_conn = conn
         with self._lock:
             if self.max_pending_calls >= 0 and self.pending >= self.max_pending_calls:
                 raise PendingCallsLimitExceeded(

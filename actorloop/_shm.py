@@ -75,6 +75,8 @@ STALE_SEGMENT_AGE = 5.0
 SHM_DIR = os.path.abspath(os.environ.get("ACTORLOOP_SHM_DIR") or "/dev/shm")
 
 OOB_MARK = b"B"
+_OOB_BYTE = OOB_MARK[0]
+_pickle_loads = pickle.loads
 _COUNT = struct.Struct("<I")
 _SEGMENT = struct.Struct("<HQ")
 # actorloop-<node hash>-<client tag>-<writer pid>-<random>; strict: _map_segment opens only such names.
@@ -927,8 +929,8 @@ def loads(data: bytes, on_release: Callable[[str], None] | None = None) -> Any:
     longer used, to hand it back to its writer; without it the segment is
     removed at once.
     """
-    if data[:1] != OOB_MARK:
-        return pickle.loads(data)
+    if data[0] != _OOB_BYTE:  # an int compare, not a slice: every frame comes here
+        return _pickle_loads(data)
     (count,) = _COUNT.unpack_from(data, 1)
     pos = 1 + _COUNT.size
     views = []

@@ -33,6 +33,7 @@ import socket
 import sys
 import threading
 import traceback
+from pickle import loads as _pickle_loads
 from typing import Any, Callable, NoReturn
 
 import cloudpickle
@@ -46,6 +47,12 @@ from ._stats import bisect_left as _bisect_left
 from ._stats import perf_counter as _perf_counter
 from .exceptions import SerializationError
 
+_OOB_BYTE = proto._OOB_BYTE
+#: See ActorWorker.defer_at: ~16k calls in hand (~7 MB of _Calls and arguments) before further ones wait as frames.
+_DEFER_AT = 16384
+#: Start async calls as eager tasks (Python 3.12+, see ActorWorker._start).
+_EAGER = sys.version_info >= (3, 12)
+_Task = asyncio.Task
 _current_worker: ActorWorker | None = None
 #: True in a process forked inside an actor (by its user code), never in the actor itself.
 _forked_in_actor = False
@@ -272,15 +279,77 @@ class ActorServerConnection(proto.FrameProtocol):
         super().__init__(worker.loop, expect_secret=worker.secret)
         self.worker = worker
         self.running: dict[int, _Call] = {}
+        # Calls beyond the worker's ``defer_at`` wait here as the frames they
+        # came in (see frames_received), with the ids of those cancelled meanwhile.
+        self.deferred: collections.deque[bytes] = collections.deque()
+        self._cancelled_deferred: set[int] = set()
+        self._drain_scheduled = False
 
     def frames_received(self, frames: list[bytes]) -> None:
+        # Backpressure on calls: a caller may send far more calls than the
+        # actor runs at once (a gather of 1,000,000).  Past ``defer_at`` calls
+        # in hand on this connection, further calls stay the bytes they came in
+        # (~80 bytes each) instead of becoming messages, _Calls and argument
+        # tuples (~450 bytes); they are read in as calls finish.  Cancels,
+        # credit, releases and ref values are still handled at once: calls
+        # already running may wait for them.  Reading itself never stops.
+        # A gather of 1,000,000 calls into an async actor peaked at +259 MiB
+        # in the actor before (docs/benchmarks.md, "Where the time goes").
+        room = self.worker.defer_at - len(self.running)
+        if not self.deferred and len(frames) <= room:
+            self._handle(frames)
+        elif self.deferred or room <= 0:
+            self._defer(frames)
+        else:  # (counting every frame as a call: the few that are not only defer a little early)
+            self._handle(frames[:room])
+            self._defer(frames[room:])
+
+    def _defer(self, frames: list[bytes]) -> None:
+        deferred = self.deferred
+        for data in frames:
+            if _immediate_kind(data):
+                try:
+                    msg = proto.loads(data, self.release_later)
+                    if msg[0] == proto.CANCEL and msg[1] not in self.running:
+                        self._cancelled_deferred.add(msg[1])  # perhaps among the deferred: never start it
+                except Exception:  # noqa: BLE001 - _handle reports it
+                    pass
+                self._handle([data])
+            else:
+                deferred.append(data)
+                self.worker.frames_deferred += 1
+        self.drain_soon()
+
+    def drain_soon(self) -> None:
+        """Read deferred calls in once the calls in hand fell below half of ``defer_at`` (on the loop)."""
+        if self.deferred and not self._drain_scheduled and len(self.running) < self.worker.defer_at // 2:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        if self.closed:
+            return
+        deferred = self.deferred
+        room = self.worker.defer_at - len(self.running)
+        batch = [deferred.popleft() for _ in range(min(room, len(deferred)))]
+        self._handle(batch, self._cancelled_deferred)
+        if not deferred:
+            self._cancelled_deferred.clear()
+
+    def _handle(self, frames: list[bytes], cancelled: set[int] | None = None) -> None:
         worker = self.worker
+        release = self.release_later
         for data in frames:
             try:
-                msg = proto.loads(data, self.release_later)
+                # proto.loads, inline for a frame without shared-memory segments (nearly all of them).
+                msg = _pickle_loads(data) if data[0] != _OOB_BYTE else proto.loads(data, release)
                 kind = msg[0]
                 if kind == proto.CALL:
                     _, call_id, name, args, kwargs, group = msg
+                    if cancelled and call_id in cancelled:
+                        cancelled.discard(call_id)
+                        continue
                     worker.dispatch(self, call_id, name, args, kwargs, group)
                 elif kind == proto.CANCEL:
                     worker.cancel(self, msg[1])
@@ -288,6 +357,9 @@ class ActorServerConnection(proto.FrameProtocol):
                     worker.stream_ack(self, msg[1], msg[2])
                 elif kind == proto.STREAM_CALL:
                     _, call_id, name, args, kwargs, group, window = msg
+                    if cancelled and call_id in cancelled:
+                        cancelled.discard(call_id)
+                        continue
                     worker.dispatch(self, call_id, name, args, kwargs, group, window)
                 elif kind == proto.RELEASE:
                     proto.segment_pool.release(msg[1], self)
@@ -307,10 +379,25 @@ class ActorServerConnection(proto.FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.deferred.clear()
         self.worker.connections.discard(self)
         # A stream's consumer is gone: stop its generator (it would wait for credit forever).
         for call in [c for c in self.running.values() if c.stream is not None]:
             self.worker.cancel(self, call.call_id)
+
+
+# Message kinds handled at once even while calls are deferred (see frames_received).
+_IMMEDIATE = frozenset({proto.CANCEL, proto.RELEASE, proto.REF_VALUE, proto.STREAM_ACK})
+
+
+def _immediate_kind(data: bytes) -> bool:
+    """Whether a frame is a message of an ``_IMMEDIATE`` kind, from its first bytes, without unpickling it.
+
+    These messages are 2- to 4-tuples with a small int first, which pickle
+    protocol 5 writes as PROTO 5, FRAME <8 bytes>, BININT1 <kind>.  A frame
+    that looks different is taken for a call: at worst it waits its turn.
+    """
+    return len(data) > 12 and data[0] == 0x80 and data[2] == 0x95 and data[11] == 0x4B and data[12] in _IMMEDIATE
 
 
 def _call_id_of(data: bytes) -> int | None:
@@ -331,6 +418,12 @@ class ActorWorker:
         self.node_dir = node_dir
         self.secret = secret
         self.connections: set[ActorServerConnection] = set()
+        #: Calls in hand on one connection past which its further calls are deferred (see
+        #: ActorServerConnection.frames_received); above every group's limit, so none waits for a slot
+        #: behind a deferred frame while a slot is free.
+        self.defer_at = _DEFER_AT
+        #: Frames deferred so far, all connections (tests look at it).
+        self.frames_deferred = 0
         self.instance: Any = None
         self.class_name = "?"
         self.methods: dict[str, tuple[Callable[..., Any], bool, str]] = {}
@@ -506,6 +599,7 @@ class ActorWorker:
         is_async = meta.is_async
         all_groups = dict(groups)
         all_groups[DEFAULT_GROUP] = max_concurrency
+        self.defer_at = max(_DEFER_AT, 2 * sum(limit for limit in all_groups.values() if limit > 0))
         for name, limit in all_groups.items():
             # An async actor's default group runs its sync methods one at a time,
             # as Ray runs them on the loop; other groups get `limit` threads.
@@ -598,17 +692,26 @@ class ActorWorker:
         if group.direct and not call.is_async:  # async here: a coroutine function given to __ray_call__
             group.lane.submit(call)
         elif group.active < group.limit:
-            self._start(call)
+            self._start(call, _EAGER)
         else:
             group.waiting.append(call)
 
-    def _start(self, call: _Call) -> None:
+    def _start(self, call: _Call, eager: bool = False) -> None:
         if self.exiting:
             return  # never started: its caller sees ActorDiedError once the actor is gone
         group = call.group
         group.active += 1
         if call.is_async:
-            call.task = self.loop.create_task(self._run_async(call))
+            if eager:
+                # Python 3.12+: the method runs at once, up to its first real
+                # wait, inside the task (current_task(), timeouts, contextvars
+                # and cancellation as in any task); one that never waits
+                # finishes here, with no trip through the loop's queue.
+                # Not for calls started by _finished: a chain of them would
+                # nest one call inside the other.
+                call.task = _Task(self._run_async(call), loop=self.loop, eager_start=True)  # type: ignore[call-arg]
+            else:
+                call.task = self.loop.create_task(self._run_async(call))
         else:
             group.lane.submit(call)
 
@@ -622,6 +725,10 @@ class ActorWorker:
 
     async def _run_async(self, call: _Call) -> None:
         frame: bytes | None
+        if call.cancelled:  # cancelled before its task first ran (see cancel): only give back the slot
+            self._complete(call, None)
+            self._finished(call.group)
+            return
         try:
             value = await call.func(*call.args, **call.kwargs)
         except asyncio.CancelledError as exc:
@@ -651,6 +758,8 @@ class ActorWorker:
         conn = call.conn
         if conn is not None:
             conn.running.pop(call.call_id, None)
+            if conn.deferred:
+                conn.drain_soon()
             if frame is not None and not call.cancelled and not conn.closed and not self.muted:
                 conn.send(frame)
         # HTTP calls carry a future instead of a connection; encode_* set it.
@@ -662,15 +771,12 @@ class ActorWorker:
         call.cancelled = True
         if call.stats is not None:
             call.stats[_stats.CANCELLED] += 1
-        task = call.task
-        if task is not None:
-            coro = task.get_coro()
-            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                # Not started yet (the cancel came in the same read as the call): a task cancelled
-                # before its first step never runs _run_async's body, so its _finished would never
-                # run and the group's slot would stay taken for good. Give the slot back as it ends.
-                task.add_done_callback(lambda _: self._finished(call.group))
-            task.cancel()
+        if call.task is not None:
+            if inspect.getcoroutinestate(call.task.get_coro()) != inspect.CORO_CREATED:  # type: ignore[arg-type]
+                call.task.cancel()
+            # else: not started yet.  Cancelling that task would close _run_async
+            # unrun, and the call's concurrency slot would never come back; it
+            # starts, sees call.cancelled and gives the slot back.
         elif call.stream is not None and call.stream.cond is not None:
             _notify(call.stream.cond)  # a thread waiting for credit: it closes the generator
 
@@ -874,6 +980,8 @@ class ActorWorker:
                 written = True  # the caller is gone
             if written:
                 conn.running.pop(call.call_id, None)
+                if conn.deferred:
+                    self.loop.call_soon_threadsafe(conn.drain_soon)
                 return
         self._done.append((call, frame))
         if not self._done_scheduled:
