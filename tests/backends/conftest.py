@@ -9,6 +9,7 @@ installs it).
 
 from __future__ import annotations
 
+import builtins
 import shutil
 import sys
 import tempfile
@@ -60,11 +61,15 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield "local"
         actorloop.shutdown()
         return
+    # ray.init() replaces builtins.print with a Python wrapper (its tqdm support) and leaves it there:
+    # put the real one back, so that later test modules see the interpreter as it was.
+    real_print = builtins.print
     temp_dir = start_ray(request.module.__name__)
     try:
         yield "ray"
     finally:
         stop_ray(temp_dir)
+        builtins.print = real_print
 
 
 def only_local(backend: str, why: str) -> None:

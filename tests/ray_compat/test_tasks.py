@@ -124,7 +124,7 @@ def test_remote_refuses_what_is_neither_class_nor_function() -> None:
     with pytest.raises(TypeError, match="class or a function"):
         actorloop.remote(42)
     with pytest.raises(TypeError, match="class or a function"):
-        actorloop.remote(max_retries=1)(print)
+        actorloop.remote(max_retries=1)(len)  # a builtin, not a Python function
 
 
 def test_remote_function_from_a_plain_call() -> None:
