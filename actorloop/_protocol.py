@@ -392,42 +392,43 @@ class FrameProtocol(asyncio.Protocol):
             self._expect_secret = None
             self._cancel_hello_timer()
             self.authenticated()
-        frames: list[bytes] = []
-        pos = 0
-        size = len(buf)
-        while size - pos >= HEADER_BYTES:
-            (length,) = _unpack_header(buf, pos)
-            if length > MAX_FRAME_BYTES:
-                self.protocol_error(f"frame of {length} bytes is over the limit of {MAX_FRAME_BYTES}")
-                return
-            end = pos + HEADER_BYTES + length
-            if end > size:
-                break
-            frames.append(bytes(buf[pos + HEADER_BYTES : end]))
-            pos = end
+        cut = self._whole_frames(buf)
+        if cut is None:
+            return
+        frames, pos = cut
         if pos:
             del buf[:pos]
         if frames:
             self.frames_received(frames)
 
     def _frames_from(self, data: bytes) -> None:
+        cut = self._whole_frames(data)
+        if cut is None:
+            return
+        frames, pos = cut
+        if pos < len(data):
+            self._buffer += data[pos:] if pos else data
+        if frames:
+            self.frames_received(frames)
+
+    def _whole_frames(self, data: bytes | bytearray) -> tuple[list[bytes], int] | None:
+        """The whole frames at the start of ``data`` and where they end; None after a protocol error."""
         frames: list[bytes] = []
+        from_bytes = type(data) is bytes  # a bytes slice is already bytes; a bytearray slice is copied into one
         pos = 0
         size = len(data)
         while size - pos >= HEADER_BYTES:
             (length,) = _unpack_header(data, pos)
             if length > MAX_FRAME_BYTES:
                 self.protocol_error(f"frame of {length} bytes is over the limit of {MAX_FRAME_BYTES}")
-                return
+                return None
             end = pos + HEADER_BYTES + length
             if end > size:
                 break
-            frames.append(data[pos + HEADER_BYTES : end])
+            frame = data[pos + HEADER_BYTES : end]
+            frames.append(frame if from_bytes else bytes(frame))  # type: ignore[arg-type]
             pos = end
-        if pos < size:
-            self._buffer += data[pos:] if pos else data
-        if frames:
-            self.frames_received(frames)
+        return frames, pos
 
     def _hello_timed_out(self, final: bool = False) -> None:
         self._hello_timer = None
