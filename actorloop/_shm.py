@@ -563,36 +563,29 @@ def skip_table(data: bytes | memoryview) -> int:
     return pos
 
 
-def segment_names(payload: bytes) -> list[str]:
-    """The names of the segments a payload refers to (none for an in-band payload)."""
+def _entries(payload: bytes) -> list[tuple[str, int]]:
+    """Every (name, size) of a payload's buffer table, forward entries included (none for in-band)."""
     if payload[:1] != OOB_MARK:
         return []
     (count,) = _COUNT.unpack_from(payload, 1)
     pos = 1 + _COUNT.size
-    names = []
+    entries = []
     for _ in range(count):
-        name_len, _size = _SEGMENT.unpack_from(payload, pos)
+        name_len, size = _SEGMENT.unpack_from(payload, pos)
         pos += _SEGMENT.size
-        names.append(payload[pos : pos + name_len].decode())
+        entries.append((payload[pos : pos + name_len].decode(), size))
         pos += name_len
-    return names
+    return entries
+
+
+def segment_names(payload: bytes) -> list[str]:
+    """The names of the segments a payload refers to (none for an in-band payload)."""
+    return [name for name, _ in _entries(payload)]
 
 
 def segment_table(payload: bytes) -> list[tuple[str, int]]:
     """The (name, size) of each segment a payload maps, in buffer order (forward entries left out)."""
-    if payload[:1] != OOB_MARK:
-        return []
-    (count,) = _COUNT.unpack_from(payload, 1)
-    pos = 1 + _COUNT.size
-    table = []
-    for _ in range(count):
-        name_len, size = _SEGMENT.unpack_from(payload, pos)
-        pos += _SEGMENT.size
-        name = payload[pos : pos + name_len].decode()
-        pos += name_len
-        if name[:1] != _FORWARD_MARK:
-            table.append((name, size))
-    return table
+    return [(name, size) for name, size in _entries(payload) if name[:1] != _FORWARD_MARK]
 
 
 def hold_payload(payload: bytes) -> bool:
