@@ -166,46 +166,46 @@ class ActorLink(Protocol):
         ...
 
 
-class Pending:
-    """One call sent and not yet answered.
+class Kept:
+    """The payload of a call that may be sent again after it was delivered: it has retries left.
 
-    ``payload`` is kept while the call may have to be sent again: until its
-    answer if it has retries left, otherwise only until it is delivered (then
-    a restart fails it instead of resending it).  ``seq`` orders the call's latest
-    send on its connection: the call is delivered once the connection's
-    ``delivered_seq`` reaches it (0: written straight to the socket;
-    ``NOT_SENT``: not sent yet).
+    While we keep the payload, its shared-memory segments stay ours (a hold).
     """
 
-    __slots__ = ("ref", "payload", "retries_left", "seq", "held")
+    __slots__ = ("payload", "retries_left")
 
-    def __init__(self, ref: ObjectRef[Any], payload: bytes | None, retries_left: int) -> None:
-        self.ref = ref
+    def __init__(self, payload: bytes, retries_left: int) -> None:
         self.payload = payload
         self.retries_left = retries_left
-        self.seq = NOT_SENT
-        # While we keep the payload, its shared-memory segments stay ours (it may be sent again).
-        self.held = payload is not None and payload[0] == _OOB_BYTE and proto.hold_payload(payload)
+        if payload[0] == _OOB_BYTE:
+            proto.hold_payload(payload)
 
-    def drop_payload(self) -> None:
-        """The call will not be sent again: let go of its bytes and segments."""
-        if self.held:
-            proto.unhold_payload(self.payload)  # type: ignore[arg-type]
-            self.held = False
-        self.payload = None
+    def drop(self) -> None:
+        """The call will not be sent again: let go of its segments."""
+        _unhold(self.payload)
 
 
-def _seq_of(entry: Pending) -> int:
-    return entry.seq
+def _unhold(payload: bytes) -> None:
+    if payload[0] == _OOB_BYTE:
+        proto.unhold_payload(payload)
+
+
+def _seq_of(sent: tuple[int, int, bytes]) -> int:
+    return sent[0]
 
 
 _OOB_BYTE = proto._OOB_BYTE
-#: The ``seq`` of a call not sent yet: above every delivered_seq.
-NOT_SENT = 1 << 62
 
 
 class ActorConnection(proto.FrameProtocol):
-    """One event loop's connection to one actor; survives restarts by reconnecting."""
+    """One event loop's connection to one actor; survives restarts by reconnecting.
+
+    What it keeps per call (a gather of 1,000,000 calls makes that a million
+    times, see docs/internals.md, "A call's life"): the call's ref in
+    ``pending``, nothing else once the call is delivered and cannot be
+    retried.  Until then its payload waits in ``_undelivered``; a call with
+    retries left keeps it in ``_kept`` until its answer.
+    """
 
     direct_writes = True
 
@@ -213,21 +213,26 @@ class ActorConnection(proto.FrameProtocol):
         super().__init__(loop)
         self.link = link
         self.ids = itertools.count(1)
-        self.pending: dict[int, Pending] = {}
+        #: Calls sent (or waiting to be sent) and not answered, by call id.
+        self.pending: dict[int, ObjectRef[Any]] = {}
         # Delivery is counted, not flagged per call: each send takes the next
-        # number; a flush hands everything up to ``_seq`` to the transport;
-        # once the socket took it, ``delivered_seq`` moves up to that flush.
+        # number (its seq); once the socket took a chunk of frames, every call
+        # numbered up to the chunk's last number is delivered.
         self._seq = 0
-        self._flushed_seq = 0
+        self._handed_seq = 0
         self.delivered_seq = 0
         self._confirm_scheduled = False
-        # Calls with no retries left whose payload is kept only until they are
-        # delivered, in send order: _confirm_delivered lets go of those it
-        # confirms.  Without this a gather of 1,000,000 calls kept every
-        # payload (~80 bytes each, plus shared-memory segments) until its reply.
-        self._until_delivered: collections.deque[Pending] = collections.deque()
-        # The stdlib's socket transport writes in write() when its buffer is empty (uvloop writes later).
-        self._writes_at_once = isinstance(loop, asyncio.BaseEventLoop)
+        # Calls sent and not known to be delivered, in number order: (seq,
+        # call id, payload).  Their payloads are what a restarted actor is sent.
+        # Once delivered they leave (a gather of 1,000,000 calls kept every
+        # payload, ~80 bytes each, until its reply before).
+        self._undelivered: collections.deque[tuple[int, int, bytes]] = collections.deque()
+        # Calls with retries left: their payloads, until their answers.
+        self._kept: dict[int, Kept] = {}
+        # Calls registered in ``pending`` but not sent yet: waiting for their ref
+        # arguments, or queued behind such a call (``_blocked``).  They send
+        # themselves; a restart does not.
+        self._unsent: set[int] = set()
         self.epoch = -1
         self.dead_error: str | None = None
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
@@ -248,7 +253,9 @@ class ActorConnection(proto.FrameProtocol):
             self.link.connection_ended(self)
             self.dead_error = "the event loop of this connection was shut down while it reconnected"
             self._out = []
+            self._backlog.clear()
             self.segments_lost()
+            self._drop_undelivered(self._undelivered)
             for call_id in list(self.pending):
                 self._fail(call_id, ActorDiedError(self.dead_error))
             if self.transport is not None:
@@ -285,29 +292,21 @@ class ActorConnection(proto.FrameProtocol):
         transport.write(proto.make_hello(self.link.secret))
         super().connection_made(transport)
 
-    def _flush(self) -> None:
-        super()._flush()
-        if self._flushed_seq != self._seq and not self._out:
-            self._flushed_seq = self._seq
-            transport = self.transport
-            if (
-                self._writes_at_once
-                and transport is not None
-                and not transport.is_closing()
-                and not transport.get_write_buffer_size()
-            ):
-                # The stdlib's transport wrote to the socket inside write():
-                # nothing left in its buffer means the socket took it all.
-                # Knowing it now lets a long gather drop its payloads while it
-                # is still making calls (a gather of 1,000,000 calls otherwise
-                # holds every payload at its peak).
-                self._delivered(self._flushed_seq)
-                return
-            # Handed to the transport; uvloop performs the write at the end of
-            # this iteration, so whether the socket took it is known only then.
-            if not self._confirm_scheduled:
-                self._confirm_scheduled = True
-                self.loop.call_soon(self._confirm_delivered)
+    # -- delivery (see FrameProtocol._write_out) ------------------------------------
+
+    def _chunk_mark(self) -> int:
+        return self._seq
+
+    def _chunk_written(self, mark: int) -> None:
+        self._delivered(mark)
+
+    def _chunk_handed(self, mark: int) -> None:
+        # The transport writes it when the socket has room (uvloop: at the end
+        # of this iteration); whether the socket took it is known only then.
+        self._handed_seq = mark
+        if not self._confirm_scheduled:
+            self._confirm_scheduled = True
+            self.loop.call_soon(self._confirm_delivered)
 
     def _confirm_delivered(self) -> None:
         self._confirm_scheduled = False
@@ -319,70 +318,89 @@ class ActorConnection(proto.FrameProtocol):
             self._confirm_scheduled = True
             self.loop.call_later(0.002, self._confirm_delivered)
             return
-        self._delivered(self._flushed_seq)
+        self._delivered(self._handed_seq)
 
     def _delivered(self, seq: int) -> None:
-        """Every call numbered up to ``seq`` is in the actor's socket: those with no retries left let go of
-        their payload (and their number: ``seq`` 0 means delivered, see Pending)."""
+        """Every call numbered up to ``seq`` is in the actor's socket: the payloads kept for its
+        undelivered calls go (a call with retries left still has its own in ``_kept``)."""
+        if seq <= self.delivered_seq:
+            return
         self.delivered_seq = seq
-        waiting = self._until_delivered
-        while waiting and waiting[0].seq <= seq:
-            entry = waiting.popleft()
-            if entry.retries_left == 0:
-                entry.drop_payload()
-                entry.seq = 0
+        waiting = self._undelivered
+        while waiting and waiting[0][0] <= seq:
+            payload = waiting.popleft()[2]
+            if payload[0] == _OOB_BYTE:
+                proto.unhold_payload(payload)
+
+    def _drop_undelivered(self, sent: collections.deque[tuple[int, int, bytes]]) -> None:
+        for _, _, payload in sent:
+            _unhold(payload)
+        sent.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
+        self._backlog.clear()
         self.segments_lost()
         if self.dead_error is not None or self.loop.is_closed():
             return
-        inflight = sorted(self.pending.items())
+        inflight = sorted(self.pending)
+        # What was queued or written on the lost connection and not known to
+        # have arrived: _recover sends it to the next process.
+        lost, self._undelivered = self._undelivered, collections.deque()
         self._out = []
-        self.loop.create_task(self._guarded(self._recover(inflight)))
+        self.loop.create_task(self._guarded(self._recover(inflight, lost)))
 
-    async def _recover(self, inflight: list[tuple[int, Pending]]) -> None:
+    async def _recover(self, inflight: list[int], lost: collections.deque[tuple[int, int, bytes]]) -> None:
         try:
             status = await self.link.wait_actor(self.epoch + 1)
         except ConnectionError as exc:
             status = ("DEAD", f"the actorloop node is unreachable: {exc}")
         if status[0] == "DEAD":
+            self._drop_undelivered(lost)
             self._die(status[1])
             return
         why = status[3] if len(status) > 3 else "it crashed"
+        # The payloads of calls that never reached the old process (their holds pass to the resend).
+        undelivered = {call_id: payload for _, call_id, payload in lost}
         resend: list[bytes] = []
-        for call_id, entry in inflight:
-            if self.pending.get(call_id) is not entry:
-                continue
-            if entry.seq > self.delivered_seq:
-                if entry.payload is None:  # a call still waiting for its ref arguments: it sends itself later
+        for call_id in inflight:
+            if call_id not in self.pending or call_id in self._unsent:
+                continue  # answered, failed or cancelled meanwhile; or it sends itself later
+            payload = undelivered.pop(call_id, None)
+            if payload is None:  # delivered: it may have run there
+                kept = self._kept.get(call_id)
+                if kept is None or kept.retries_left == 0 or call_id in self.streams:  # a stream's items are out
+                    message = f"{self.link.meta.class_name} restarted while this call ran: {why}"
+                    self._fail(call_id, ActorDiedError(message))
                     continue
-                # Otherwise it never reached the old process: it simply goes to the new one.
-            elif entry.retries_left != 0 and call_id not in self.streams:  # a stream's items are out: no retry
-                entry.retries_left -= 1 if entry.retries_left > 0 else 0
-                if entry.retries_left == 0:  # its last try: once delivered, its payload can go
-                    self._until_delivered.append(entry)
-            else:
-                self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
-                continue
-            payload = entry.payload
-            assert payload is not None  # kept while the call may be sent again
+                if kept.retries_left > 0:
+                    kept.retries_left -= 1
+                payload = kept.payload
+                if kept.retries_left == 0:
+                    # Its last try: its payload goes once delivered (its hold passes to _undelivered).
+                    del self._kept[call_id]
+                elif payload[0] == _OOB_BYTE:
+                    proto.hold_payload(payload)  # one hold for _kept, one for _undelivered
+            # Otherwise it never reached the old process: it simply goes to the new one.
             self._seq += 1
-            entry.seq = self._seq
+            self._undelivered.append((self._seq, call_id, payload))
             resend.append(proto.frame(payload))
             self.track_segments(payload)
-        # The resent calls took new (higher) numbers: keep the queue in number order.
-        self._until_delivered = collections.deque(sorted(self._until_delivered, key=_seq_of))
+        for payload in undelivered.values():
+            _unhold(payload)
+        # The resent calls took new (higher) numbers than calls sent while we waited: keep number order.
+        self._undelivered = collections.deque(sorted(self._undelivered, key=_seq_of))
         self._out = resend + self._out
         await self._connect(status[1])
 
     def _die(self, reason: str) -> None:
         self.dead_error = reason
         self._out = []
+        self._backlog.clear()
         self.segments_lost()
-        self._until_delivered.clear()
+        self._drop_undelivered(self._undelivered)
         for call_id in list(self.pending):
             self._fail(call_id, ActorDiedError(reason))
         while self._blocked:
@@ -390,12 +408,21 @@ class ActorConnection(proto.FrameProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def _forget(self, call_id: int) -> ObjectRef[Any] | None:
+        """Take a call out of the tables: it will not be sent again."""
+        ref = self.pending.pop(call_id, None)
+        if self._kept:
+            kept = self._kept.pop(call_id, None)
+            if kept is not None:
+                kept.drop()
+        if self._unsent:
+            self._unsent.discard(call_id)
+        return ref
+
     def _fail(self, call_id: int, error: BaseException) -> None:
-        entry = self.pending.pop(call_id, None)
-        if entry is None:
+        ref = self._forget(call_id)
+        if ref is None:
             return
-        entry.drop_payload()
-        ref = entry.ref
         if not ref.done():
             ref.set_exception(error)
             if self.link.quiet():
@@ -409,38 +436,42 @@ class ActorConnection(proto.FrameProtocol):
 
     # -- calls -----------------------------------------------------------------
 
-    def _new_pending(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> Pending:
-        entry = Pending(ref, payload, self.link.max_task_retries)
-        self.pending[call_id] = entry
-        return entry
+    def _register(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> None:
+        self.pending[call_id] = ref
+        retries = self.link.max_task_retries
+        if retries:
+            self._kept[call_id] = Kept(payload, retries)
 
     def send_call(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
         if ref.done():  # cancelled before it left the process
             self.link.calls_finished(1)
             return
-        entry = self.pending[call_id] = Pending(ref, payload, self.link.max_task_retries)
+        self._register(call_id, ref, payload)
         if self.dead_error is not None:
             self._fail(call_id, ActorDiedError(self.dead_error))
         elif self._blocked:
-            self._blocked.append(lambda: self._send_now(entry, payload))
+            self._unsent.add(call_id)
+            self._blocked.append(lambda: self._send_queued(call_id, payload))
         else:
-            self._seq += 1
-            entry.seq = self._seq
-            if entry.retries_left == 0:
-                self._until_delivered.append(entry)
-            self.send(payload)
+            self._send_now(call_id, payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
         """``send_call`` for a call a thread posted to this loop (see ``count_queued_from_thread``)."""
         self.count_queued_from_thread(-1)
         self.send_call(call_id, payload, ref)
 
-    def _send_now(self, entry: Pending, payload: bytes) -> bool:
+    def _send_now(self, call_id: int, payload: bytes) -> None:
         self._seq += 1
-        entry.seq = self._seq
-        if entry.retries_left == 0:
-            self._until_delivered.append(entry)
+        self._undelivered.append((self._seq, call_id, payload))
+        if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
+            proto.hold_payload(payload)
         self.send(payload)
+
+    def _send_queued(self, call_id: int, payload: bytes) -> bool:
+        """Send a call that waited behind a call with ref arguments (unless it ended meanwhile)."""
+        if call_id in self._unsent:
+            self._unsent.discard(call_id)
+            self._send_now(call_id, payload)
         return True
 
     def call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> bool:
@@ -453,19 +484,15 @@ class ActorConnection(proto.FrameProtocol):
         if self.pending or self._fd < 0 or self.dead_error is not None or self._blocked or self.queued_from_threads:
             return False
         # Registered before it is written: the answer may come back at once.
-        entry = self._new_pending(call_id, ref, payload)
+        self._register(call_id, ref, payload)
         try:
             written = self.write_from_thread(payload)
         except OSError:
             written = True  # half written on a broken socket: it may have reached the actor
         if written:
-            entry.seq = 0  # in the socket already: delivered
-            if entry.retries_left == 0:
-                entry.drop_payload()
-            return True
-        if self.pending.get(call_id) is entry:
-            self.pending.pop(call_id, None)
-            entry.drop_payload()
+            return True  # in the socket already: delivered, nothing kept unless it may be retried
+        if self.pending.get(call_id) is ref:
+            self._forget(call_id)
         return False
 
     def send_call_with_refs(
@@ -482,20 +509,21 @@ class ActorConnection(proto.FrameProtocol):
 
         ``stream_window`` > 0: a stream call (see ``_stream``) with that window.
         """
+        self.pending[call_id] = ref
         if self.dead_error is not None:
-            self.pending[call_id] = Pending(ref, None, 0)
             self._fail(call_id, ActorDiedError(self.dead_error))
             return
         task = self.loop.create_task(_resolve_refs(args, kwargs))
-        self.pending[call_id] = Pending(ref, None, 0)
+        self._unsent.add(call_id)
 
         def release() -> bool:
             if not task.done():
                 return False
+            if call_id not in self._unsent:  # failed meanwhile (the actor died), or cancelled
+                return True
+            self._unsent.discard(call_id)
             if ref.done():
                 self._fail(call_id, asyncio.CancelledError())
-                return True
-            if call_id not in self.pending:  # failed meanwhile (the actor died)
                 return True
             try:
                 real_args, real_kwargs = task.result()
@@ -513,9 +541,9 @@ class ActorConnection(proto.FrameProtocol):
                 where = f"{self.link.meta.class_name}.{method}"
                 self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
                 return True
-            del self.pending[call_id]
-            entry = self._new_pending(call_id, ref, payload)
-            return self._send_now(entry, payload)
+            self._register(call_id, ref, payload)
+            self._send_now(call_id, payload)
+            return True
 
         self._blocked.append(release)
         task.add_done_callback(lambda _: self._drain_blocked())
@@ -538,10 +566,8 @@ class ActorConnection(proto.FrameProtocol):
             return
         if self.streams:
             self.streams.pop(call_id, None)
-        entry = self.pending.pop(call_id, None)
-        if entry is None:
+        if self._forget(call_id) is None:
             return
-        entry.drop_payload()
         self.link.calls_finished(1)
         if self.dead_error is None:
             self.send(proto.dumps((proto.CANCEL, call_id)))
@@ -553,6 +579,7 @@ class ActorConnection(proto.FrameProtocol):
 
     def frames_received(self, frames: list[bytes]) -> None:
         pending = self.pending
+        kept = self._kept
         finished = 0
         release = self.release_later
         for data in frames:
@@ -562,44 +589,50 @@ class ActorConnection(proto.FrameProtocol):
             except Exception as exc:
                 # A result this process cannot unpickle fails its own call, not the connection.
                 msg = self._unreadable_result(data, exc)
-            if msg[0] == proto.RELEASE:
-                proto.segment_pool.release(msg[1], self)
+            kind = msg[0]
+            if kind != proto.RESULT_OK and kind != proto.RESULT_ERR:
+                self._control_received(msg)
                 continue
-            if msg[0] == proto.REF_VALUE:
-                fulfil(self, msg)
-                continue
-            if msg[0] == proto.STREAM_ITEMS:
-                stream = self.streams.get(msg[1])
-                if stream is not None:
-                    stream.deliver(msg[2])
-                continue
-            entry = pending.pop(msg[1], None)
-            if entry is None:
+            call_id = msg[1]
+            ref = pending.pop(call_id, None)
+            if ref is None:
                 continue
             finished += 1
-            if entry.held:
-                entry.drop_payload()
-            ref = entry.ref
+            if kept:
+                entry = kept.pop(call_id, None)
+                if entry is not None:
+                    entry.drop()
             if ref.done():
                 if self.streams:
-                    self.streams.pop(msg[1], None)
+                    self.streams.pop(call_id, None)
                 continue
-            kind = msg[0]
             if kind == proto.RESULT_OK:
                 ref.set_result(msg[2])
-            elif kind == proto.RESULT_ERR:
+            else:
                 ref.set_exception(self._error_from(msg))
             if ref._waiter is not None:
                 ref._wake_waiter()
             if self.streams:
-                stream = self.streams.pop(msg[1], None)
+                stream = self.streams.pop(call_id, None)
                 if stream is not None:
                     stream.finish(ref)
                     if kind == proto.RESULT_ERR and msg[5] == "" and msg[3] == "SerializationError":
                         # Made here (items we could not unpickle): the generator may still run there.
-                        self.send(proto.dumps((proto.CANCEL, msg[1])))
+                        self.send(proto.dumps((proto.CANCEL, call_id)))
         if finished:
             self.link.calls_finished(finished)
+
+    def _control_received(self, msg: tuple[Any, ...]) -> None:
+        """A frame that answers no call: a segment released, a ref's value, a stream's items."""
+        kind = msg[0]
+        if kind == proto.RELEASE:
+            proto.segment_pool.release(msg[1], self)
+        elif kind == proto.REF_VALUE:
+            fulfil(self, msg)
+        elif kind == proto.STREAM_ITEMS:
+            stream = self.streams.get(msg[1])
+            if stream is not None:
+                stream.deliver(msg[2])
 
     def _unreadable_result(self, data: bytes, exc: Exception) -> tuple[Any, ...]:
         peeked = proto.peek_kind_and_id(data)

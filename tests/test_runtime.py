@@ -125,12 +125,16 @@ def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload(
     try:
         conn = c._runtime_state.conns[_rt().home_loop]
         deadline = time.monotonic() + 10
-        entry = conn.pending.get(ref._call_id)
-        while (entry is None or entry.seq > conn.delivered_seq) and time.monotonic() < deadline:
+
+        def kept_payloads() -> list[bytes]:
+            kept = conn._kept.get(ref._call_id)
+            waiting = [payload for _, call_id, payload in list(conn._undelivered) if call_id == ref._call_id]
+            return waiting + ([kept.payload] if kept is not None else [])
+
+        while (conn.pending.get(ref._call_id) is not ref or kept_payloads()) and time.monotonic() < deadline:
             time.sleep(0.01)
-            entry = conn.pending.get(ref._call_id)
-        assert entry is not None and entry.seq <= conn.delivered_seq
-        assert entry.payload is None  # nothing kept for a retry the call cannot have
+        assert conn.pending.get(ref._call_id) is ref  # in flight
+        assert kept_payloads() == []  # nothing kept for a retry the call cannot have
     finally:
         open(gate_path, "w").close()
     assert actorloop.get(ref, timeout=30) == "released"
