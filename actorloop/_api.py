@@ -562,7 +562,7 @@ def _wait_with_generators(given: list[Any], num_returns: int, timeout: float | N
         if isinstance(item, ObjectRefGenerator):
             loop = item._state.loop
             if item.next_ready() or loop.is_closed():
-                probe: ObjectRef[None] = ObjectRef(loop, None, 0, None)
+                probe: ObjectRef[None] = ObjectRef(loop, None, 0)
                 probe.set_result(None)
             elif events._get_running_loop() is loop:
                 probe = item._ready_ref()  # on the generator's own loop: no hop (and no wait on ourselves)
@@ -814,7 +814,7 @@ def put(value: T) -> ObjectRef[T]:
     except BaseException:
         _shm.segment_pool.unhold(names)
         raise
-    ref: PutRef[T] = PutRef(loop, None, 0, None)
+    ref: PutRef[T] = PutRef(loop, None, 0)
     ref._inner = inner
     ref._views = views
     # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.

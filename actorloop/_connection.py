@@ -28,6 +28,7 @@ from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
 from ._meta import ClassMeta
 from ._ref import ObjectRef, fulfil
+from ._ref import _sync_waiters as sync_waiters
 from ._stream import StreamState
 from .exceptions import ActorDiedError, SerializationError, _make_task_error
 
@@ -610,7 +611,7 @@ class ActorConnection(proto.FrameProtocol):
                 ref.set_result(msg[2])
             else:
                 ref.set_exception(self._error_from(msg))
-            if ref._waiter is not None:
+            if sync_waiters:  # a thread is blocked in get() on some ref
                 ref._wake_waiter()
             if self.streams:
                 stream = self.streams.pop(call_id, None)

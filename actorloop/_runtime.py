@@ -310,7 +310,7 @@ class ActorState:
                 )
             self.pending += 1
         call_id = next(conn.ids)
-        ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id, self)
+        ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id)
         if rt.actor_id == self.actor_id:  # an actor calling itself: get() must know (see _CurrentLane)
             method_meta = self.meta.methods.get(method)
             target_group = group or (method_meta.group if method_meta else None) or DEFAULT_GROUP

@@ -631,7 +631,7 @@ class _Task:
         self.cancelled = False
         self.task_id = next(_task_ids)
         count = max(opts.num_returns, 1)
-        self.refs: list[ObjectRef[Any]] = [ObjectRef(loop, self, self.task_id, None) for _ in range(count)]
+        self.refs: list[ObjectRef[Any]] = [ObjectRef(loop, self, self.task_id) for _ in range(count)]
 
     # -- on the task's loop ------------------------------------------------------
 
@@ -855,8 +855,7 @@ def _settle(ref: ObjectRef[Any], value: Any, exc: BaseException | None) -> None:
         ref.set_exception(exc)
     else:
         ref.set_result(value)
-    if ref._waiter is not None:
-        ref._wake_waiter()
+    ref._wake_waiter()
 
 
 def _ref_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -182,14 +182,14 @@ def test_two_threads_waiting_on_one_ref_both_wake(monkeypatch: pytest.MonkeyPatc
         t.start()
     both_waiting.wait(10)
     deadline = time.monotonic() + 10
-    while not isinstance(ref._waiter, _ref._Waiters) and time.monotonic() < deadline:
+    while not isinstance(_ref._sync_waiters.get(id(ref)), _ref._Waiters) and time.monotonic() < deadline:
         time.sleep(0.01)
     open(gate_path, "w").close()
     for t in threads:
         t.join(30)
     os.unlink(gate_path)
     assert results == ["released", "released"]
-    assert ref._waiter is None
+    assert id(ref) not in _ref._sync_waiters
 
 
 def test_entry_queue_runs_jobs_in_order_from_many_threads() -> None:
