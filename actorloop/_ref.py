@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import itertools
 import pickle
@@ -19,7 +20,7 @@ import threading
 import time
 import weakref
 from asyncio import events
-from typing import TYPE_CHECKING, Any, Generator, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Generic, Protocol, TypeVar
 
 from . import _protocol as proto
 from . import _shm
@@ -75,7 +76,16 @@ _future_set_exception = _FutureBase.set_exception
 # ObjectRef.__init__ calls this directly: making a super() object for it cost
 # ~0.1 us of a call's ~6.5 us (python -m timeit, Python 3.11).
 _future_init = _FutureBase.__init__
+_future_add_done_callback = _FutureBase.add_done_callback
 _get_running_loop = events._get_running_loop
+
+# The done callback asyncio.gather registers on each child (its nested function ``_done_callback``;
+# None if a Python version has no such thing, and then nothing below applies).
+_GATHER_DONE_CODE = next(
+    (c for c in asyncio.tasks.gather.__code__.co_consts if getattr(c, "co_name", None) == "_done_callback"), None
+)
+# One Context per thread for gather's callbacks on refs of the loop running there (see add_done_callback).
+_gather_context = threading.local()
 
 
 if TYPE_CHECKING:
@@ -155,6 +165,33 @@ class ObjectRef(_RefBase[T], Generic[T]):
                 to_owner.put(self.cancel)
                 raise
         return self._result_now()
+
+    def add_done_callback(self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None) -> None:
+        """``asyncio.Future.add_done_callback``; gather's own callback shares one context per thread.
+
+        Given no context, a future runs each callback in a copy of the current
+        one: a 64-byte ``Context`` per child of a gather, 64 MB at the peak of
+        a gather of 1,000,000 refs (of ~390 MiB then, 3.11).  asyncio.gather's
+        callback reads no context variable and runs no user code (it counts,
+        and settles the gather's future, whose own callbacks keep their own
+        contexts), so it runs in one ``Context`` per thread instead.  Only for
+        refs of the loop running in this thread: the callback then runs on
+        this thread, so that context is never entered twice at once.
+        Measured as no slower per child (``gather`` + ``set_result`` + the
+        callback, timed on 3.11): the override's Python call costs about what
+        the copies cost to make and to collect.
+        """
+        if context is None:
+            if getattr(fn, "__code__", None) is not _GATHER_DONE_CODE or not running_here(self._loop):
+                # Not context=None: the C future would keep None and copy the context only when it runs the
+                # callback (a copy of the reading callback's, not of the caller's).
+                _future_add_done_callback(self, fn)
+                return
+            try:
+                context = _gather_context.context
+            except AttributeError:
+                context = _gather_context.context = contextvars.Context()
+        _future_add_done_callback(self, fn, context=context)
 
     def _result_now(self) -> T:
         if self.cancelled():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 import threading
 from typing import Any
@@ -281,3 +282,69 @@ async def test_cancelled_before_it_ran_gives_back_its_slot() -> None:
         with pytest.raises(actorloop.exceptions.TaskCancelledError):
             await held
     assert await a.f.remote(1) == 1  # the slot came back each time
+
+
+# -- what a gather keeps per ref -----------------------------------------------------
+
+_var: contextvars.ContextVar[str] = contextvars.ContextVar("_var", default="unset")
+
+
+def _contexts_alive() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is contextvars.Context)
+
+
+async def test_gather_makes_no_context_per_ref() -> None:
+    a = Flood.remote()
+    holds = [a.hold.remote() for _ in range(2)]  # both slots: the calls below stay pending while we look
+    refs = [a.f.remote(i) for i in range(2000)]
+    before = _contexts_alive()
+    gathered = asyncio.gather(*refs)
+    assert _contexts_alive() - before < 100  # a copy of the context per ref would be 2000
+    for h in holds:
+        actorloop.cancel(h)
+    assert await gathered == list(range(2000))
+
+
+async def test_callbacks_other_than_gathers_still_get_a_copy_of_the_context() -> None:
+    a = Flood.remote()
+    await a.f.remote(0)  # the connection is up: it reads replies in a context made before _var was set
+    _var.set("caller")
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    def callback(_: Any) -> None:
+        seen.append(_var.get())
+        _var.set("changed in the callback")  # in its own copy: not visible to the next one
+        done.set()
+
+    ref = a.f.remote(1)
+    ref.add_done_callback(callback)
+    ref.add_done_callback(lambda _: seen.append(_var.get()))
+    _var.set("after registering")  # the callbacks run in copies made when they were registered
+    assert await asyncio.gather(ref) == [1]
+    await done.wait()
+    await asyncio.sleep(0)
+    assert seen == ["caller", "caller"]
+    assert _var.get() == "after registering"
+
+
+async def test_gathers_on_loops_of_several_threads_at_once() -> None:
+    a = Flood.remote()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        async def main() -> None:
+            for _ in range(20):
+                assert await asyncio.gather(*[a.f.remote(i) for i in range(200)]) == list(range(200))
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        await asyncio.to_thread(t.join, 60)
+    assert errors == []
