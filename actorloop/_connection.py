@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import itertools
 import socket
 import threading
@@ -239,6 +240,8 @@ class ActorConnection(proto.FrameProtocol):
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
         #: Streams (generator calls) in flight, by call id: their items go there (see _stream).
         self.streams: dict[int, StreamState] = {}
+        #: Where asyncio.gather's callbacks on this connection's refs run (see ObjectRef.add_done_callback).
+        self.callback_context = contextvars.Context()
 
     # -- connecting ----------------------------------------------------------
 

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import traceback
-from typing import Any, cast
+from typing import Any, Iterable, cast
 
 from . import _pickle, _shm
 from ._entry import entry_for
@@ -106,7 +106,7 @@ class ProtocolError(Exception):
     """A peer broke the wire format (bad hello, absurd length, garbage)."""
 
 
-def _all_plain(values: tuple[Any, ...] | list[Any]) -> bool:
+def _all_plain(values: Iterable[Any]) -> bool:
     for value in values:
         kind = type(value)
         if kind not in _SMALL_TYPES and (kind is not bytes or len(value) >= OOB_THRESHOLD):
@@ -114,13 +114,19 @@ def _all_plain(values: tuple[Any, ...] | list[Any]) -> bool:
     return True
 
 
-def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def plain_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether every argument is a small plain value (no ref among them): ``dumps_call``'s fast path."""
+    return _all_plain(args) and (not kwargs or _all_plain(kwargs.values()))
+
+
+def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any], plain: bool | None = None) -> bytes:
     """Pickle a call message; plain pickle when every argument is a small plain value.
 
     ``msg`` holds ``args`` and ``kwargs`` themselves; large ``bytes``/``bytearray``
     among them travel through shared memory like numpy arrays' buffers.
+    ``plain``: what ``plain_args`` said of them, if the caller asked already.
     """
-    if _all_plain(args) and (not kwargs or _all_plain(list(kwargs.values()))):
+    if plain or (plain is None and plain_args(args, kwargs)):
         data = _pickle_dumps(msg, 5)
         if len(data) > MAX_FRAME_BYTES:  # _fits, inline: this is every call's path
             raise SerializationError(_too_large(len(data), None))

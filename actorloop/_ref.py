@@ -31,7 +31,11 @@ T = TypeVar("T")
 
 
 class CallOwner(Protocol):
-    """What a ref needs of whoever sent its call: a way to cancel it (from any thread)."""
+    """What a ref needs of whoever sent its call: a way to cancel it (from any thread).
+
+    An owner whose refs all belong to one loop may also have ``callback_context`` (see
+    ``ObjectRef.add_done_callback``).
+    """
 
     def cancel_call(self, call_id: int) -> None: ...
 
@@ -84,8 +88,6 @@ _get_running_loop = events._get_running_loop
 _GATHER_DONE_CODE = next(
     (c for c in asyncio.tasks.gather.__code__.co_consts if getattr(c, "co_name", None) == "_done_callback"), None
 )
-# One Context per thread for gather's callbacks on refs of the loop running there (see add_done_callback).
-_gather_context = threading.local()
 
 
 if TYPE_CHECKING:
@@ -167,30 +169,32 @@ class ObjectRef(_RefBase[T], Generic[T]):
         return self._result_now()
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: contextvars.Context | None = None) -> None:
-        """``asyncio.Future.add_done_callback``; gather's own callback shares one context per thread.
+        """``asyncio.Future.add_done_callback``; gather's own callback runs in its connection's context.
 
         Given no context, a future runs each callback in a copy of the current
         one: a 64-byte ``Context`` per child of a gather, 64 MB at the peak of
         a gather of 1,000,000 refs (of ~390 MiB then, 3.11).  asyncio.gather's
         callback reads no context variable and runs no user code (it counts,
         and settles the gather's future, whose own callbacks keep their own
-        contexts), so it runs in one ``Context`` per thread instead.  Only for
-        refs of the loop running in this thread: the callback then runs on
-        this thread, so that context is never entered twice at once.
-        Measured as no slower per child (``gather`` + ``set_result`` + the
-        callback, timed on 3.11): the override's Python call costs about what
-        the copies cost to make and to collect.
+        contexts), so for the refs of a connection it runs in that
+        connection's one ``callback_context``.  The refs of a connection
+        belong to one loop, whose thread runs all their callbacks: that context
+        is never entered twice at once.  Measured as no slower per child
+        (``gather`` + ``set_result`` + the callback, timed on 3.11): the
+        override's Python call costs about what the copies cost to make and
+        to collect.
         """
         if context is None:
-            if getattr(fn, "__code__", None) is not _GATHER_DONE_CODE or not running_here(self._loop):
+            try:
+                if fn.__code__ is _GATHER_DONE_CODE:
+                    context = self._conn.callback_context  # type: ignore[union-attr]
+            except AttributeError:  # not a plain function, or a ref with no connection
+                pass
+            if context is None:
                 # Not context=None: the C future would keep None and copy the context only when it runs the
                 # callback (a copy of the reading callback's, not of the caller's).
                 _future_add_done_callback(self, fn)
                 return
-            try:
-                context = _gather_context.context
-            except AttributeError:
-                context = _gather_context.context = contextvars.Context()
         _future_add_done_callback(self, fn, context=context)
 
     def _result_now(self) -> T:
