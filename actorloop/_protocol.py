@@ -106,7 +106,8 @@ class ProtocolError(Exception):
     """A peer broke the wire format (bad hello, absurd length, garbage)."""
 
 
-def _all_plain(values: Iterable[Any]) -> bool:
+def all_plain(values: Iterable[Any]) -> bool:
+    """Whether every value is small and plain: pickle sends it by value, in the frame."""
     for value in values:
         kind = type(value)
         if kind not in _SMALL_TYPES and (kind is not bytes or len(value) >= OOB_THRESHOLD):
@@ -114,22 +115,17 @@ def _all_plain(values: Iterable[Any]) -> bool:
     return True
 
 
-def plain_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether every argument is a small plain value (no ref among them): ``dumps_call``'s fast path."""
-    return _all_plain(args) and (not kwargs or _all_plain(kwargs.values()))
-
-
-def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any], plain: bool | None = None) -> bytes:
+def dumps_call(msg: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle a call message; plain pickle when every argument is a small plain value.
 
     ``msg`` holds ``args`` and ``kwargs`` themselves; large ``bytes``/``bytearray``
     among them travel through shared memory like numpy arrays' buffers.
-    ``plain``: what ``plain_args`` said of them, if the caller asked already.
+    (``ActorState.submit`` has the plain case inline.)
     """
-    if plain or (plain is None and plain_args(args, kwargs)):
+    if all_plain(args) and (not kwargs or all_plain(kwargs.values())):
         data = _pickle_dumps(msg, 5)
-        if len(data) > MAX_FRAME_BYTES:  # _fits, inline: this is every call's path
-            raise SerializationError(_too_large(len(data), None))
+        if len(data) > MAX_FRAME_BYTES:  # _fits, inline
+            raise SerializationError(too_large(len(data)))
         return data
     big = _shm.is_big_binary
     if any(big(a) for a in args) or (kwargs and any(big(v) for v in kwargs.values())):
@@ -162,7 +158,7 @@ def dumps_value(msg: tuple[Any, ...], value: Any) -> bytes:
 
 def dumps_items(msg: tuple[Any, ...], items: list[Any]) -> bytes:
     """Pickle a STREAM_ITEMS message (``msg`` holds ``items``); plain pickle when every item is small and plain."""
-    if _all_plain(items):
+    if all_plain(items):
         return _fits(pickle.dumps(msg, 5))
     return _dumps_out_of_band(msg)
 
@@ -171,18 +167,19 @@ def _dumps_out_of_band(msg: tuple[Any, ...]) -> bytes:
     data, names, fallback = _shm.dumps_with_buffers(msg)
     if len(data) > MAX_FRAME_BYTES:
         _shm.segment_pool.unused(names)  # this frame is never sent
-        raise SerializationError(_too_large(len(data), fallback))
+        raise SerializationError(too_large(len(data), fallback))
     return data
 
 
 def _fits(data: bytes) -> bytes:
     """Refuse a frame the peer would refuse: better one call's clear error than a connection cut under all."""
     if len(data) > MAX_FRAME_BYTES:
-        raise SerializationError(_too_large(len(data), None))
+        raise SerializationError(too_large(len(data), None))
     return data
 
 
-def _too_large(nbytes: int, fallback: str | None) -> str:
+def too_large(nbytes: int, fallback: str | None = None) -> str:
+    """Why a frame of ``nbytes`` is refused (``fallback``: why shared memory was not used, if it was not)."""
     text = (
         f"{nbytes} bytes once pickled, over the largest frame (MAX_FRAME_BYTES = {MAX_FRAME_BYTES}). "
         f"Only buffers of {OOB_THRESHOLD} bytes or more travel through shared memory instead of the frame: "

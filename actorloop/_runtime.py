@@ -23,6 +23,7 @@ import threading
 import uuid
 import weakref
 from asyncio import events
+from pickle import dumps as _pickle_dumps
 from typing import Any
 
 from . import _pickle, _ref
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 _get_running_loop = events._get_running_loop
+_all_plain = proto.all_plain
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.RLock()
@@ -331,22 +333,31 @@ class ActorState:
             _self_calls[ref] = (method, target_group, bool(method_meta and method_meta.is_async))
         if stream_window:
             return self._submit_stream(conn, loop, threadsafe, call_id, ref, method, args, kwargs, group, stream_window)
-        # Small plain values (the usual arguments) are no refs: one look at them answers both questions.
-        plain = proto.plain_args(args, kwargs)
-        if not plain and _has_refs(args, kwargs):
+        msg = (proto.CALL, call_id, method, args, kwargs, group)
+        if _all_plain(args) and (not kwargs or _all_plain(kwargs.values())):
+            # Small plain values, the usual arguments (and no ref among them): proto.dumps_call's
+            # fast path, inline (two calls less: ~1,100 of the ~60,000 instructions a gathered
+            # call costs its caller, callgrind on 3.11).
+            payload = _pickle_dumps(msg, 5)
+            if len(payload) > proto.MAX_FRAME_BYTES:
+                self.calls_finished(1)
+                where = f"{self.meta.class_name}.{method}"
+                raise SerializationError(f"could not pickle the arguments of {where}: {proto.too_large(len(payload))}")
+        elif _has_refs(args, kwargs):
             if threadsafe:
                 conn.count_queued_from_thread(1)
                 rt.entry.put(conn.send_call_with_refs_from_thread, call_id, ref, method, args, kwargs, group)
             else:
                 conn.send_call_with_refs(call_id, ref, method, args, kwargs, group)
             return ref
-        try:
-            payload = proto.dumps_call((proto.CALL, call_id, method, args, kwargs, group), args, kwargs, plain)
-        except Exception as exc:
-            self.calls_finished(1)
-            raise SerializationError(
-                f"could not pickle the arguments of {self.meta.class_name}.{method}: {exc}"
-            ) from exc
+        else:
+            try:
+                payload = proto.dumps_call(msg, args, kwargs)
+            except Exception as exc:
+                self.calls_finished(1)
+                raise SerializationError(
+                    f"could not pickle the arguments of {self.meta.class_name}.{method}: {exc}"
+                ) from exc
         if not threadsafe:
             conn.send_call(call_id, payload, ref)
         elif not conn.call_from_thread(call_id, payload, ref):
