@@ -25,7 +25,7 @@ from ._entry import entry_for
 from ._handles import ActorHandle, ActorProxy
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
 from ._node._dashboard import check_dashboard_address
-from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
+from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, make_ref, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from ._stream import ObjectRefGenerator
 from .exceptions import GetTimeoutError, SerializationError
@@ -562,7 +562,7 @@ def _wait_with_generators(given: list[Any], num_returns: int, timeout: float | N
         if isinstance(item, ObjectRefGenerator):
             loop = item._state.loop
             if item.next_ready() or loop.is_closed():
-                probe: ObjectRef[None] = ObjectRef(loop, None, 0)
+                probe: ObjectRef[None] = make_ref(loop, None, 0)
                 probe.set_result(None)
             elif events._get_running_loop() is loop:
                 probe = item._ready_ref()  # on the generator's own loop: no hop (and no wait on ourselves)
@@ -814,7 +814,7 @@ def put(value: T) -> ObjectRef[T]:
     except BaseException:
         _shm.segment_pool.unhold(names)
         raise
-    ref: PutRef[T] = PutRef(loop, None, 0)
+    ref: PutRef[T] = make_ref(loop, None, 0, PutRef)
     ref._inner = inner
     ref._views = views
     # A fresh future has no callbacks yet, so settling it from this thread schedules nothing on its loop.

@@ -77,9 +77,6 @@ _blocking = _FutureBase.__dict__["_asyncio_future_blocking"]
 _future_await = _FutureBase.__await__
 _future_cancel = _FutureBase.cancel
 _future_set_exception = _FutureBase.set_exception
-# ObjectRef.__init__ calls this directly: making a super() object for it cost
-# ~0.1 us of a call's ~6.5 us (python -m timeit, Python 3.11).
-_future_init = _FutureBase.__init__
 _future_add_done_callback = _FutureBase.add_done_callback
 _get_running_loop = events._get_running_loop
 
@@ -119,13 +116,11 @@ class ObjectRef(_RefBase[T], Generic[T]):
     # 176: +16 MB at that peak).
     __slots__ = ("_conn", "_call_id")
 
+    # No __init__ of its own: a ref is made by ``make_ref`` (or ``submit``, inline), asyncio's Future
+    # __init__ (C) and then its two slots.  A Python __init__ cost ~1,500 of the ~55,000 instructions a
+    # gathered call costs its caller (callgrind, 3.11).
     _conn: CallOwner | None
     _call_id: int
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, conn: CallOwner | None, call_id: int) -> None:
-        _future_init(self, loop=loop)  # not super(): ~0.1 us less per call, see _future_init
-        self._conn = conn
-        self._call_id = call_id
 
     # asyncio treats an object as a future of the running loop when this is
     # not None; from another loop we answer None so asyncio wraps us instead.
@@ -296,6 +291,17 @@ class ObjectRef(_RefBase[T], Generic[T]):
         return _rebuild_pending, (forward_id,)
 
 
+R = TypeVar("R", bound=ObjectRef[Any])
+
+
+def make_ref(loop: asyncio.AbstractEventLoop, conn: CallOwner | None, call_id: int, cls: type[R] = ObjectRef) -> R:  # type: ignore[assignment]
+    """A new pending ref of ``loop`` (of class ``cls``) for call ``call_id`` of ``conn``."""
+    ref = cls(loop=loop)
+    ref._conn = conn
+    ref._call_id = call_id
+    return ref
+
+
 class _FailedRef(ObjectRef[T]):
     """An ObjectRef whose call failed.  A ref becomes one in ``set_exception``, so that only
     failed refs carry a Python finalizer (a finalizer on every ref costs each call about 0.35 us).
@@ -338,7 +344,7 @@ def split_ref(whole: ObjectRef[Any], count: int, where: str) -> list[ObjectRef[A
     """``count`` refs, one per value of the sequence ``whole`` resolves to (``num_returns=count``)."""
     loop = whole.get_loop()
     owner = _SplitOwner(whole)
-    parts: list[ObjectRef[Any]] = [ObjectRef(loop, owner, whole._call_id) for _ in range(count)]
+    parts: list[ObjectRef[Any]] = [make_ref(loop, owner, whole._call_id) for _ in range(count)]
 
     def settle(_: Any) -> None:
         if whole.cancelled():
@@ -390,13 +396,13 @@ def _rebuild_loop() -> asyncio.AbstractEventLoop:
 
 
 def _rebuild_done(value: Any) -> ObjectRef[Any]:
-    ref: ObjectRef[Any] = ObjectRef(_rebuild_loop(), None, 0)
+    ref: ObjectRef[Any] = make_ref(_rebuild_loop(), None, 0)
     ref.set_result(value)
     return ref
 
 
 def _rebuild_failed(exc: BaseException) -> ObjectRef[Any]:
-    ref: ObjectRef[Any] = ObjectRef(_rebuild_loop(), None, 0)
+    ref: ObjectRef[Any] = make_ref(_rebuild_loop(), None, 0)
     ref.set_exception(exc)
     return ref
 
@@ -430,7 +436,7 @@ def _rebuild_pending(forward_id: int) -> ObjectRef[Any]:
     conn: Any = _shm.inbound_connection()
     if conn is None:
         return _rebuild_failed(ObjectLostError("this ref was sent pending outside a connection; its value is lost"))
-    ref: ObjectRef[Any] = ObjectRef(conn.loop, None, forward_id)
+    ref: ObjectRef[Any] = make_ref(conn.loop, None, forward_id)
     with _forward_lock:
         early = _early.get(conn)
         msg = early.pop(forward_id, None) if early else None

@@ -326,7 +326,9 @@ class ActorState:
                     )
                 self._counted += 1
         call_id = next(conn.ids)
-        ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id)
+        ref: ObjectRef[Any] = ObjectRef(loop=loop)  # _ref.make_ref, inline
+        ref._conn = conn
+        ref._call_id = call_id
         if rt.actor_id == self.actor_id:  # an actor calling itself: get() must know (see _CurrentLane)
             method_meta = self.meta.methods.get(method)
             target_group = group or (method_meta.group if method_meta else None) or DEFAULT_GROUP

@@ -32,7 +32,7 @@ from asyncio import events
 from typing import Any, AsyncIterator, Callable, Generic, Iterator, Protocol, TypeVar
 
 from ._entry import entry_for
-from ._ref import FALLBACK_POLL_SECONDS, ObjectRef, _check_resolvable
+from ._ref import FALLBACK_POLL_SECONDS, ObjectRef, _check_resolvable, make_ref
 from .exceptions import TaskCancelledError
 
 T = TypeVar("T")
@@ -287,14 +287,14 @@ class StreamState:
 
 
 def _item_ref(loop: asyncio.AbstractEventLoop, value: Any) -> ObjectRef[Any]:
-    ref: ObjectRef[Any] = ObjectRef(loop, None, 0)
+    ref: ObjectRef[Any] = make_ref(loop, None, 0)
     # A fresh future has no callbacks, so settling it from any thread schedules nothing on its loop.
     ref.set_result(value)
     return ref
 
 
 def _error_ref(loop: asyncio.AbstractEventLoop, error: BaseException) -> ObjectRef[Any]:
-    ref: ObjectRef[Any] = ObjectRef(loop, None, 0)
+    ref: ObjectRef[Any] = make_ref(loop, None, 0)
     ref.set_exception(error)
     return ref
 
@@ -405,7 +405,7 @@ class ObjectRefGenerator(Generic[T]):
     def _ready_ref(self) -> ObjectRef[None]:
         """A ref that resolves once ``next_ready()`` (for ``actorloop.wait``; call on the stream's loop)."""
         state = self._state
-        probe: ObjectRef[None] = ObjectRef(state.loop, None, 0)
+        probe: ObjectRef[None] = make_ref(state.loop, None, 0)
 
         def settle() -> None:
             if not probe.done():

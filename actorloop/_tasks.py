@@ -54,7 +54,7 @@ import cloudpickle
 from . import _backend
 from ._entry import entry_for
 from ._meta import NO_EFFECT_ON_ONE_NODE, STREAMING, collect_meta, env_vars_of
-from ._ref import ObjectRef
+from ._ref import ObjectRef, make_ref
 from ._runtime import ActorState, Runtime, require_runtime
 from ._stream import DEFAULT_WINDOW, ObjectRefGenerator, check_window
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error
@@ -631,7 +631,7 @@ class _Task:
         self.cancelled = False
         self.task_id = next(_task_ids)
         count = max(opts.num_returns, 1)
-        self.refs: list[ObjectRef[Any]] = [ObjectRef(loop, self, self.task_id) for _ in range(count)]
+        self.refs: list[ObjectRef[Any]] = [make_ref(loop, self, self.task_id) for _ in range(count)]
 
     # -- on the task's loop ------------------------------------------------------
 
