@@ -348,3 +348,51 @@ async def test_gathers_on_loops_of_several_threads_at_once() -> None:
     for t in threads:
         await asyncio.to_thread(t.join, 60)
     assert errors == []
+
+
+# -- the table of calls in flight ----------------------------------------------------------
+
+
+def _table_with(ids: list[int]) -> tuple[Any, dict[int, Any]]:
+    from actorloop._connection import CallTable
+
+    table = CallTable()
+    refs = {call_id: object() for call_id in ids}
+    for call_id in ids:
+        table[call_id] = refs[call_id]
+    return table, refs
+
+
+async def test_call_table_keeps_every_call_in_any_order() -> None:
+    ids = [*range(1, 50), 70, 60, *range(80, 90), 55]  # gaps, and ids registered out of order
+    table, refs = _table_with(ids)
+    assert len(table) == len(ids) and list(table) == sorted(ids)
+    assert all(table.get(i) is refs[i] and i in table for i in ids)
+    assert table.get(50) is None and 50 not in table and table.pop(50) is None
+    for call_id in reversed(ids):
+        assert table.pop(call_id) is refs[call_id]
+        assert table.pop(call_id) is None
+    assert len(table) == 0 and not table
+
+
+async def test_call_table_drops_its_ended_front_and_keeps_stragglers() -> None:
+    table, refs = _table_with(list(range(1, 100_001)))
+    for call_id in range(2, 100_001):  # all but the first end, in order
+        table.pop(call_id)
+        table.trim()
+    assert len(table.refs) < 3000  # not a slot for every call made since the straggler
+    assert list(table) == [1] and table.pop(1) is refs[1]
+    table[100_001] = refs[1]  # later calls still go in
+    assert list(table) == [100_001]
+
+
+async def test_call_table_takes_a_threads_call_aside() -> None:
+    table, refs = _table_with([1, 2, 3])
+    ref = object()
+    table.add_from_thread(7, ref)  # a sync caller's lone call, registered from its thread
+    table[8] = refs[1]
+    assert list(table) == [1, 2, 3, 7, 8] and len(table) == 5
+    assert table.pop(7) is ref
+    table.add_from_thread(9, ref)
+    table.discard_from_thread(9)
+    assert 9 not in table
