@@ -304,10 +304,6 @@ def _unhold(payload: bytes) -> None:
         proto.unhold_payload(payload)
 
 
-def _seq_of(sent: tuple[int, Any] | tuple[int, int, bytes]) -> int:
-    return sent[0]
-
-
 _OOB_BYTE = proto._OOB_BYTE
 _RESULT_OK = proto.RESULT_OK
 _RESULT_ERR = proto.RESULT_ERR
@@ -338,11 +334,14 @@ class ActorConnection(proto.FrameProtocol):
         self._handed_seq = 0
         self.delivered_seq = 0
         self._confirm_scheduled = False
-        # Calls sent and not known to be delivered, in number order: (seq,
-        # call id, payload).  Their payloads are what a restarted actor is sent.
-        # Once delivered they leave (a gather of 1,000,000 calls kept every
-        # payload, ~80 bytes each, until its reply before).
-        self._undelivered: collections.deque[tuple[int, int, bytes]] = collections.deque()
+        # Calls sent and not known to be delivered, in number order: their ids
+        # and payloads (what a restarted actor is sent).  Every number taken
+        # adds one to each, so the last has number ``_seq``: no number, and no
+        # tuple, is kept per call (a gather whose actor falls behind keeps
+        # hundreds of thousands).  Once delivered they leave (a gather of
+        # 1,000,000 calls kept every payload, ~80 bytes each, until its reply).
+        self._undelivered_ids: collections.deque[int] = collections.deque()
+        self._undelivered: collections.deque[bytes] = collections.deque()
         # Those of them with shared-memory segments, held until delivered: (seq, payload).
         self._undelivered_held: collections.deque[tuple[int, bytes]] = collections.deque()
         # Calls with retries left: their payloads, until their answers.
@@ -446,24 +445,28 @@ class ActorConnection(proto.FrameProtocol):
         if seq <= self.delivered_seq:
             return
         self.delivered_seq = seq
-        waiting = self._undelivered
-        if waiting and waiting[-1][0] <= seq:
+        payloads = self._undelivered
+        ids = self._undelivered_ids
+        if seq >= self._seq:
             # All of them (a chunk is written whole, the usual case): at once, not one by one
             # (~700 of the ~60,000 instructions a gathered call costs its caller, callgrind on 3.11).
-            waiting.clear()
+            payloads.clear()
+            ids.clear()
         else:
-            while waiting and waiting[0][0] <= seq:
-                waiting.popleft()
+            for _ in range(len(payloads) - (self._seq - seq)):
+                payloads.popleft()
+                ids.popleft()
         held = self._undelivered_held
         while held and held[0][0] <= seq:
             proto.unhold_payload(held.popleft()[1])
 
-    def _drop_undelivered(self, sent: collections.deque[tuple[int, int, bytes]]) -> None:
+    def _drop_undelivered(self, sent: collections.deque[bytes]) -> None:
         """Let go of the payloads of ``sent`` (``_undelivered``, or what it was at a connection's loss)."""
-        for _, _, payload in sent:
+        for payload in sent:
             _unhold(payload)
         sent.clear()
         if sent is self._undelivered:
+            self._undelivered_ids.clear()
             self._undelivered_held.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -477,28 +480,34 @@ class ActorConnection(proto.FrameProtocol):
         inflight = sorted(self.pending)
         # What was queued or written on the lost connection and not known to
         # have arrived: _recover sends it to the next process.
-        lost, self._undelivered = self._undelivered, collections.deque()
+        lost = dict(zip(self._undelivered_ids, self._undelivered, strict=True))
+        self._undelivered_ids = collections.deque()
+        self._undelivered = collections.deque()
         self._undelivered_held = collections.deque()  # their holds are lost's now (see _recover)
         self._out = []
         self.loop.create_task(self._guarded(self._recover(inflight, lost)))
 
-    async def _recover(self, inflight: list[int], lost: collections.deque[tuple[int, int, bytes]]) -> None:
+    async def _recover(self, inflight: list[int], lost: dict[int, bytes]) -> None:
+        """Send the calls in flight at a connection's loss to the next process, or fail them.
+
+        ``lost``: the payloads of the calls that were not known to be delivered, by call id (their
+        holds pass to the resend, or go).
+        """
         try:
             status = await self.link.wait_actor(self.epoch + 1)
         except ConnectionError as exc:
             status = ("DEAD", f"the actorloop node is unreachable: {exc}")
         if status[0] == "DEAD":
-            self._drop_undelivered(lost)
+            for left in lost.values():
+                _unhold(left)
             self._die(status[1])
             return
         why = status[3] if len(status) > 3 else "it crashed"
-        # The payloads of calls that never reached the old process (their holds pass to the resend).
-        undelivered = {call_id: payload for _, call_id, payload in lost}
         resend: list[bytes] = []
         for call_id in inflight:
             if call_id not in self.pending or call_id in self._unsent:
                 continue  # answered, failed or cancelled meanwhile; or it sends itself later
-            payload = undelivered.pop(call_id, None)
+            payload = lost.pop(call_id, None)
             if payload is None:  # delivered: it may have run there
                 kept = self._kept.get(call_id)
                 if kept is None or kept.retries_left == 0 or call_id in self.streams:  # a stream's items are out
@@ -514,17 +523,17 @@ class ActorConnection(proto.FrameProtocol):
                 elif payload[0] == _OOB_BYTE:
                     proto.hold_payload(payload)  # one hold for _kept, one for _undelivered
             # Otherwise it never reached the old process: it simply goes to the new one.
+            # Numbered after the calls sent while we waited, though they go out before them: a
+            # delivery covers every number up to its chunk's last, and they all leave in one chunk.
             self._seq += 1
-            self._undelivered.append((self._seq, call_id, payload))
+            self._undelivered_ids.append(call_id)
+            self._undelivered.append(payload)
             if payload[0] == _OOB_BYTE:
                 self._undelivered_held.append((self._seq, payload))
             resend.append(proto.frame(payload))
             self.track_segments(payload)
-        for payload in undelivered.values():
-            _unhold(payload)
-        # The resent calls took new (higher) numbers than calls sent while we waited: keep number order.
-        self._undelivered = collections.deque(sorted(self._undelivered, key=_seq_of))
-        self._undelivered_held = collections.deque(sorted(self._undelivered_held, key=_seq_of))
+        for left in lost.values():  # not resent: answered or cancelled meanwhile
+            _unhold(left)
         self._out = resend + self._out
         await self._connect(status[1])
 
@@ -598,11 +607,12 @@ class ActorConnection(proto.FrameProtocol):
             self._unsent.add(call_id)
             self._blocked.append(lambda: self._send_queued(call_id, payload))
         else:
-            self._seq = seq = self._seq + 1
-            self._undelivered.append((seq, call_id, payload))
+            self._seq += 1
+            self._undelivered_ids.append(call_id)
+            self._undelivered.append(payload)
             if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
                 proto.hold_payload(payload)
-                self._undelivered_held.append((seq, payload))
+                self._undelivered_held.append((self._seq, payload))
             self.send(payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
@@ -612,7 +622,8 @@ class ActorConnection(proto.FrameProtocol):
 
     def _send_now(self, call_id: int, payload: bytes) -> None:
         self._seq += 1
-        self._undelivered.append((self._seq, call_id, payload))
+        self._undelivered_ids.append(call_id)
+        self._undelivered.append(payload)
         if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
             proto.hold_payload(payload)
             self._undelivered_held.append((self._seq, payload))

@@ -232,7 +232,7 @@ def _pending_of(handle: Any) -> dict[int, Any]:
 def _with_payload(handle: Any) -> set[int]:
     """The calls whose payload the connection keeps: until delivered, or for a retry."""
     conn = handle.f._state.conns[asyncio.get_running_loop()]
-    return {call_id for _, call_id, _ in conn._undelivered} | set(conn._kept)
+    return set(conn._undelivered_ids) | set(conn._kept)
 
 
 async def test_payload_dropped_once_delivered_without_retries() -> None:

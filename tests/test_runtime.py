@@ -128,7 +128,8 @@ def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload(
 
         def kept_payloads() -> list[bytes]:
             kept = conn._kept.get(ref._call_id)
-            waiting = [payload for _, call_id, payload in list(conn._undelivered) if call_id == ref._call_id]
+            ids, payloads = list(conn._undelivered_ids), list(conn._undelivered)
+            waiting = [p for i, p in zip(ids, payloads, strict=False) if i == ref._call_id]
             return waiting + ([kept.payload] if kept is not None else [])
 
         while (conn.pending.get(ref._call_id) is not ref or kept_payloads()) and time.monotonic() < deadline:
