@@ -149,6 +149,8 @@ class ActorLink(Protocol):
     actor_id: str
     meta: ClassMeta
     max_task_retries: int
+    #: Whether the actor may restart: if not, no call is ever sent again and no payload is kept.
+    restartable: bool
     secret: bytes
 
     async def wait_actor(self, min_epoch: int) -> tuple[Any, ...]:
@@ -335,17 +337,23 @@ class ActorConnection(proto.FrameProtocol):
         self.delivered_seq = 0
         self._confirm_scheduled = False
         # Calls sent and not known to be delivered, in number order: their ids
-        # and payloads (what a restarted actor is sent).  Every number taken
-        # adds one to each, so the last has number ``_seq``: no number, and no
-        # tuple, is kept per call (a gather whose actor falls behind keeps
-        # hundreds of thousands).  Once delivered they leave (a gather of
-        # 1,000,000 calls kept every payload, ~80 bytes each, until its reply).
+        # and payloads (what a restarted actor is sent; empty if it cannot
+        # restart, see _resendable).  Every number taken adds one to each, so
+        # the last has number ``_seq``: no number, and no tuple, is kept per
+        # call (a gather whose actor falls behind keeps hundreds of thousands).
+        # Once delivered they leave (a gather of 1,000,000 calls kept every
+        # payload, ~80 bytes each, until its reply).
         self._undelivered_ids: collections.deque[int] = collections.deque()
         self._undelivered: collections.deque[bytes] = collections.deque()
         # Those of them with shared-memory segments, held until delivered: (seq, payload).
         self._undelivered_held: collections.deque[tuple[int, bytes]] = collections.deque()
         # Calls with retries left: their payloads, until their answers.
         self._kept: dict[int, Kept] = {}
+        # A call is sent again only to a restarted actor: to one that cannot restart (max_restarts=0,
+        # the default) no call is, and no payload is kept at all, neither until delivery nor for
+        # retries (max_task_retries needs a restart).
+        self._resendable = link.restartable
+        self._retries = link.max_task_retries if link.restartable else 0
         # Calls registered in ``pending`` but not sent yet: waiting for their ref
         # arguments, or queued behind such a call (``_blocked``).  They send
         # themselves; a restart does not.
@@ -581,7 +589,7 @@ class ActorConnection(proto.FrameProtocol):
 
     def _register(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> None:
         self.pending[call_id] = ref
-        retries = self.link.max_task_retries
+        retries = self._retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
 
@@ -598,7 +606,7 @@ class ActorConnection(proto.FrameProtocol):
             table.live += 1
         else:
             table[call_id] = ref
-        retries = self.link.max_task_retries
+        retries = self._retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
         if self.dead_error is not None:
@@ -608,11 +616,12 @@ class ActorConnection(proto.FrameProtocol):
             self._blocked.append(lambda: self._send_queued(call_id, payload))
         else:
             self._seq += 1
-            self._undelivered_ids.append(call_id)
-            self._undelivered.append(payload)
-            if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
-                proto.hold_payload(payload)
-                self._undelivered_held.append((self._seq, payload))
+            if self._resendable:
+                self._undelivered_ids.append(call_id)
+                self._undelivered.append(payload)
+                if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
+                    proto.hold_payload(payload)
+                    self._undelivered_held.append((self._seq, payload))
             self.send(payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
@@ -622,11 +631,12 @@ class ActorConnection(proto.FrameProtocol):
 
     def _send_now(self, call_id: int, payload: bytes) -> None:
         self._seq += 1
-        self._undelivered_ids.append(call_id)
-        self._undelivered.append(payload)
-        if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
-            proto.hold_payload(payload)
-            self._undelivered_held.append((self._seq, payload))
+        if self._resendable:
+            self._undelivered_ids.append(call_id)
+            self._undelivered.append(payload)
+            if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
+                proto.hold_payload(payload)
+                self._undelivered_held.append((self._seq, payload))
         self.send(payload)
 
     def _send_queued(self, call_id: int, payload: bytes) -> bool:
@@ -647,7 +657,7 @@ class ActorConnection(proto.FrameProtocol):
             return False
         # Registered before it is written: the answer may come back at once.
         self.pending.add_from_thread(call_id, ref)
-        retries = self.link.max_task_retries
+        retries = self._retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
         try:

@@ -204,6 +204,9 @@ class ActorState:
         self.options_for_callers = caller_options
         self.max_task_retries: int = caller_options.get("max_task_retries", 0)
         self.max_pending_calls: int = caller_options.get("max_pending_calls", -1)
+        # Whether the actor may come back after its process ended (unknown, as from options a node
+        # stored before they said: yes).  If not, a call is never sent twice and callers keep no payload.
+        self.restartable: bool = caller_options.get("max_restarts", -1) != 0
         self.created_here = created_here
         self.anonymous = anonymous
         self.passed_on = False
@@ -600,6 +603,8 @@ class Runtime:
         caller_options = {
             "max_task_retries": options.get("max_task_retries", 0),
             "max_pending_calls": options.get("max_pending_calls", -1),
+            # Callers keep a call's payload for a resend only if the actor can restart (see ActorState).
+            "max_restarts": options.get("max_restarts", 0),
         }
         http = None
         if meta.has_routes:

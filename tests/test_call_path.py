@@ -247,7 +247,7 @@ async def test_payload_dropped_once_delivered_without_retries() -> None:
 
 
 async def test_payload_kept_while_a_retry_may_need_it() -> None:
-    a = Flood.options(max_task_retries=1).remote()
+    a = Flood.options(max_task_retries=1, max_restarts=1).remote()
     holds = [a.hold.remote() for _ in range(2)]
     refs = [a.f.remote(i) for i in range(20)]
     conn = a.f._state.conns[asyncio.get_running_loop()]
@@ -255,6 +255,17 @@ async def test_payload_kept_while_a_retry_may_need_it() -> None:
     # call counts as delivered, any payload that was going to go is gone.
     assert await async_wait_until(lambda: _async_true(conn.delivered_seq >= conn._seq))
     assert set(_pending_of(a)) <= set(conn._kept)  # delivered, and still kept for a retry
+    for h in holds:
+        actorloop.cancel(h)
+    assert await asyncio.gather(*refs) == list(range(20))
+
+
+async def test_no_payload_kept_for_retries_an_actor_without_restarts_cannot_have() -> None:
+    a = Flood.options(max_task_retries=3).remote()  # max_restarts=0: a call is never sent twice
+    holds = [a.hold.remote() for _ in range(2)]
+    refs = [a.f.remote(i) for i in range(20)]  # queued behind the holds: in flight while we look
+    assert len(_pending_of(a)) == 22
+    assert _with_payload(a) == set()  # neither until delivered nor for a retry
     for h in holds:
         actorloop.cancel(h)
     assert await asyncio.gather(*refs) == list(range(20))

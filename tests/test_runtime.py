@@ -118,7 +118,7 @@ def test_calls_from_async_code_sent_after_a_death_wait_too() -> None:
 
 
 def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload() -> None:
-    c = Counter.remote()
+    c = Counter.options(max_restarts=1).remote()  # restartable: an undelivered call would keep its payload
     actorloop.get(c.increment.remote())  # the connection is up: a lone sync call is written straight out
     gate_path = os.path.join(_rt().node_dir, f"gate-{os.getpid()}")
     ref = c.wait_for.remote(gate_path)
