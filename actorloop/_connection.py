@@ -419,7 +419,14 @@ class ActorConnection(proto.FrameProtocol):
         transport.write(proto.make_hello(self.link.secret))
         super().connection_made(transport)
 
-    # -- delivery (see FrameProtocol._write_out) ------------------------------------
+    # -- writing and delivery (see FrameProtocol._write_out) ---------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._write_out(early=False)
+
+    def _write_early(self) -> None:
+        self._write_out(early=True)
 
     def _chunk_mark(self) -> int:
         return self._seq

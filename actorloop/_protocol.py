@@ -284,11 +284,37 @@ class FrameProtocol(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         elif len(out) >= _EARLY_FLUSH_ITEMS:
-            self._write_out(early=True)
+            self._write_early()
+
+    def _write_early(self) -> None:
+        """``send`` in the middle of a burst (the loop does not run meanwhile): write what is queued now."""
+        self._flush()
+        self._flush_scheduled = True  # the call_soon of the burst's first send is still to come
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._write_out(early=False)
+        if not self._out:
+            return
+        transport = self.transport
+        if transport is None or self.closed:
+            return  # not connected yet: connection_made flushes
+        if not self._write_lock.acquire(blocking=False):
+            # A thread is writing (perhaps waiting for room): try again soon,
+            # without blocking the loop that must keep reading.
+            self._flush_scheduled = True
+            self.loop.call_later(0.0005, self._flush)
+            return
+        try:
+            out = self._out
+            self._out = []
+            # One bytes object, not writelines(): uvloop queues each item of a
+            # writelines() as its own buffer and, once a gather of 1,000,000
+            # calls had queued some millions of them, its write failed with
+            # EINVAL and the connection was lost (the gather hung).  The
+            # stdlib's writelines() joins them the same way on 3.10/3.11.
+            transport.write(out[0] + out[1] if len(out) == 2 else b"".join(out))
+        finally:
+            self._write_lock.release()
 
     def _write_out(self, early: bool) -> None:
         """Write the queued frames: straight to the socket while it takes them, the rest to the transport.
@@ -300,9 +326,12 @@ class FrameProtocol(asyncio.Protocol):
         everything after them in the transport's buffer (and every such call
         kept its payload, not known to be delivered): a gather of 1,000,000
         calls held ~37 MB of buffer and ~90 MB of payloads at its peak.  So in
-        a burst the frames the socket did not take wait here (``_backlog``)
-        and the next early write tries the socket again; only the write at
-        the end of the iteration hands what is left to the transport.
+        a burst the frames go straight to the socket while it takes them (on
+        our own descriptor, as ``write_from_thread``), those it did not take
+        wait here (``_backlog``), and the next early write tries the socket
+        again; the write at the end of the iteration hands what is left to the
+        transport.  A protocol that wants this calls it from ``_flush`` and
+        ``_write_early`` (``ActorConnection``); the others write as before.
         """
         transport = self.transport
         if transport is None or self.closed:
@@ -311,11 +340,7 @@ class FrameProtocol(asyncio.Protocol):
         out = self._out
         if out:
             self._out = []
-            # One bytes object, not writelines(): uvloop queues each item of a
-            # writelines() as its own buffer and, once a gather of 1,000,000
-            # calls had queued some millions of them, its write failed with
-            # EINVAL and the connection was lost (the gather hung).  The
-            # stdlib's writelines() joins them the same way on 3.10/3.11.
+            # One bytes object, not writelines() (see _flush).
             backlog.append((out[0] + out[1] if len(out) == 2 else b"".join(out), self._chunk_mark()))
         if not backlog:
             return
@@ -327,10 +352,11 @@ class FrameProtocol(asyncio.Protocol):
                 self.loop.call_later(0.0005, self._flush)
             return
         written = handed = None
+        direct = early and self._fd >= 0
         try:
-            if self._fd >= 0 and not transport.get_write_buffer_size():
+            if direct and not transport.get_write_buffer_size():
                 written = self._write_direct(backlog)
-            if backlog and (not early or self._fd < 0):
+            if backlog and not direct:
                 handed = backlog[-1][1]
                 data = backlog[0][0] if len(backlog) == 1 else b"".join([chunk for chunk, _ in backlog])
                 backlog.clear()
