@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import os
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -407,3 +409,60 @@ async def test_call_table_takes_a_threads_call_aside() -> None:
     table.add_from_thread(9, ref)
     table.discard_from_thread(9)
     assert 9 not in table
+
+
+# -- a burst of calls while the socket is full ------------------------------------------
+
+
+@actorloop.remote
+class Blockable:
+    async def block_until(self, path: str) -> None:
+        while not os.path.exists(path):  # blocks the actor's loop: it reads nothing meanwhile
+            time.sleep(0.005)
+
+    async def f(self, i: int, marker: int, seen: str) -> int:
+        if i == marker:
+            open(seen, "w").close()
+        return i
+
+
+def _burst_reaches_the_actor_while_it_lasts(a: Any, tmp: str, loop_kind: str) -> bool:
+    gate, seen = os.path.join(tmp, "gate"), os.path.join(tmp, "seen")
+
+    async def main() -> bool:
+        await a.f.remote(0, -1, seen)  # this loop's connection is up
+        blocked = a.block_until.remote(gate)
+        # One stretch of calls without an await: the loop does not run until it ends.
+        refs = [a.f.remote(i, -1, seen) for i in range(1, 30_000)]  # far more than the socket holds
+        open(gate, "w").close()  # the actor reads again
+        refs.append(a.f.remote(30_000, 30_000, seen))
+        deadline = time.monotonic() + 20
+        reached = False
+        i = 30_000
+        while time.monotonic() < deadline:  # still the same stretch: keep calling
+            if os.path.exists(seen):
+                reached = True
+                break
+            for _ in range(300):
+                i += 1
+                refs.append(a.f.remote(i, -1, seen))
+            time.sleep(0.002)
+        await blocked
+        out = await asyncio.gather(*refs)
+        assert out == [*range(1, 30_001), *range(30_001, i + 1)]  # every call, in order
+        return reached
+
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+async def test_a_burst_keeps_feeding_the_actor_once_the_socket_was_full(loop_kind: str, tmp_path: Any) -> None:
+    # Frames the socket did not take wait for the next write of the burst, not for the end of it
+    # (a transport writes only when its loop runs: everything after the first full socket piled up).
+    a = Blockable.remote()
+    reached = await asyncio.to_thread(_burst_reaches_the_actor_while_it_lasts, a, str(tmp_path), loop_kind)
+    assert reached, "a call made after the socket had been full did not reach the actor during the burst"
