@@ -22,14 +22,14 @@ import threading
 from asyncio import events
 from pickle import dumps as _pickle_dumps
 from pickle import loads as _pickle_loads
-from typing import Any, Callable, Protocol, cast
+from typing import Any, AsyncIterator, Callable, Protocol, cast
 
 from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
 from ._meta import ClassMeta
 from ._ref import ObjectRef, fulfil
 from ._stream import StreamState
-from .exceptions import ActorDiedError, SerializationError, _make_task_error
+from .exceptions import ActorDiedError, ObjectLostError, SerializationError, _make_task_error
 
 __all__ = [
     "ActorConnection",
@@ -203,6 +203,39 @@ _OOB_BYTE = proto._OOB_BYTE
 #: The ``seq`` of a call not sent yet: above every delivered_seq.
 NOT_SENT = 1 << 62
 
+#: Why calls still pending on a loop fail once that loop has ended (no answer can reach it any more).
+LOOP_ENDED = (
+    "the event loop this call was made on ended before its result arrived (asyncio.run() returned, or the "
+    "loop was shut down), so the result has nowhere to go; await results inside the loop that made the calls"
+)
+
+
+async def _until_loop_ends(conn: ActorConnection) -> AsyncIterator[None]:
+    """Suspended for the connection's life; closed by the loop's ``shutdown_asyncgens()``.
+
+    asyncio has no "loop is closing" callback.  But ``asyncio.run``,
+    ``asyncio.Runner``, ``uvloop.run`` (and so pytest-asyncio and anyio) end a
+    loop the same way: cancel the tasks, let them finish, then
+    ``shutdown_asyncgens()``, which closes every async generator the loop saw
+    start, then close.  An async generator started on the loop is told there,
+    after its tasks had their last word (a task's ``finally`` may still await
+    a call) and while the loop still runs.
+    """
+    try:
+        yield
+    finally:
+        conn.loop_ended()
+
+
+def _start_async_gen(agen: AsyncIterator[None]) -> None:
+    """Run ``agen`` to its first ``yield`` now, on the running loop (whose hook records it), without a task."""
+    step = agen.__anext__()
+    try:
+        step.send(None)  # type: ignore[attr-defined]
+    except StopIteration:
+        return
+    raise RuntimeError("the loop watch awaited before its first yield")
+
 
 class ActorConnection(proto.FrameProtocol):
     """One event loop's connection to one actor; survives restarts by reconnecting."""
@@ -230,6 +263,10 @@ class ActorConnection(proto.FrameProtocol):
         self._writes_at_once = isinstance(loop, asyncio.BaseEventLoop)
         self.epoch = -1
         self.dead_error: str | None = None
+        #: Closed when this connection's loop shuts down (see _until_loop_ends).
+        self._loop_watch: AsyncIterator[None] | None = None
+        #: Set once this connection's loop has ended (loop_ended) or was found closed (abandon).
+        self.loop_gone = False
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
         #: Streams (generator calls) in flight, by call id: their items go there (see _stream).
         self.streams: dict[int, StreamState] = {}
@@ -237,6 +274,9 @@ class ActorConnection(proto.FrameProtocol):
     # -- connecting ----------------------------------------------------------
 
     def start(self) -> None:
+        """Connect, on this connection's loop (running)."""
+        self._loop_watch = _until_loop_ends(self)
+        _start_async_gen(self._loop_watch)
         self.loop.create_task(self._guarded(self._connect(0)))
 
     async def _guarded(self, job: Any) -> None:
@@ -245,15 +285,50 @@ class ActorConnection(proto.FrameProtocol):
         try:
             await job
         except asyncio.CancelledError:
-            self.link.connection_ended(self)
-            self.dead_error = "the event loop of this connection was shut down while it reconnected"
-            self._out = []
-            self.segments_lost()
-            for call_id in list(self.pending):
-                self._fail(call_id, ActorDiedError(self.dead_error))
-            if self.transport is not None:
-                self.transport.abort()
+            self.loop_ended()
             raise
+
+    def loop_ended(self) -> None:
+        """This connection's loop is shutting down (on the loop): its pending calls can never be answered.
+
+        Their refs fail with ``ObjectLostError`` and stop counting as pending
+        (``max_pending_calls``, an anonymous actor's lifetime); the calls are
+        not cancelled (a fire-and-forget call runs on in the actor).  The
+        socket is closed, so the actor stops the streams this loop consumed.
+        """
+        if self.loop_gone:
+            return
+        self.loop_gone = True
+        self.link.connection_ended(self)
+        if self.dead_error is None:
+            self.dead_error = LOOP_ENDED
+        self._out = []
+        self._until_delivered.clear()
+        self._blocked.clear()
+        for call_id in list(self.pending):
+            self._fail(call_id, ObjectLostError(LOOP_ENDED))
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> int:
+        """This connection's loop is closed and nothing told it (a loop closed without ``shutdown_asyncgens()``):
+        forget its calls, from any thread; returns how many there were (the caller counts them finished).
+
+        Their refs are left as they are: a closed loop can run no callback, and
+        ``get()`` already refuses a pending ref of a closed loop.
+        """
+        self.loop_gone = True
+        self.dead_error = self.dead_error or LOOP_ENDED
+        self._loop_watch = None  # never closed by its loop now; collected quietly (the loop is closed)
+        count = len(self.pending)
+        for entry in self.pending.values():
+            entry.drop_payload()
+        self.pending.clear()
+        self.streams.clear()
+        self._until_delivered.clear()
+        self._blocked.clear()
+        self._out = []
+        return count
 
     async def _connect(self, min_epoch: int) -> None:
         while True:

@@ -230,6 +230,8 @@ class ActorState:
 
     def _count_dropped(self) -> None:
         self.handles_dropped += 1
+        if self.pending > 0 and self.handles_made <= self.handles_dropped:
+            self.forget_closed_loops()  # their calls must not keep the actor alive
         self._release_if_unused()
 
     def calls_finished(self, count: int) -> None:
@@ -246,6 +248,26 @@ class ActorState:
                 return
             self.released = True
         self.runtime.release_actor(self.actor_id)
+
+    def forget_closed_loops(self) -> None:
+        """Stop counting the calls of connections whose loop was closed without telling them (any thread).
+
+        A loop that ends as ``asyncio.run`` ends it tells its connections
+        (``ActorConnection.loop_ended``); one closed without
+        ``shutdown_asyncgens()`` does not, and its calls would count as pending
+        forever.  Looked at where that count matters: the last handle dropped,
+        the ``max_pending_calls`` limit reached, a new connection made.
+        """
+        with self._lock:
+            closed = [conn for loop, conn in self.conns.items() if loop.is_closed()]
+            for conn in closed:
+                del self.conns[conn.loop]
+                if self._last_conn is conn:
+                    self._last_conn = None
+        # Each connection left the table under the lock, so only one thread abandons it.
+        count = sum(conn.abandon() for conn in closed)
+        if count:
+            self.calls_finished(count)
 
     def _unused_now(self) -> bool:
         """An anonymous actor this process made, with no handle and no call left here (under the lock)."""
@@ -302,6 +324,8 @@ class ActorState:
                 conn = self._new_connection(loop, threadsafe)
             if not threadsafe:
                 self._last_conn = conn
+        if 0 <= self.max_pending_calls <= self.pending:
+            self.forget_closed_loops()
         with self._lock:
             if self.max_pending_calls >= 0 and self.pending >= self.max_pending_calls:
                 raise PendingCallsLimitExceeded(
@@ -393,12 +417,11 @@ class ActorState:
         return gen
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
+        self.forget_closed_loops()
         with self._lock:
             conn = self.conns.get(loop)
             if conn is not None:
                 return conn
-            for old_loop in [lp for lp in self.conns if lp.is_closed()]:
-                del self.conns[old_loop]
             conn = ActorConnection(loop, self)
             self.conns[loop] = conn
         if threadsafe:

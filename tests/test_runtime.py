@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node._helpers import wait_gone
 
 import actorloop
 from actorloop import _protocol as proto
 from actorloop import _ref, _runtime
 from actorloop._entry import EntryQueue
+from actorloop.exceptions import ObjectLostError
 
 pytestmark = pytest.mark.usefixtures("node")
 
@@ -135,6 +137,71 @@ def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload(
         open(gate_path, "w").close()
     assert actorloop.get(ref, timeout=30) == "released"
     os.unlink(gate_path)
+
+
+# -- a loop that ends takes its calls with it -------------------------------------------
+
+
+@actorloop.remote
+class Gate:
+    """Async: its calls run side by side, so one held at the gate does not hold up the others."""
+
+    async def wait_for(self, path: str) -> str:
+        while not os.path.exists(path):
+            await asyncio.sleep(0.01)
+        return "released"
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+
+def _leave_a_call_behind(handle: Any, gate: str) -> Any:
+    """Make a call under asyncio.run and return without awaiting it: it is unanswered when the loop ends."""
+
+    async def main() -> Any:
+        await handle.pid.remote()  # the loop's connection is up (not still connecting when the loop ends)
+        return handle.wait_for.remote(gate)
+
+    return asyncio.run(main())
+
+
+def test_calls_left_on_an_ended_loop_stop_counting_as_pending(tmp_path: Path) -> None:
+    a = Gate.options(max_pending_calls=1).remote()
+    gate = str(tmp_path / "gate")
+    ref = _leave_a_call_behind(a, gate)
+    # Before the fix the call counted forever: this raised PendingCallsLimitExceeded.
+    second = a.wait_for.remote(gate)
+    open(gate, "w").close()
+    assert actorloop.get(second, timeout=30) == "released"
+    # The first call's answer had nowhere to go: its ref says so instead of waiting forever.
+    with pytest.raises(ObjectLostError, match="event loop"):
+        actorloop.get(ref, timeout=30)
+
+
+def test_an_anonymous_actor_ends_with_its_handle_after_its_callers_loop_ended(tmp_path: Path) -> None:
+    a = Gate.remote()
+    pid = actorloop.get(a.pid.remote(), timeout=30)
+    _leave_a_call_behind(a, str(tmp_path / "never"))
+    del a
+    assert wait_gone([pid], timeout=30) == []
+
+
+def test_calls_left_on_a_loop_closed_without_asyncio_run_stop_counting_too(tmp_path: Path) -> None:
+    a = Gate.options(max_pending_calls=1).remote()
+    gate = str(tmp_path / "gate")
+    loop = asyncio.new_event_loop()
+
+    async def main() -> Any:
+        await a.pid.remote()
+        return a.wait_for.remote(gate)
+
+    ref = loop.run_until_complete(main())
+    loop.close()  # no shutdown_asyncgens(), no cancelled tasks: nothing tells the connection
+    second = a.wait_for.remote(gate)
+    open(gate, "w").close()
+    assert actorloop.get(second, timeout=30) == "released"
+    with pytest.raises(RuntimeError, match="closed"):
+        actorloop.get(ref, timeout=30)
 
 
 # -- finalizers and threads -----------------------------------------------------------
