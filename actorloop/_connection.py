@@ -26,10 +26,10 @@ from typing import Any, AsyncIterator, Callable, Protocol, cast
 
 from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
-from ._meta import ClassMeta
+from ._meta import EPOCH_PROBE, READY_METHOD, ClassMeta
 from ._ref import ObjectRef, fulfil
 from ._stream import StreamState
-from .exceptions import ActorDiedError, ObjectLostError, SerializationError, _make_task_error
+from .exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, SerializationError, _make_task_error
 
 __all__ = [
     "ActorConnection",
@@ -203,6 +203,14 @@ _OOB_BYTE = proto._OOB_BYTE
 #: The ``seq`` of a call not sent yet: above every delivered_seq.
 NOT_SENT = 1 << 62
 
+#: Seconds a caller keeps trying an actor the node reports alive whose socket refuses it, before its calls
+#: fail with ActorUnavailableError.  A process that just died refuses too, for the moment until the node
+#: has reaped it and reports the restart or the death: this only has to outlast that moment.
+UNREACHABLE_SECONDS = 10.0
+#: Connections to the same process lost in a row without a frame from it in between, before its calls
+#: fail with ActorUnavailableError instead of going out once more (a frame it cannot take would loop).
+MAX_SILENT_RECONNECTS = 3
+
 #: Why calls still pending on a loop fail once that loop has ended (no answer can reach it any more).
 LOOP_ENDED = (
     "the event loop this call was made on ended before its result arrived (asyncio.run() returned, or the "
@@ -262,7 +270,16 @@ class ActorConnection(proto.FrameProtocol):
         # The stdlib's socket transport writes in write() when its buffer is empty (uvloop writes later).
         self._writes_at_once = isinstance(loop, asyncio.BaseEventLoop)
         self.epoch = -1
+        #: Counts this connection's sockets: a pending ref's value is sent once per session
+        #: (``_ref._bind_forward``), so a call sent again after a reconnect gets it again.
+        self.session = 0
+        #: Reconnects to the same process since a frame last came from it (see MAX_SILENT_RECONNECTS).
+        self._silent_reconnects = 0
+        self._heard = False
+        self._hello_sent = False
         self.dead_error: str | None = None
+        #: What calls fail with once ``dead_error`` is set.
+        self._dead_class: type[Exception] = ActorDiedError
         #: Closed when this connection's loop shuts down (see _until_loop_ends).
         self._loop_watch: AsyncIterator[None] | None = None
         #: Set once this connection's loop has ended (loop_ended) or was found closed (abandon).
@@ -301,7 +318,7 @@ class ActorConnection(proto.FrameProtocol):
         self.loop_gone = True
         self.link.connection_ended(self)
         if self.dead_error is None:
-            self.dead_error = LOOP_ENDED
+            self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
         self._out = []
         self._until_delivered.clear()
         self._blocked.clear()
@@ -318,7 +335,8 @@ class ActorConnection(proto.FrameProtocol):
         ``get()`` already refuses a pending ref of a closed loop.
         """
         self.loop_gone = True
-        self.dead_error = self.dead_error or LOOP_ENDED
+        if self.dead_error is None:
+            self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
         self._loop_watch = None  # never closed by its loop now; collected quietly (the loop is closed)
         count = len(self.pending)
         for entry in self.pending.values():
@@ -331,33 +349,131 @@ class ActorConnection(proto.FrameProtocol):
         return count
 
     async def _connect(self, min_epoch: int) -> None:
-        while True:
-            try:
-                status = await self.link.wait_actor(min_epoch)
-            except ConnectionError as exc:
-                self._die(f"the actorloop node is unreachable: {exc}")
-                return
-            if status[0] == "DEAD":
-                self._die(status[1])
-                return
-            epoch, path = status[1], status[2]
-            try:
-                await self.loop.create_unix_connection(lambda: self, sock=await connect_unix(path))
-            except OSError as exc:
-                if is_fd_exhaustion(exc):  # not the actor's end: waiting for a restart would hang
-                    self._die(str(out_of_fds_error("this process", exc)))
-                    return
-                # The actor ended between the node's answer and our connect:
-                # wait for whatever comes next (restart or death).
-                min_epoch = epoch + 1
-                continue
-            self.epoch = epoch
+        found = await self._reach(min_epoch)
+        if found[0] == "ALIVE":
+            await self._attach(found[1], found[2])
+        else:
+            self._end(found[0], found[1])
+
+    async def _reach(self, min_epoch: int, lost_epoch: int = -1) -> tuple[Any, ...]:
+        """Connect a socket to the actor at ``min_epoch`` or later.
+
+        Returns ``("ALIVE", epoch, socket, why it last restarted)``, or
+        ``("DEAD", reason)`` (the node says it is gone for good), or
+        ``("UNREACHABLE", reason)``: the node says it is alive, but its
+        socket refused us for ``UNREACHABLE_SECONDS``.  A socket to the
+        process of ``lost_epoch`` (whose connection was just lost) counts only
+        once that process answers (``_epoch_of``).
+        """
+        try:
+            status = await self.link.wait_actor(min_epoch)
+            while True:
+                if status[0] == "DEAD":
+                    return ("DEAD", status[1])
+                epoch, path = status[1], status[2]
+                why = status[3] if len(status) > 3 else "it crashed"
+                try:
+                    sock, epoch = await self._open(path, epoch, lost_epoch)
+                    return ("ALIVE", epoch, sock, why)
+                except OSError as exc:
+                    if is_fd_exhaustion(exc):  # not the actor's end: waiting for a restart would hang
+                        return ("DEAD", str(out_of_fds_error("this process", exc)))
+                    error = exc
+                # Refused.  Most often the process has just ended, and the node reports its
+                # restart or its death in a moment.  But a live process whose socket we cannot
+                # reach (its file removed, say) would have us wait for that forever: meanwhile,
+                # try its socket again now and then, and give up after UNREACHABLE_SECONDS.
+                successor = asyncio.ensure_future(self.link.wait_actor(epoch + 1))
+                give_up = self.loop.time() + UNREACHABLE_SECONDS
+                pause = 0.01
+                try:
+                    while True:
+                        await asyncio.wait((successor,), timeout=pause)
+                        if successor.done():
+                            break
+                        try:
+                            sock, epoch = await self._open(path, epoch, lost_epoch)
+                            return ("ALIVE", epoch, sock, why)
+                        except OSError as exc:
+                            if is_fd_exhaustion(exc):
+                                return ("DEAD", str(out_of_fds_error("this process", exc)))
+                            error = exc
+                        if self.loop.time() >= give_up:
+                            return (
+                                "UNREACHABLE",
+                                f"cannot reach {self.link.meta.class_name} ({self.link.actor_id}): the node reports "
+                                f"it alive, but connecting to {path} failed for {UNREACHABLE_SECONDS:g} s: {error}",
+                            )
+                        pause = min(pause * 2, 0.5)
+                finally:
+                    if not successor.done():
+                        successor.cancel()
+                status = successor.result()
+        except ConnectionError as exc:
+            return ("DEAD", f"the actorloop node is unreachable: {exc}")
+
+    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int]:
+        """A socket connected to ``path`` and the epoch of the process behind it (OSError if none answers).
+
+        A process that is dying still takes connections for a moment (its
+        listening socket closes with the rest of its descriptors, in no set
+        order), and the node reports it alive until it has reaped it; so a
+        socket to the process of ``lost_epoch`` counts only once that process
+        answers, and its answer names its epoch (a restarted process binds the
+        same path).
+        """
+        sock = await connect_unix(path)
+        if epoch != lost_epoch:
+            return sock, epoch
+        try:
+            answered = await self._epoch_of(sock)
+        except BaseException:
+            sock.close()
+            raise
+        if answered is None:
+            sock.close()
+            raise ConnectionResetError("the actor's process did not answer (it is ending)")
+        return sock, answered
+
+    async def _epoch_of(self, sock: socket.socket) -> int | None:
+        """Say hello on the new ``sock`` and ask the process its epoch; None if it goes before it answers.
+
+        The answer is the only frame the process sends before it hears more
+        from us: it is read here, whole, before the socket becomes the transport.
+        """
+        loop = self.loop
+        probe = next(self.ids)
+        payload = proto.dumps((proto.CALL, probe, READY_METHOD, (EPOCH_PROBE,), {}, None))
+        try:
+            await loop.sock_sendall(sock, proto.make_hello(self.link.secret) + proto.frame(payload))
+            (length,) = proto.HEADER.unpack(await _recv_exact(loop, sock, proto.HEADER_BYTES))
+            if length > 1 << 16:
+                return None
+            reply = proto.loads(await _recv_exact(loop, sock, length))
+        except (OSError, EOFError):
+            return None
+        if reply[0] != proto.RESULT_OK or reply[1] != probe or not isinstance(reply[2], int):
+            return None
+        self._hello_sent = True
+        return reply[2]
+
+    async def _attach(self, epoch: int, sock: socket.socket) -> None:
+        """Make ``sock`` this connection's transport: the hello, then what waits in ``_out``, leave."""
+        try:
+            await self.loop.create_unix_connection(lambda: self, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self._end("UNREACHABLE", f"cannot reach {self.link.meta.class_name} ({self.link.actor_id}): {exc}")
             return
+        self.epoch = epoch
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.closed = False
-        transport.write(proto.make_hello(self.link.secret))
+        if self._hello_sent:  # by _epoch_of, on this very socket
+            self._hello_sent = False
+        else:
+            transport.write(proto.make_hello(self.link.secret))
         super().connection_made(transport)
 
     def _flush(self) -> None:
@@ -412,6 +528,8 @@ class ActorConnection(proto.FrameProtocol):
         self.transport = None
         self._buffer.clear()
         self.segments_lost()
+        # What is sent from now on goes to the next socket (a pending ref's value too, see _ref).
+        self.session += 1
         if self.dead_error is not None or self.loop.is_closed():
             return
         inflight = sorted(self.pending.items())
@@ -419,14 +537,36 @@ class ActorConnection(proto.FrameProtocol):
         self.loop.create_task(self._guarded(self._recover(inflight)))
 
     async def _recover(self, inflight: list[tuple[int, Pending]]) -> None:
-        try:
-            status = await self.link.wait_actor(self.epoch + 1)
-        except ConnectionError as exc:
-            status = ("DEAD", f"the actorloop node is unreachable: {exc}")
-        if status[0] == "DEAD":
-            self._die(status[1])
+        """The socket was lost: reach the actor again, and settle the calls that were in flight on it.
+
+        The process is either the same one (only the connection was lost: the
+        node still reports the epoch we had) or a restarted one.  Calls that
+        never reached the socket simply go out again.  Delivered calls are
+        sent again if they have ``max_task_retries`` left (a stream never is:
+        its items are out); the others fail: ``ActorDiedError`` if the process
+        restarted, ``ActorUnavailableError`` if it is the same one (the call
+        may have run, or may still run, there).
+        """
+        old_epoch = self.epoch
+        found = await self._reach(old_epoch, old_epoch)
+        if found[0] != "ALIVE":
+            self._end(found[0], found[1])
             return
-        why = status[3] if len(status) > 3 else "it crashed"
+        _, epoch, sock, why = found
+        same = epoch == old_epoch
+        if not same or self._heard:
+            self._silent_reconnects = 0
+        elif self._silent_reconnects >= MAX_SILENT_RECONNECTS:
+            sock.close()
+            self._end(
+                "UNREACHABLE",
+                f"the connection to {self.link.meta.class_name} ({self.link.actor_id}) was lost "
+                f"{MAX_SILENT_RECONNECTS + 1} times in a row without an answer in between",
+            )
+            return
+        if same:
+            self._silent_reconnects += 1
+        self._heard = False
         resend: list[bytes] = []
         for call_id, entry in inflight:
             if self.pending.get(call_id) is not entry:
@@ -434,13 +574,13 @@ class ActorConnection(proto.FrameProtocol):
             if entry.seq > self.delivered_seq:
                 if entry.payload is None:  # a call still waiting for its ref arguments: it sends itself later
                     continue
-                # Otherwise it never reached the old process: it simply goes to the new one.
+                # Otherwise it never reached the socket: it simply goes out again.
             elif entry.retries_left != 0 and call_id not in self.streams:  # a stream's items are out: no retry
                 entry.retries_left -= 1 if entry.retries_left > 0 else 0
                 if entry.retries_left == 0:  # its last try: once delivered, its payload can go
                     self._until_delivered.append(entry)
             else:
-                self._fail(call_id, ActorDiedError(f"{self.link.meta.class_name} restarted while this call ran: {why}"))
+                self._fail(call_id, self._in_flight_error(same, why))
                 continue
             payload = entry.payload
             assert payload is not None  # kept while the call may be sent again
@@ -451,15 +591,35 @@ class ActorConnection(proto.FrameProtocol):
         # The resent calls took new (higher) numbers: keep the queue in number order.
         self._until_delivered = collections.deque(sorted(self._until_delivered, key=_seq_of))
         self._out = resend + self._out
-        await self._connect(status[1])
+        await self._attach(epoch, sock)
 
-    def _die(self, reason: str) -> None:
-        self.dead_error = reason
+    def _in_flight_error(self, same_process: bool, why: str) -> BaseException:
+        name = self.link.meta.class_name
+        if not same_process:
+            return ActorDiedError(f"{name} restarted while this call ran: {why}")
+        return ActorUnavailableError(
+            f"the connection to {name} ({self.link.actor_id}) was lost while this call was in flight; the actor "
+            "is still alive, so the call may have run (or may still run) there, but its answer is lost. "
+            "Calls with max_task_retries left are sent again instead"
+        )
+
+    def _end(self, kind: str, reason: str) -> None:
+        """This connection cannot go on: ``"DEAD"`` (the actor is gone for good) or ``"UNREACHABLE"``."""
+        if kind == "DEAD":
+            self._die(reason)
+            return
+        # The actor lives, but we cannot reach it: fail what is pending here, and let the next call on
+        # this loop try afresh on a new connection.
+        self.link.connection_ended(self)
+        self._die(reason, ActorUnavailableError)
+
+    def _die(self, reason: str, error: type[Exception] = ActorDiedError) -> None:
+        self.dead_error, self._dead_class = reason, error
         self._out = []
         self.segments_lost()
         self._until_delivered.clear()
         for call_id in list(self.pending):
-            self._fail(call_id, ActorDiedError(reason))
+            self._fail(call_id, error(reason))
         while self._blocked:
             self._blocked.popleft()
         if self.transport is not None:
@@ -495,7 +655,7 @@ class ActorConnection(proto.FrameProtocol):
             return
         entry = self.pending[call_id] = Pending(ref, payload, self.link.max_task_retries)
         if self.dead_error is not None:
-            self._fail(call_id, ActorDiedError(self.dead_error))
+            self._fail(call_id, self._dead_class(self.dead_error))
         elif self._blocked:
             self._blocked.append(lambda: self._send_now(entry, payload))
         else:
@@ -559,7 +719,7 @@ class ActorConnection(proto.FrameProtocol):
         """
         if self.dead_error is not None:
             self.pending[call_id] = Pending(ref, None, 0)
-            self._fail(call_id, ActorDiedError(self.dead_error))
+            self._fail(call_id, self._dead_class(self.dead_error))
             return
         task = self.loop.create_task(_resolve_refs(args, kwargs))
         self.pending[call_id] = Pending(ref, None, 0)
@@ -627,6 +787,7 @@ class ActorConnection(proto.FrameProtocol):
             self.send(_pickle_dumps((proto.STREAM_ACK, call_id, consumed), 5))
 
     def frames_received(self, frames: list[bytes]) -> None:
+        self._heard = True
         pending = self.pending
         finished = 0
         release = self.release_later
@@ -708,6 +869,16 @@ async def connect_unix(path: str) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+
+
+async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await loop.sock_recv(sock, n - len(data))
+        if not chunk:
+            raise EOFError("the connection was closed")
+        data += chunk
+    return data
 
 
 async def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

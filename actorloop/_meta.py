@@ -19,6 +19,9 @@ READY_METHOD = "__ray_ready__"
 CALL_METHOD = "__ray_call__"
 TERMINATE_METHOD = "__ray_terminate__"
 BUILTIN_METHODS = frozenset({READY_METHOD, CALL_METHOD, TERMINATE_METHOD})
+#: ``READY_METHOD`` called with this one argument answers the process's epoch (a caller that lost its
+#: connection asks it, to learn whether it reached the same process again: see ``_connection``).
+EPOCH_PROBE = "__actorloop_epoch__"
 DEFAULT_GROUP = "_default"
 
 #: Options an actor class accepts, and their defaults.

@@ -40,7 +40,7 @@ import cloudpickle
 
 from . import _backend, _ref, _stats
 from . import _protocol as proto
-from ._meta import CALL_METHOD, DEFAULT_GROUP, READY_METHOD, TERMINATE_METHOD, ClassMeta
+from ._meta import CALL_METHOD, DEFAULT_GROUP, EPOCH_PROBE, READY_METHOD, TERMINATE_METHOD, ClassMeta
 from ._runtime import Runtime, current_lane, set_runtime
 from ._stats import BOUNDS as _BOUNDS
 from ._stats import bisect_left as _bisect_left
@@ -659,7 +659,8 @@ class ActorWorker:
             return
         func, is_async, default_group = entry
         if not default_group:  # ready(): answers at once, we only run once __init__ finished
-            conn.send(proto.dumps_value((proto.RESULT_OK, call_id, None), None))
+            value = self.epoch if args == (EPOCH_PROBE,) else None
+            conn.send(proto.dumps_value((proto.RESULT_OK, call_id, value), None))
             return
         if name == CALL_METHOD and args and inspect.iscoroutinefunction(args[0]):
             # An async function runs on the loop, with the actor as its first argument.
