@@ -351,20 +351,25 @@ class ActorConnection(proto.FrameProtocol):
     async def _connect(self, min_epoch: int) -> None:
         found = await self._reach(min_epoch)
         if found[0] == "ALIVE":
-            await self._attach(found[1], found[2])
+            await self._attach(found[1], found[2], found[4])
         else:
             self._end(found[0], found[1])
 
     async def _reach(self, min_epoch: int, lost_epoch: int = -1) -> tuple[Any, ...]:
         """Connect a socket to the actor at ``min_epoch`` or later.
 
-        Returns ``("ALIVE", epoch, socket, why it last restarted)``, or
+        Returns ``("ALIVE", epoch, socket, why it last restarted, whether our
+        hello went out on it)``, or
         ``("DEAD", reason)`` (the node says it is gone for good), or
         ``("UNREACHABLE", reason)``: the node says it is alive, but its
         socket refused us for ``UNREACHABLE_SECONDS``.  A socket to the
         process of ``lost_epoch`` (whose connection was just lost) counts only
-        once that process answers (``_epoch_of``).
+        once that process answers (``_open``).
         """
+        # The node's word on what follows a process (its restart or its death), asked for once we may
+        # need it: when the process refuses us, or at once for the process whose connection was lost (it
+        # may be ending, and the node may end right after it: the question must be there before).
+        early = asyncio.ensure_future(self.link.wait_actor(lost_epoch + 1)) if lost_epoch >= 0 else None
         try:
             status = await self.link.wait_actor(min_epoch)
             while True:
@@ -372,48 +377,72 @@ class ActorConnection(proto.FrameProtocol):
                     return ("DEAD", status[1])
                 epoch, path = status[1], status[2]
                 why = status[3] if len(status) > 3 else "it crashed"
-                try:
-                    sock, epoch = await self._open(path, epoch, lost_epoch)
-                    return ("ALIVE", epoch, sock, why)
-                except OSError as exc:
-                    if is_fd_exhaustion(exc):  # not the actor's end: waiting for a restart would hang
-                        return ("DEAD", str(out_of_fds_error("this process", exc)))
-                    error = exc
-                # Refused.  Most often the process has just ended, and the node reports its
-                # restart or its death in a moment.  But a live process whose socket we cannot
-                # reach (its file removed, say) would have us wait for that forever: meanwhile,
-                # try its socket again now and then, and give up after UNREACHABLE_SECONDS.
-                successor = asyncio.ensure_future(self.link.wait_actor(epoch + 1))
-                give_up = self.loop.time() + UNREACHABLE_SECONDS
+                successor, early = (early, None) if epoch == lost_epoch else (None, early)
+                give_up: float | None = None
                 pause = 0.01
                 try:
                     while True:
-                        await asyncio.wait((successor,), timeout=pause)
-                        if successor.done():
-                            break
-                        try:
-                            sock, epoch = await self._open(path, epoch, lost_epoch)
-                            return ("ALIVE", epoch, sock, why)
-                        except OSError as exc:
-                            if is_fd_exhaustion(exc):
-                                return ("DEAD", str(out_of_fds_error("this process", exc)))
-                            error = exc
-                        if self.loop.time() >= give_up:
+                        opened = await self._open_unless(path, epoch, lost_epoch, successor)
+                        if opened is None:
+                            break  # the node spoke first
+                        if not isinstance(opened, OSError):
+                            return ("ALIVE", opened[1], opened[0], why, opened[2])
+                        if is_fd_exhaustion(opened):  # not the actor's end: waiting for a restart would hang
+                            return ("DEAD", str(out_of_fds_error("this process", opened)))
+                        # Refused.  Most often the process has just ended, and the node reports its
+                        # restart or its death in a moment.  But a live process whose socket we cannot
+                        # reach (its file removed, say) would have us wait for that forever: meanwhile,
+                        # try its socket again now and then, and give up after UNREACHABLE_SECONDS.
+                        now = self.loop.time()
+                        if give_up is None:
+                            give_up = now + UNREACHABLE_SECONDS
+                        elif now >= give_up:
                             return (
                                 "UNREACHABLE",
                                 f"cannot reach {self.link.meta.class_name} ({self.link.actor_id}): the node reports "
-                                f"it alive, but connecting to {path} failed for {UNREACHABLE_SECONDS:g} s: {error}",
+                                f"it alive, but connecting to {path} failed for {UNREACHABLE_SECONDS:g} s: {opened}",
                             )
+                        if successor is None:
+                            successor = asyncio.ensure_future(self.link.wait_actor(epoch + 1))
+                        await asyncio.wait((successor,), timeout=pause)
+                        if successor.done():
+                            break
                         pause = min(pause * 2, 0.5)
                 finally:
-                    if not successor.done():
+                    if successor is not None and not successor.done():
                         successor.cancel()
+                assert successor is not None  # the loop above ends with the node's word, or returns
                 status = successor.result()
         except ConnectionError as exc:
             return ("DEAD", f"the actorloop node is unreachable: {exc}")
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
 
-    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int]:
-        """A socket connected to ``path`` and the epoch of the process behind it (OSError if none answers).
+    async def _open_unless(
+        self, path: str, epoch: int, lost_epoch: int, successor: asyncio.Future[Any] | None
+    ) -> tuple[socket.socket, int, bool] | OSError | None:
+        """What ``_open`` gives, or its error; None if ``successor`` (the node's word) came first."""
+        attempt = asyncio.ensure_future(self._open(path, epoch, lost_epoch))
+        try:
+            if successor is not None:
+                await asyncio.wait((attempt, successor), return_when=asyncio.FIRST_COMPLETED)
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.wait((attempt,))
+                    if not attempt.cancelled() and attempt.exception() is None:
+                        attempt.result()[0].close()  # opened as it was cancelled
+                    return None
+            return await attempt
+        except OSError as exc:
+            return exc
+        except BaseException:
+            attempt.cancel()
+            raise
+
+    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int, bool]:
+        """A socket connected to ``path``, the epoch of the process behind it, and whether our hello went out
+        on it already (OSError if nobody answers).
 
         A process that is dying still takes connections for a moment (its
         listening socket closes with the rest of its descriptors, in no set
@@ -424,7 +453,7 @@ class ActorConnection(proto.FrameProtocol):
         """
         sock = await connect_unix(path)
         if epoch != lost_epoch:
-            return sock, epoch
+            return sock, epoch, False
         try:
             answered = await self._epoch_of(sock)
         except BaseException:
@@ -433,7 +462,7 @@ class ActorConnection(proto.FrameProtocol):
         if answered is None:
             sock.close()
             raise ConnectionResetError("the actor's process did not answer (it is ending)")
-        return sock, answered
+        return sock, answered, True
 
     async def _epoch_of(self, sock: socket.socket) -> int | None:
         """Say hello on the new ``sock`` and ask the process its epoch; None if it goes before it answers.
@@ -450,15 +479,16 @@ class ActorConnection(proto.FrameProtocol):
             if length > 1 << 16:
                 return None
             reply = proto.loads(await _recv_exact(loop, sock, length))
-        except (OSError, EOFError):
+        except Exception:  # noqa: BLE001 - a broken or garbled answer is no answer
             return None
         if reply[0] != proto.RESULT_OK or reply[1] != probe or not isinstance(reply[2], int):
             return None
-        self._hello_sent = True
         return reply[2]
 
-    async def _attach(self, epoch: int, sock: socket.socket) -> None:
-        """Make ``sock`` this connection's transport: the hello, then what waits in ``_out``, leave."""
+    async def _attach(self, epoch: int, sock: socket.socket, hello_sent: bool) -> None:
+        """Make ``sock`` this connection's transport: the hello (unless ``_epoch_of`` sent it on this socket),
+        then what waits in ``_out``, leave."""
+        self._hello_sent = hello_sent
         try:
             await self.loop.create_unix_connection(lambda: self, sock=sock)
         except OSError as exc:
@@ -552,7 +582,7 @@ class ActorConnection(proto.FrameProtocol):
         if found[0] != "ALIVE":
             self._end(found[0], found[1])
             return
-        _, epoch, sock, why = found
+        _, epoch, sock, why, hello_sent = found
         same = epoch == old_epoch
         if not same or self._heard:
             self._silent_reconnects = 0
@@ -591,7 +621,7 @@ class ActorConnection(proto.FrameProtocol):
         # The resent calls took new (higher) numbers: keep the queue in number order.
         self._until_delivered = collections.deque(sorted(self._until_delivered, key=_seq_of))
         self._out = resend + self._out
-        await self._attach(epoch, sock)
+        await self._attach(epoch, sock, hello_sent)
 
     def _in_flight_error(self, same_process: bool, why: str) -> BaseException:
         name = self.link.meta.class_name
