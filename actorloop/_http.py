@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import inspect
 import json
@@ -282,10 +283,35 @@ class HttpServer:
         """HTTP connections open right now (at most the ``max_connections`` cap)."""
         return self._acceptor.open
 
+    async def stop(self, timeout: float) -> None:
+        """End at once, as an actor that ends gracefully does: stop accepting,
+        end streams and WebSockets as a client disconnect does (a generator's
+        ``finally`` runs), cancel async handlers still running (as the actor's
+        running coroutines are), and wait up to ``timeout`` seconds for all of
+        them to finish. A sync handler that does not stream runs on (a thread
+        cannot be interrupted), as a sync method call does. Calling it (or
+        ``close``) again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._acceptor.close()
+        work: set[asyncio.Future[Any]] = set()
+        for guard in list(self._acceptor.guards.values()):
+            watch = guard.watch
+            if watch is None:
+                continue
+            handler = watch.handler_task
+            if handler is not None and watch.task is None and not handler.done():
+                handler.cancel()  # a plain async handler; a stream's or WebSocket's task is cancelled by the abort
+            work.update(watch.work())
+            guard.abort()  # its connection_lost fires the watch: a stream or WebSocket ends
+        if work:
+            await asyncio.wait(work, timeout=timeout)
+
     async def close(self) -> None:
         """Stop accepting, let running handlers finish (within the
         ``shutdown_timeout`` given to ``start_http_server``), close the
-        socket. Calling it again does nothing."""
+        socket. Calling it (or ``stop``) again does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -666,10 +692,14 @@ def _make_handler(
     if async_gen_func or inspect.iscoroutinefunction(func):
 
         async def run(request: web.Request, watch: _Disconnect) -> Any:
-            result = func(request) if async_gen_func else await func(request)
-            if _is_stream(result):
-                return await _stream_on_loop(request, result, watch, qualname)
-            return result
+            watch.handler_task = asyncio.current_task()  # for HttpServer.stop
+            try:
+                result = func(request) if async_gen_func else await func(request)
+                if _is_stream(result):
+                    return await _stream_on_loop(request, result, watch, qualname)
+                return result
+            finally:
+                watch.handler_task = None
 
         target: Callable[..., Any] = run
     else:
@@ -1230,18 +1260,33 @@ class _Disconnect:
     generator on a worker thread sees ``lost`` before its next item.
     """
 
-    __slots__ = ("lost", "task", "guard", "websocket")
+    __slots__ = ("lost", "task", "guard", "websocket", "handler_task", "thread_end")
 
     def __init__(self, guard: _HeaderDeadline | None) -> None:
         self.lost = guard is None
+        #: The task a stream or WebSocket handler runs in (cancelled when the connection is lost).
         self.task: asyncio.Task[Any] | None = None
         self.guard = guard
         #: Set for a WebSocket handler: not cancelled while it waits in receive(), which returns None.
         self.websocket: WebSocket | None = None
+        #: The task an async handler runs in, while it runs (HttpServer.stop cancels a plain one).
+        self.handler_task: asyncio.Task[Any] | None = None
+        #: Set by a sync generator streaming on a thread once it ended (its ``finally`` ran).
+        self.thread_end: concurrent.futures.Future[None] | None = None
         if guard is not None:
             guard.watch = self
 
+    def work(self) -> list[asyncio.Future[Any]]:
+        """What still runs for this request: its tasks, and the end of a stream on a thread (on the loop)."""
+        tasks = (self.task, self.handler_task)
+        running: list[asyncio.Future[Any]] = [t for t in tasks if t is not None and not t.done()]
+        if self.thread_end is not None and not self.thread_end.done():
+            running.append(asyncio.wrap_future(self.thread_end))
+        return running
+
     def fire(self) -> None:
+        if self.lost:
+            return  # fired already (HttpServer.stop, then the connection's end): cancel once
         self.lost = True
         task = self.task
         if task is not None and not task.done():
@@ -1420,6 +1465,8 @@ def _stream_on_thread(
     it = iter(spec.source)
     writer: _Writer | None = None
     feed: _ThreadFeed | None = None
+    ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+    watch.thread_end = ended
     try:
         if watch.lost:
             return web.Response(status=499)
@@ -1468,6 +1515,7 @@ def _stream_on_thread(
             except Exception:  # noqa: BLE001 - the response is over; the error goes to the log
                 path = request.path
                 _log.exception("HTTP %s %s: closing the generator of %s() failed", request.method, path, qualname)
+        ended.set_result(None)
 
 
 #: Items a sync generator's thread may hand to the loop before they are written.

@@ -556,8 +556,13 @@ class ActorWorker:
                 if stream is not None and stream.cond is not None:
                     call.cancelled = True  # a sync generator on a thread: closed at its next yield
                     _notify(stream.cond)
-        if tasks:
-            await asyncio.wait(tasks, timeout=limit)
+        waits: list[asyncio.Future[Any]] = list(tasks)
+        if self.http_server is not None:
+            # HTTP streams and WebSockets end as on a client disconnect (their finally blocks run), and
+            # async handlers still running are cancelled, like the calls above.
+            waits.append(self.loop.create_task(self.http_server.stop(limit)))
+        if waits:
+            await asyncio.wait(waits, timeout=limit)
         hook = getattr(self.instance, "__ray_shutdown__", None)
         if hook is None:
             return
@@ -735,7 +740,9 @@ class ActorWorker:
         except asyncio.CancelledError as exc:
             _end_if_forked(exc)
             frame = None
-            if not call.cancelled and call.fut is None and not self.muted:
+            if call.fut is not None:  # an HTTP handler's (HttpServer.stop): its request ends too
+                call.fut.cancel()
+            elif not call.cancelled and not self.muted:
                 frame = self.encode_error(call, asyncio.CancelledError("the call was cancelled inside the actor"))
         except _ActorExit:
             _end_if_forked(None)
