@@ -242,8 +242,11 @@ class _Lane:
             value = call.func(*call.args, **call.kwargs)
         except _ActorExit:
             _end_if_forked(None)
-            worker.exit_requested("the actor called actorloop.exit_actor()")
+            worker.exiting = True  # no queued call starts after this one
+            # The reply is handed over before the exit is requested: the request reaches the loop
+            # after it, so the shutdown (which mutes replies) cannot overtake it.
             worker.post_done(call, worker.encode_ok(call, None))
+            worker.exit_requested("the actor called actorloop.exit_actor()")
         except SystemExit as exc:
             _end_if_forked(exc)
             worker.system_exit(call, exc)
