@@ -230,8 +230,6 @@ class ActorState:
 
     def _count_dropped(self) -> None:
         self.handles_dropped += 1
-        if self.pending > 0 and self.handles_made <= self.handles_dropped:
-            self.forget_closed_loops()  # their calls must not keep the actor alive
         self._release_if_unused()
 
     def calls_finished(self, count: int) -> None:
@@ -244,30 +242,30 @@ class ActorState:
 
     def _release_if_unused(self) -> None:
         with self._lock:
+            if self.pending > 0:
+                self._forget_closed_loops()  # their calls must not keep the actor alive
             if not self._unused_now():
                 return
             self.released = True
         self.runtime.release_actor(self.actor_id)
 
-    def forget_closed_loops(self) -> None:
-        """Stop counting the calls of connections whose loop was closed without telling them (any thread).
+    def _forget_closed_loops(self) -> None:
+        """Stop counting the calls of connections whose loop was closed without telling them (under the lock).
 
         A loop that ends as ``asyncio.run`` ends it tells its connections
         (``ActorConnection.loop_ended``); one closed without
-        ``shutdown_asyncgens()`` does not, and its calls would count as pending
-        forever.  Looked at where that count matters: the last handle dropped,
-        the ``max_pending_calls`` limit reached, a new connection made.
+        ``shutdown_asyncgens()`` does not, and their calls would count as
+        pending forever.  Looked at where that count matters: the last handle
+        dropped, ``max_pending_calls`` reached, a new connection made.  Each
+        connection leaves the table here, under the lock: only one thread
+        abandons it.
         """
-        with self._lock:
-            closed = [conn for loop, conn in self.conns.items() if loop.is_closed()]
-            for conn in closed:
-                del self.conns[conn.loop]
-                if self._last_conn is conn:
-                    self._last_conn = None
-        # Each connection left the table under the lock, so only one thread abandons it.
-        count = sum(conn.abandon() for conn in closed)
-        if count:
-            self.calls_finished(count)
+        closed = [conn for loop, conn in self.conns.items() if loop.is_closed()]
+        for conn in closed:
+            del self.conns[conn.loop]
+            if self._last_conn is conn:
+                self._last_conn = None
+            self.pending -= conn.abandon()
 
     def _unused_now(self) -> bool:
         """An anonymous actor this process made, with no handle and no call left here (under the lock)."""
@@ -324,14 +322,14 @@ class ActorState:
                 conn = self._new_connection(loop, threadsafe)
             if not threadsafe:
                 self._last_conn = conn
-        if 0 <= self.max_pending_calls <= self.pending:
-            self.forget_closed_loops()
         with self._lock:
             if self.max_pending_calls >= 0 and self.pending >= self.max_pending_calls:
-                raise PendingCallsLimitExceeded(
-                    f"{self.meta.class_name}.{method}: this caller already has {self.pending} calls pending "
-                    f"(max_pending_calls={self.max_pending_calls})"
-                )
+                self._forget_closed_loops()
+                if self.pending >= self.max_pending_calls:
+                    raise PendingCallsLimitExceeded(
+                        f"{self.meta.class_name}.{method}: this caller already has {self.pending} calls pending "
+                        f"(max_pending_calls={self.max_pending_calls})"
+                    )
             self.pending += 1
         call_id = next(conn.ids)
         ref: ObjectRef[Any] = ObjectRef(loop, conn, call_id, self)
@@ -417,11 +415,11 @@ class ActorState:
         return gen
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop, threadsafe: bool) -> ActorConnection:
-        self.forget_closed_loops()
         with self._lock:
             conn = self.conns.get(loop)
             if conn is not None:
                 return conn
+            self._forget_closed_loops()
             conn = ActorConnection(loop, self)
             self.conns[loop] = conn
         if threadsafe:
