@@ -19,6 +19,7 @@ import collections
 import itertools
 import socket
 import threading
+import weakref
 from asyncio import events
 from pickle import dumps as _pickle_dumps
 from pickle import loads as _pickle_loads
@@ -218,31 +219,54 @@ LOOP_ENDED = (
 )
 
 
-async def _until_loop_ends(conn: ActorConnection) -> AsyncIterator[None]:
-    """Suspended for the connection's life; closed by the loop's ``shutdown_asyncgens()``.
+#: Each event loop with actor connections: the async generator that its end closes, and those connections.
+_loop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, weakref.WeakSet[ActorConnection]]] = (
+    weakref.WeakKeyDictionary()
+)
+_loop_watches_lock = threading.Lock()
+
+
+def _watch_loop(conn: ActorConnection) -> None:
+    """Have ``conn.loop_ended()`` called when ``conn``'s loop ends (on that loop, running).
 
     asyncio has no "loop is closing" callback.  But ``asyncio.run``,
     ``asyncio.Runner``, ``uvloop.run`` (and so pytest-asyncio and anyio) end a
-    loop the same way: cancel the tasks, let them finish, then
+    loop the same way: cancel its tasks, let them finish, then
     ``shutdown_asyncgens()``, which closes every async generator the loop saw
-    start, then close.  An async generator started on the loop is told there,
-    after its tasks had their last word (a task's ``finally`` may still await
-    a call) and while the loop still runs.
+    start, then close it.  One async generator per loop, started here, is
+    closed there: after the loop's tasks had their last word (a task's
+    ``finally`` may still await a call) and while the loop still runs.
     """
+    loop = conn.loop
+    with _loop_watches_lock:
+        watch = _loop_watches.get(loop)
+        if watch is None:
+            conns: weakref.WeakSet[ActorConnection] = weakref.WeakSet()
+            agen = _until_loop_ends(conns)
+            step: Any = agen.__anext__()  # to its first yield, now, without a task: the loop's hook records it
+            try:
+                step.send(None)
+            except StopIteration:
+                pass
+            watch = _loop_watches[loop] = (agen, conns)
+    watch[1].add(conn)
+
+
+async def _until_loop_ends(conns: weakref.WeakSet[ActorConnection]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        conn.loop_ended()
+        loop = _get_running_loop()
+        if loop is not None:
+            # The generator keeps its loop alive (its finalizer hook is the loop's method): let go of it.
+            _forget_loop(loop)
+        for conn in list(conns):
+            conn.loop_ended()
 
 
-def _start_async_gen(agen: AsyncIterator[None]) -> None:
-    """Run ``agen`` to its first ``yield`` now, on the running loop (whose hook records it), without a task."""
-    step = agen.__anext__()
-    try:
-        step.send(None)  # type: ignore[attr-defined]
-    except StopIteration:
-        return
-    raise RuntimeError("the loop watch awaited before its first yield")
+def _forget_loop(loop: asyncio.AbstractEventLoop) -> None:
+    with _loop_watches_lock:
+        _loop_watches.pop(loop, None)
 
 
 class ActorConnection(proto.FrameProtocol):
@@ -275,15 +299,9 @@ class ActorConnection(proto.FrameProtocol):
         self.session = 0
         #: Reconnects to the same process since a frame last came from it (see MAX_SILENT_RECONNECTS).
         self._silent_reconnects = 0
-        self._heard = False
-        self._hello_sent = False
         self.dead_error: str | None = None
         #: What calls fail with once ``dead_error`` is set.
         self._dead_class: type[Exception] = ActorDiedError
-        #: Closed when this connection's loop shuts down (see _until_loop_ends).
-        self._loop_watch: AsyncIterator[None] | None = None
-        #: Set once this connection's loop has ended (loop_ended) or was found closed (abandon).
-        self.loop_gone = False
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
         #: Streams (generator calls) in flight, by call id: their items go there (see _stream).
         self.streams: dict[int, StreamState] = {}
@@ -292,8 +310,7 @@ class ActorConnection(proto.FrameProtocol):
 
     def start(self) -> None:
         """Connect, on this connection's loop (running)."""
-        self._loop_watch = _until_loop_ends(self)
-        _start_async_gen(self._loop_watch)
+        _watch_loop(self)
         self.loop.create_task(self._guarded(self._connect(0)))
 
     async def _guarded(self, job: Any) -> None:
@@ -313,9 +330,8 @@ class ActorConnection(proto.FrameProtocol):
         not cancelled (a fire-and-forget call runs on in the actor).  The
         socket is closed, so the actor stops the streams this loop consumed.
         """
-        if self.loop_gone:
+        if self.dead_error is LOOP_ENDED:
             return
-        self.loop_gone = True
         self.link.connection_ended(self)
         if self.dead_error is None:
             self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
@@ -334,10 +350,9 @@ class ActorConnection(proto.FrameProtocol):
         Their refs are left as they are: a closed loop can run no callback, and
         ``get()`` already refuses a pending ref of a closed loop.
         """
-        self.loop_gone = True
         if self.dead_error is None:
             self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
-        self._loop_watch = None  # never closed by its loop now; collected quietly (the loop is closed)
+        _forget_loop(self.loop)  # never closed by it now; the generator goes quietly (its loop is closed)
         count = len(self.pending)
         for entry in self.pending.values():
             entry.drop_payload()
@@ -351,15 +366,15 @@ class ActorConnection(proto.FrameProtocol):
     async def _connect(self, min_epoch: int) -> None:
         found = await self._reach(min_epoch)
         if found[0] == "ALIVE":
-            await self._attach(found[1], found[2], found[4])
+            await self._attach(found[1], found[2])
         else:
             self._end(found[0], found[1])
 
     async def _reach(self, min_epoch: int, lost_epoch: int = -1) -> tuple[Any, ...]:
         """Connect a socket to the actor at ``min_epoch`` or later.
 
-        Returns ``("ALIVE", epoch, socket, why it last restarted, whether our
-        hello went out on it)``, or
+        Returns ``("ALIVE", epoch, socket with our hello sent, why it last
+        restarted)``, or
         ``("DEAD", reason)`` (the node says it is gone for good), or
         ``("UNREACHABLE", reason)``: the node says it is alive, but its
         socket refused us for ``UNREACHABLE_SECONDS``.  A socket to the
@@ -386,7 +401,7 @@ class ActorConnection(proto.FrameProtocol):
                         if opened is None:
                             break  # the node spoke first
                         if not isinstance(opened, OSError):
-                            return ("ALIVE", opened[1], opened[0], why, opened[2])
+                            return ("ALIVE", opened[1], opened[0], why)
                         if is_fd_exhaustion(opened):  # not the actor's end: waiting for a restart would hang
                             return ("DEAD", str(out_of_fds_error("this process", opened)))
                         # Refused.  Most often the process has just ended, and the node reports its
@@ -421,7 +436,7 @@ class ActorConnection(proto.FrameProtocol):
 
     async def _open_unless(
         self, path: str, epoch: int, lost_epoch: int, successor: asyncio.Future[Any] | None
-    ) -> tuple[socket.socket, int, bool] | OSError | None:
+    ) -> tuple[socket.socket, int] | OSError | None:
         """What ``_open`` gives, or its error; None if ``successor`` (the node's word) came first."""
         attempt = asyncio.ensure_future(self._open(path, epoch, lost_epoch))
         try:
@@ -440,9 +455,9 @@ class ActorConnection(proto.FrameProtocol):
             attempt.cancel()
             raise
 
-    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int, bool]:
-        """A socket connected to ``path``, the epoch of the process behind it, and whether our hello went out
-        on it already (OSError if nobody answers).
+    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int]:
+        """A socket connected to ``path``, our hello sent on it, and the epoch of the process behind it
+        (OSError if nobody answers).
 
         A process that is dying still takes connections for a moment (its
         listening socket closes with the rest of its descriptors, in no set
@@ -452,20 +467,19 @@ class ActorConnection(proto.FrameProtocol):
         same path).
         """
         sock = await connect_unix(path)
-        if epoch != lost_epoch:
-            return sock, epoch, False
         try:
-            answered = await self._epoch_of(sock)
+            await self.loop.sock_sendall(sock, proto.make_hello(self.link.secret))
+            answered = await self._epoch_of(sock) if epoch == lost_epoch else epoch
         except BaseException:
             sock.close()
             raise
         if answered is None:
             sock.close()
             raise ConnectionResetError("the actor's process did not answer (it is ending)")
-        return sock, answered, True
+        return sock, answered
 
     async def _epoch_of(self, sock: socket.socket) -> int | None:
-        """Say hello on the new ``sock`` and ask the process its epoch; None if it goes before it answers.
+        """Ask the process behind the new ``sock`` its epoch; None if it goes before it answers.
 
         The answer is the only frame the process sends before it hears more
         from us: it is read here, whole, before the socket becomes the transport.
@@ -474,7 +488,7 @@ class ActorConnection(proto.FrameProtocol):
         probe = next(self.ids)
         payload = proto.dumps((proto.CALL, probe, READY_METHOD, (EPOCH_PROBE,), {}, None))
         try:
-            await loop.sock_sendall(sock, proto.make_hello(self.link.secret) + proto.frame(payload))
+            await loop.sock_sendall(sock, proto.frame(payload))
             (length,) = proto.HEADER.unpack(await _recv_exact(loop, sock, proto.HEADER_BYTES))
             if length > 1 << 16:
                 return None
@@ -485,10 +499,9 @@ class ActorConnection(proto.FrameProtocol):
             return None
         return reply[2]
 
-    async def _attach(self, epoch: int, sock: socket.socket, hello_sent: bool) -> None:
-        """Make ``sock`` this connection's transport: the hello (unless ``_epoch_of`` sent it on this socket),
-        then what waits in ``_out``, leave."""
-        self._hello_sent = hello_sent
+    async def _attach(self, epoch: int, sock: socket.socket) -> None:
+        """Make ``sock`` (our hello sent on it already) this connection's transport: what waits in ``_out``
+        leaves."""
         try:
             await self.loop.create_unix_connection(lambda: self, sock=sock)
         except OSError as exc:
@@ -500,10 +513,6 @@ class ActorConnection(proto.FrameProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.closed = False
-        if self._hello_sent:  # by _epoch_of, on this very socket
-            self._hello_sent = False
-        else:
-            transport.write(proto.make_hello(self.link.secret))
         super().connection_made(transport)
 
     def _flush(self) -> None:
@@ -582,9 +591,9 @@ class ActorConnection(proto.FrameProtocol):
         if found[0] != "ALIVE":
             self._end(found[0], found[1])
             return
-        _, epoch, sock, why, hello_sent = found
+        _, epoch, sock, why = found
         same = epoch == old_epoch
-        if not same or self._heard:
+        if not same:
             self._silent_reconnects = 0
         elif self._silent_reconnects >= MAX_SILENT_RECONNECTS:
             sock.close()
@@ -595,8 +604,7 @@ class ActorConnection(proto.FrameProtocol):
             )
             return
         if same:
-            self._silent_reconnects += 1
-        self._heard = False
+            self._silent_reconnects += 1  # back to 0 once a frame comes (frames_received)
         resend: list[bytes] = []
         for call_id, entry in inflight:
             if self.pending.get(call_id) is not entry:
@@ -621,7 +629,7 @@ class ActorConnection(proto.FrameProtocol):
         # The resent calls took new (higher) numbers: keep the queue in number order.
         self._until_delivered = collections.deque(sorted(self._until_delivered, key=_seq_of))
         self._out = resend + self._out
-        await self._attach(epoch, sock, hello_sent)
+        await self._attach(epoch, sock)
 
     def _in_flight_error(self, same_process: bool, why: str) -> BaseException:
         name = self.link.meta.class_name
@@ -817,7 +825,7 @@ class ActorConnection(proto.FrameProtocol):
             self.send(_pickle_dumps((proto.STREAM_ACK, call_id, consumed), 5))
 
     def frames_received(self, frames: list[bytes]) -> None:
-        self._heard = True
+        self._silent_reconnects = 0
         pending = self.pending
         finished = 0
         release = self.release_later
