@@ -24,7 +24,6 @@ from . import _backend, _runtime, _shm, _tasks
 from ._entry import entry_for
 from ._handles import ActorHandle, ActorProxy
 from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
-from ._node._dashboard import check_dashboard_address
 from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from ._stream import ObjectRefGenerator
@@ -155,6 +154,9 @@ def init(
         if include_dashboard is True and dashboard_port is None:
             dashboard_port = DEFAULT_DASHBOARD_PORT  # Ray's include_dashboard=True: its default port
         if dashboard_port is not None and include_dashboard is not False:  # checked before any node starts
+            # Only here: a process that serves no dashboard never loads it (nor ipaddress, json).
+            from ._node._dashboard import check_dashboard_address
+
             dashboard = check_dashboard_address(dashboard_host, dashboard_port)
         _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver, log_format=log_format)

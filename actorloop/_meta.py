@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._http import collect_routes
+from ._routes import collect_routes
 
 #: Ray's built-in actor methods.
 READY_METHOD = "__ray_ready__"

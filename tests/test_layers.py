@@ -15,7 +15,7 @@ PACKAGE = Path(actorloop.__file__).parent
 
 #: Bottom to top; modules on one line are one layer and do not import each other.
 LAYERS: list[set[str]] = [
-    {"exceptions", "_entry", "_fds", "_pickle", "_stats"},
+    {"exceptions", "_entry", "_fds", "_pickle", "_routes", "_stats"},
     {"_http", "_shm"},
     {"_protocol"},
     {"_meta"},
@@ -101,3 +101,34 @@ def test_importing_actorloop_never_imports_ray() -> None:
 def test_the_layers_name_every_core_module() -> None:
     core = {p.stem for p in PACKAGE.glob("_*.py")} - {"__init__", "__main__", "_worker", "_cli"}
     assert core <= set(LEVEL), f"modules with no layer: {sorted(core - set(LEVEL))}"
+
+
+def test_a_program_without_routes_dashboard_or_pool_never_loads_them() -> None:
+    """The HTTP server, the dashboard, ``util`` and the actor-process module load on use only.
+
+    Neither ``import actorloop`` and ``init()`` in a driver, nor the node and
+    zygote an actor is forked from (an actor sees what they had imported).
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, actorloop\n"
+        "driver = set(sys.modules)\n"
+        "actorloop.init(address='local')\n"
+        "@actorloop.remote\n"
+        "class A:\n"
+        "    def modules(self):\n"
+        "        return sorted(sys.modules)\n"
+        "actor = set(actorloop.get(A.remote().modules.remote()))\n"
+        "driver |= set(sys.modules)\n"
+        "actorloop.shutdown()\n"
+        "optional = {'actorloop._http', 'actorloop.http', 'actorloop._node._dashboard', 'actorloop.util', 'aiohttp'}\n"
+        "assert not optional & driver, sorted(optional & driver)\n"
+        "assert 'actorloop._worker' not in driver\n"
+        "assert not optional & actor, sorted(optional & actor)\n"
+        "assert actorloop.http.get and actorloop.util.ActorPool is actorloop.ActorPool\n"
+        "assert actorloop.exit_actor is actorloop.actor.exit_actor\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

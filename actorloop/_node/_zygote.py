@@ -124,7 +124,7 @@ def _fork_http_zygote(
         # and the node never carry its pages.
         import aiohttp.web  # noqa: F401
 
-        from .. import _http  # noqa: F401
+        from .. import _http, http  # noqa: F401
 
         gc.collect()
         zygote_main(http_sock, node_dir, secret)
