@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import secrets
@@ -10,7 +11,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 
 # Everything a plain actor needs is imported here, before the zygote forks,
 # so that forking an actor costs no imports.  aiohttp is imported only by the
@@ -65,6 +65,7 @@ def main() -> None:
     node_side, zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     node_http_side, http_zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     gc.collect()
+    _trim_heap()
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -77,6 +78,7 @@ def main() -> None:
     zygote_side.close()
     http_zygote_side.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sweeper = _start_sweep(node_dir, [args.ready_fd, node_side.fileno(), node_http_side.fileno()])
 
     loop = uvloop.new_event_loop()
     node = Node(
@@ -84,6 +86,8 @@ def main() -> None:
     )
     registered: list[str | None] = []
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
+    if sweeper is not None:
+        _reap_when_done(loop, sweeper, 0.05)
 
     def announce() -> None:
         with open(os.path.join(node_dir, "node.pid"), "w") as f:
@@ -93,10 +97,6 @@ def main() -> None:
             registered.append(register(default_daemon_dir(), node_dir, args.parent))
         os.write(args.ready_fd, f"READY {os.getpid()}\n".encode())
         os.close(args.ready_fd)
-        # What killed runs left (segments, embedded node directories): off the loop, after READY.
-        threading.Thread(
-            target=sweep_leftovers, args=(node_dir, default_daemon_dir()), name="actorloop-sweep", daemon=True
-        ).start()
 
     loop.call_soon(lambda: loop.create_task(_announce_when_listening(node, announce)))
     try:
@@ -113,20 +113,75 @@ def main() -> None:
         # so the wait below cannot hang.
         node_side.close()
         node_http_side.close()
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        for child in (pid, sweeper):
+            try:
+                if child is not None:
+                    os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
         if args.parent is not None:
             shutil.rmtree(node_dir, ignore_errors=True)
 
 
-async def _announce_when_listening(node: Node, announce: object) -> None:
-    import asyncio
+def _start_sweep(node_dir: str, fds: list[int]) -> int | None:
+    """Fork the process that removes what killed runs left behind (``_sweep``); returns its pid.
 
+    A process of its own, rather than a thread of the node: the sweep's code
+    and a thread's machinery would write to pages the node shares with the
+    zygote, and each such page would then be copied, in the node and again in
+    the zygote.  Forked here, before the node has a loop or a thread, it runs
+    while the node starts and does not hold READY back.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print(f"actorloop node: could not start the sweep of dead runs: {exc}", file=sys.stderr)
+        return None
+    if pid:
+        return pid
+    try:
+        for fd in fds:  # the ready pipe and the zygote channels: their ends must close with the node
+            os.close(fd)
+        sweep_leftovers(node_dir, default_daemon_dir())
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def _reap_when_done(loop: asyncio.AbstractEventLoop, pid: int, delay: float) -> None:
+    """Reap the sweep once it ended (uvloop keeps SIGCHLD for itself: a timer polls, backing off)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return
+    if not done:
+        loop.call_later(delay, _reap_when_done, loop, pid, min(delay * 2, 2.0))
+
+
+async def _announce_when_listening(node: Node, announce: object) -> None:
     while node._server is None:
         await asyncio.sleep(0.001)
     announce()  # type: ignore[operator]
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the system before the zygote is forked.
+
+    Importing compiles modules from source where no bytecode cache is written
+    (``PYTHONDONTWRITEBYTECODE``, read-only installs), and the compiler's
+    temporaries leave about 1.8 MiB of free but resident heap behind. Forked,
+    those pages would be counted again in the zygote and in every actor, and an
+    allocation that lands on one after the fork copies it. ``malloc_trim`` is
+    glibc's; elsewhere this does nothing.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass
 
 
 def _log_to_stderr(who: str) -> None:
