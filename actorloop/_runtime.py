@@ -424,14 +424,17 @@ class Runtime:
         client_id: str | None = None,
         role: str = "driver",
         embedded_node: Any = None,
+        secret: bytes | None = None,
     ) -> None:
         self.node_dir = node_dir
         self.namespace = namespace
         self.log_to_driver = log_to_driver
-        self.client_id = client_id or uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex gives, without running uuid's code in each new actor.
+        self.client_id = client_id or os.urandom(16).hex()
         self.role = role
         self.embedded_node = embedded_node
-        self.secret = read_secret(node_dir)
+        # An actor is handed its node's secret by the zygote: it need not check and read the file.
+        self.secret = secret if secret is not None else read_secret(node_dir)
         proto.set_shm_prefix(node_dir, self.client_id)
         self.node_socket = os.path.join(node_dir, "node.sock")
         self._actors: dict[str, ActorState] = {}
@@ -715,8 +718,9 @@ def _atexit_stop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _runtime, _runtime_lock
-    _runtime_lock = threading.RLock()
+    global _runtime
+    # Reset in place, as _shm does its own (see _shm._forget_after_fork).
+    _runtime_lock._at_fork_reinit()  # type: ignore[attr-defined]
     rt = _runtime
     _runtime = None
     if rt is None:

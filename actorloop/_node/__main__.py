@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import secrets
 import shutil
@@ -31,8 +32,7 @@ from actorloop._protocol import SECRET_BYTES
 
 
 def main() -> None:
-    # The node is our own process: its internal errors go to its stderr (node.log for `actorloop start`).
-    _log_to_stderr("actorloop node")
+    _log_to_stderr()
     parser = argparse.ArgumentParser(prog="python -m actorloop._node")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ready-fd", type=int, required=True)
@@ -184,11 +184,31 @@ def _trim_heap() -> None:
         pass
 
 
-def _log_to_stderr(who: str) -> None:
-    import logging
+class _Who(logging.Filter):
+    """Names the process a record comes from: the node, or an actor.
 
+    Actors are forked (through the zygote) with the node's handler and log
+    with it to their own stderr, which their creator sees.  Telling them
+    apart per record, rather than giving each actor a handler of its own,
+    keeps an actor's start from building one (and so from writing to the
+    logging machinery's pages it shares with the zygote).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._node = os.getpid()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.actorloop_who = "actorloop node" if os.getpid() == self._node else "actorloop"
+        return True
+
+
+def _log_to_stderr() -> None:
+    # Our own processes: actorloop's internal errors go to stderr (the node's: node.log for
+    # `actorloop start`; an actor's: its creator).
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{who}: %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Who())
+    handler.setFormatter(logging.Formatter("%(actorloop_who)s: %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("actorloop")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
