@@ -69,7 +69,6 @@ from ._handles import remote as remote
 from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
 from ._stream import ObjectRefGenerator as ObjectRefGenerator
-from ._tasks import RemoteFunction as RemoteFunction
 from .exceptions import ActorDiedError as ActorDiedError
 from .exceptions import ActorloopError as ActorloopError
 from .exceptions import ActorUnavailableError as ActorUnavailableError
@@ -88,6 +87,7 @@ from .runtime_context import get_runtime_context as get_runtime_context
 if _TYPE_CHECKING:
     from . import http as http
     from . import util as util
+    from ._tasks import RemoteFunction as RemoteFunction
     from ._worker import exit_actor as exit_actor
     from .util import ActorPool as ActorPool
 
@@ -140,8 +140,10 @@ __all__ = [
 
 #: Public names imported on first use, as (module, attribute): a program that
 #: never touches them does not load them (``actorloop.http`` brings the HTTP
-#: machinery, ``util`` the pool, ``exit_actor`` the actor process's module).
+#: machinery, ``util`` the pool, ``RemoteFunction`` the task pool, ``exit_actor`` the actor
+#: process's module).
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "RemoteFunction": ("actorloop._tasks", "RemoteFunction"),
     "http": ("actorloop.http", None),
     "util": ("actorloop.util", None),
     "ActorPool": ("actorloop.util", "ActorPool"),
@@ -170,6 +172,7 @@ def __dir__() -> list[str]:
 # A library logs only when the application asks it to.
 _logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
-for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "ObjectRefGenerator", "RemoteFunction"):
+# (RemoteFunction's is set in _tasks, which is imported on first use.)
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "ObjectRefGenerator"):
     globals()[_name].__module__ = "actorloop"
 del _name

@@ -23,7 +23,7 @@ import threading
 import uuid
 import weakref
 from asyncio import events
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _pickle, _ref
 from . import _protocol as proto
@@ -36,6 +36,9 @@ from ._node._dirs import read_secret  # checks the directory and the secret befo
 from ._ref import ObjectRef
 from ._stream import ObjectRefGenerator, StreamState
 from .exceptions import PendingCallsLimitExceeded, SerializationError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 __all__ = [
     "ActorState",
@@ -52,6 +55,9 @@ _get_running_loop = events._get_running_loop
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.RLock()
+#: In a task worker only (set by ``_tasks.TaskWorker``): what ``get``/``wait`` wrap a blocking wait
+#: in, so that the task lends its worker slot meanwhile.  None elsewhere: get() pays one check.
+task_lending: Callable[[list[ObjectRef[Any]]], AbstractContextManager[None]] | None = None
 
 
 def get_runtime() -> Runtime | None:

@@ -34,8 +34,9 @@ LAYERS: list[set[str]] = [
     {"_ray"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-#: Imports that happen only in a child process, never in the importing process's own graph.
-FORK_TIME = {("_node", "_worker")}
+#: Imports for a child process only, never used by the importing process: the node preloads, before
+#: it forks the zygote, what the actors forked from it run (the actor process, the task workers).
+FORK_TIME = {("_node", "_worker"), ("_node", "_tasks")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -104,7 +105,7 @@ def test_the_layers_name_every_core_module() -> None:
 
 
 def test_a_program_without_routes_dashboard_or_pool_never_loads_them() -> None:
-    """The HTTP server, the dashboard, ``util`` and the actor-process module load on use only.
+    """The HTTP server, the dashboard, ``util``, the task pool and the actor-process module load on use only.
 
     Neither ``import actorloop`` and ``init()`` in a driver, nor the node and
     zygote an actor is forked from (an actor sees what they had imported).
@@ -125,7 +126,7 @@ def test_a_program_without_routes_dashboard_or_pool_never_loads_them() -> None:
         "actorloop.shutdown()\n"
         "optional = {'actorloop._http', 'actorloop.http', 'actorloop._node._dashboard', 'actorloop.util', 'aiohttp'}\n"
         "assert not optional & driver, sorted(optional & driver)\n"
-        "assert 'actorloop._worker' not in driver\n"
+        "assert 'actorloop._worker' not in driver and 'actorloop._tasks' not in driver\n"
         "assert not optional & actor, sorted(optional & actor)\n"
         "assert actorloop.http.get and actorloop.util.ActorPool is actorloop.ActorPool\n"
         "assert actorloop.exit_actor is actorloop.actor.exit_actor\n"

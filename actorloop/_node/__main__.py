@@ -20,7 +20,7 @@ import cloudpickle  # noqa: F401
 import uvloop
 
 import actorloop  # noqa: F401
-from actorloop import _worker  # noqa: F401
+from actorloop import _tasks, _worker  # noqa: F401  (actors need them; actorloop loads them on use)
 from actorloop._fds import raise_fd_limit
 from actorloop._node import default_daemon_dir, prepare_dir
 from actorloop._node._logs import LOG_FORMATS
