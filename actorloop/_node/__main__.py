@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
@@ -33,12 +32,7 @@ from actorloop._protocol import SECRET_BYTES
 
 def main() -> None:
     _log_to_stderr()
-    parser = argparse.ArgumentParser(prog="python -m actorloop._node")
-    parser.add_argument("--dir", required=True)
-    parser.add_argument("--ready-fd", type=int, required=True)
-    parser.add_argument("--parent", type=int, default=None)
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
-    args = parser.parse_args()
+    args = _parse_args(sys.argv[1:])
     try:
         shutdown_timeout_from_env()  # a bad setting fails the start, with this line in the log
     except ValueError as exc:
@@ -158,6 +152,54 @@ def _reap_when_done(loop: asyncio.AbstractEventLoop, pid: int, delay: float) -> 
         return
     if not done:
         loop.call_later(delay, _reap_when_done, loop, pid, min(delay * 2, 2.0))
+
+
+class _Args:
+    dir: str
+    ready_fd: int
+    parent: int | None = None
+    log_format: str = "text"
+
+
+_USAGE = "usage: python -m actorloop._node --dir DIR --ready-fd FD [--parent PID] [--log-format {text,json}]"
+
+
+def _parse_args(argv: list[str]) -> _Args:
+    """The node's command line, as ``start_node_process`` writes it.
+
+    Parsed by hand: argparse (and gettext, which it imports) would be ~0.3 MiB
+    of objects that the zygote and every actor forked from this process
+    would carry too, for four options read once.
+    """
+    args = _Args()
+    options = {"--dir": "dir", "--ready-fd": "ready_fd", "--parent": "parent", "--log-format": "log_format"}
+    rest = list(argv)
+    try:
+        while rest:
+            name, sep, value = rest.pop(0).partition("=")
+            if name not in options:
+                raise ValueError(f"unrecognized argument: {name}")
+            if not sep:
+                if not rest:
+                    raise ValueError(f"argument {name}: expected one argument")
+                value = rest.pop(0)
+            attr = options[name]
+            if attr in ("ready_fd", "parent"):
+                try:
+                    setattr(args, attr, int(value))
+                except ValueError:
+                    raise ValueError(f"argument {name}: invalid int value: {value!r}") from None
+            elif attr == "log_format" and value not in LOG_FORMATS:
+                raise ValueError(f"argument {name}: invalid choice: {value!r} (choose from {', '.join(LOG_FORMATS)})")
+            else:
+                setattr(args, attr, value)
+        missing = [name for name, attr in options.items() if attr in ("dir", "ready_fd") and not hasattr(args, attr)]
+        if missing:
+            raise ValueError(f"the following arguments are required: {', '.join(missing)}")
+    except ValueError as exc:
+        print(f"{_USAGE}\npython -m actorloop._node: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return args
 
 
 async def _announce_when_listening(node: Node, announce: object) -> None:
