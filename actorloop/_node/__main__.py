@@ -72,7 +72,7 @@ def main() -> None:
     zygote_side.close()
     http_zygote_side.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sweeper = _start_sweep(node_dir, [args.ready_fd, node_side.fileno(), node_http_side.fileno()])
+    sweep = _Sweep(node_dir, [args.ready_fd, node_side.fileno(), node_http_side.fileno()])
 
     loop = uvloop.new_event_loop()
     node = Node(
@@ -80,8 +80,7 @@ def main() -> None:
     )
     registered: list[str | None] = []
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
-    if sweeper is not None:
-        _reap_when_done(loop, sweeper, 0.05)
+    sweep.reap_when_done(loop, 0.05)
 
     def announce() -> None:
         with open(os.path.join(node_dir, "node.pid"), "w") as f:
@@ -107,51 +106,71 @@ def main() -> None:
         # so the wait below cannot hang.
         node_side.close()
         node_http_side.close()
-        for child in (pid, sweeper):
-            try:
-                if child is not None:
-                    os.waitpid(child, 0)
-            except ChildProcessError:
-                pass
+        sweep.end()
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
         if args.parent is not None:
             shutil.rmtree(node_dir, ignore_errors=True)
 
 
-def _start_sweep(node_dir: str, fds: list[int]) -> int | None:
-    """Fork the process that removes what killed runs left behind (``_sweep``); returns its pid.
+class _Sweep:
+    """The process that removes what killed runs left behind (``_sweep``), forked as the node starts.
 
     A process of its own, rather than a thread of the node: the sweep's code
     and a thread's machinery would write to pages the node shares with the
     zygote, and each such page would then be copied, in the node and again in
-    the zygote.  Forked here, before the node has a loop or a thread, it runs
-    while the node starts and does not hold READY back.
+    the zygote.  Forked before the node has a loop or a thread, it runs while
+    the node starts and does not hold READY back.  It ends with the node at
+    the latest: what it had not done yet, the next node start does.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        print(f"actorloop node: could not start the sweep of dead runs: {exc}", file=sys.stderr)
-        return None
-    if pid:
-        return pid
-    try:
-        for fd in fds:  # the ready pipe and the zygote channels: their ends must close with the node
-            os.close(fd)
-        sweep_leftovers(node_dir, default_daemon_dir())
+
+    def __init__(self, node_dir: str, fds: list[int]) -> None:
+        self.pid: int | None = None  # until reaped (so never a pid some other process took since)
+        sys.stdout.flush()
         sys.stderr.flush()
-    finally:
-        os._exit(0)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            print(f"actorloop node: could not start the sweep of dead runs: {exc}", file=sys.stderr)
+            return
+        if pid:
+            self.pid = pid
+            return
+        try:
+            for fd in fds:  # the ready pipe and the zygote channels: their ends must close with the node
+                os.close(fd)
+            sweep_leftovers(node_dir, default_daemon_dir())
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
 
+    def reap_when_done(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Reap it once it ended (uvloop keeps SIGCHLD for itself: a timer polls, backing off)."""
+        if self.pid is None or self._reaped(os.WNOHANG):
+            return
+        loop.call_later(delay, self.reap_when_done, loop, min(delay * 2, 2.0))
 
-def _reap_when_done(loop: asyncio.AbstractEventLoop, pid: int, delay: float) -> None:
-    """Reap the sweep once it ended (uvloop keeps SIGCHLD for itself: a timer polls, backing off)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return
-    if not done:
-        loop.call_later(delay, _reap_when_done, loop, pid, min(delay * 2, 2.0))
+    def end(self) -> None:
+        """The node stops: end the sweep if it still runs, and reap it."""
+        if self.pid is None or self._reaped(os.WNOHANG):
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reaped(0)
+
+    def _reaped(self, flags: int) -> bool:
+        assert self.pid is not None
+        try:
+            done, _ = os.waitpid(self.pid, flags)
+        except ChildProcessError:
+            done = self.pid
+        if done:
+            self.pid = None
+        return bool(done)
 
 
 class _Args:
