@@ -2,8 +2,8 @@
 
 Three steps, split between the node and the actor process:
 
-1. ``collect_routes(cls)`` finds the routes when the actor class is
-   registered (cheap; does not import aiohttp).
+1. ``collect_routes(cls)`` (in ``_routes``, which programs without routes
+   import alone) finds the routes when the actor class is registered.
 2. ``bind_http_socket(host, port)`` runs in the node at registration, so a
    taken port fails ``.remote()`` and ``handle.http_url`` (``http_url``) is
    known before the actor process exists. The listening socket is then
@@ -40,6 +40,10 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+from ._routes import WEBSOCKET as WEBSOCKET
+from ._routes import Route as Route
+from ._routes import collect_routes as collect_routes
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -93,96 +97,12 @@ _ACCEPT_RETRY_DELAY = 0.5
 #: accept() errors that concern one client only (as asyncio's own accept loop treats them).
 _CLIENT_GAVE_UP = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
 
-_ROUTES_ATTR = "__actorloop_routes__"
-#: The pseudo-verb of ``@actorloop.http.websocket`` routes (served on GET with an Upgrade).
-WEBSOCKET = "WEBSOCKET"
-
 _log = logging.getLogger("actorloop.http")
 # aiohttp reports clients that send garbage through this logger; see
 # _DemoteClientErrors.
 _protocol_log = logging.getLogger("actorloop.http.protocol")
 
 RunInGroup = Callable[[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One HTTP route: ``method`` (upper case, or ``"*"``) and ``path`` are
-    served by the actor method named ``attr``."""
-
-    method: str
-    path: str
-    attr: str
-
-
-def collect_routes(cls: type) -> list[Route]:
-    """Return the HTTP routes declared on ``cls`` and its bases.
-
-    Routes come in definition order, base classes first, so that aiohttp
-    tries overlapping patterns in the order the user wrote them. A method
-    overridden in a subclass without route decorators serves no route.
-    Raises ``ValueError`` when two methods claim the same verb and path.
-    """
-    names: dict[str, None] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object:
-            continue
-        for name in vars(klass):
-            names.setdefault(name, None)
-
-    # An alias (`b = a` in the class body) would register a route twice;
-    # keep the name the function was defined under.
-    owner: dict[int, str] = {}
-    found: list[tuple[str, Any]] = []
-    for name in names:
-        try:
-            obj = inspect.getattr_static(cls, name)
-        except AttributeError:
-            continue
-        declared = _declared_routes(obj)
-        if not declared:
-            continue
-        key = id(obj)
-        if key in owner:
-            if name == getattr(obj, "__name__", None):
-                owner[key] = name
-            continue
-        owner[key] = name
-        found.append((name, obj))
-
-    routes: list[Route] = []
-    claimed: dict[tuple[str, str], str] = {}
-    for _, obj in found:
-        attr = owner[id(obj)]
-        for method, path in _declared_routes(obj):
-            other = claimed.setdefault((method, path), attr)
-            if other != attr:
-                raise ValueError(
-                    f"HTTP route {method} {path} of {cls.__name__} is declared on both {other}() and {attr}()"
-                )
-            routes.append(Route(method, path, attr))
-    by_path: dict[str, dict[str, str]] = {}
-    for r in routes:
-        by_path.setdefault(r.path, {})[r.method] = r.attr
-    for path, verbs in by_path.items():
-        if WEBSOCKET in verbs:
-            plain = verbs.get("GET", verbs.get("*"))
-            if plain is not None:
-                raise ValueError(
-                    f"{cls.__name__}: {path} is both a WebSocket ({verbs[WEBSOCKET]}()) and a GET route "
-                    f"({plain}()); serve them on different paths"
-                )
-    return routes
-
-
-def _declared_routes(obj: object) -> list[tuple[str, str]]:
-    routes = getattr(obj, _ROUTES_ATTR, None)
-    if routes is None and isinstance(obj, (staticmethod, classmethod)):
-        # The route decorator may sit below @staticmethod/@classmethod.
-        routes = getattr(obj.__func__, _ROUTES_ATTR, None)
-    if not isinstance(routes, list):
-        return []
-    return [(str(m), str(p)) for m, p in routes]
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:

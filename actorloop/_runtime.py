@@ -23,7 +23,7 @@ import threading
 import uuid
 import weakref
 from asyncio import events
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _pickle, _ref
 from . import _protocol as proto
@@ -36,6 +36,9 @@ from ._node._dirs import read_secret  # checks the directory and the secret befo
 from ._ref import ObjectRef
 from ._stream import ObjectRefGenerator, StreamState
 from .exceptions import PendingCallsLimitExceeded, SerializationError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 __all__ = [
     "ActorState",
@@ -52,6 +55,9 @@ _get_running_loop = events._get_running_loop
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.RLock()
+#: In a task worker only (set by ``_tasks.TaskWorker``): what ``get``/``wait`` wrap a blocking wait
+#: in, so that the task lends its worker slot meanwhile.  None elsewhere: get() pays one check.
+task_lending: Callable[[list[ObjectRef[Any]]], AbstractContextManager[None]] | None = None
 
 
 def get_runtime() -> Runtime | None:
@@ -445,14 +451,17 @@ class Runtime:
         client_id: str | None = None,
         role: str = "driver",
         embedded_node: Any = None,
+        secret: bytes | None = None,
     ) -> None:
         self.node_dir = node_dir
         self.namespace = namespace
         self.log_to_driver = log_to_driver
-        self.client_id = client_id or uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex gives, without running uuid's code in each new actor.
+        self.client_id = client_id or os.urandom(16).hex()
         self.role = role
         self.embedded_node = embedded_node
-        self.secret = read_secret(node_dir)
+        # An actor is handed its node's secret by the zygote: it need not check and read the file.
+        self.secret = secret if secret is not None else read_secret(node_dir)
         proto.set_shm_prefix(node_dir, self.client_id)
         self.node_socket = os.path.join(node_dir, "node.sock")
         self._actors: dict[str, ActorState] = {}
@@ -736,8 +745,9 @@ def _atexit_stop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _runtime, _runtime_lock
-    _runtime_lock = threading.RLock()
+    global _runtime
+    # Reset in place, as _shm does its own (see _shm._forget_after_fork).
+    _runtime_lock._at_fork_reinit()  # type: ignore[attr-defined]
     rt = _runtime
     _runtime = None
     if rt is None:

@@ -26,7 +26,6 @@ import asyncio
 import collections
 import functools
 import inspect
-import logging
 import os
 import queue
 import socket
@@ -455,7 +454,7 @@ class ActorWorker:
     async def main(self, http_fd: int | None) -> None:
         global _current_worker
         _current_worker = self
-        rt = _ActorRuntime(self, self.node_dir, "", False, home_loop=self.loop, role="actor")
+        rt = _ActorRuntime(self, self.node_dir, "", False, home_loop=self.loop, role="actor", secret=self.secret)
         self.runtime = rt
         spec = await rt.connect_node(("hello", rt.client_id, "actor", os.getpid(), False, self.actor_id, self.epoch))
         rt.namespace = spec["owner_namespace"]
@@ -1276,13 +1275,6 @@ def run_actor(actor_id: str, epoch: int, node_dir: str, secret: bytes, http_fd: 
     """Entry point of a forked actor process."""
     import uvloop
 
-    # The actor is our own process: actorloop's internal errors in it reach its
-    # stderr, which its creator sees with the actor's prefix.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("actorloop: %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("actorloop")
-    logger.handlers = [handler]  # not the node's, inherited through the zygote
-    logger.setLevel(logging.WARNING)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     worker = ActorWorker(loop, actor_id, epoch, node_dir, secret)

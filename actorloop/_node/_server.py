@@ -185,11 +185,15 @@ class Node:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        # Inside our own checked directory; the logs of the node that ran here before are
-        # unreachable now (their actors are gone), so they go.  rmtree follows no links.
-        shutil.rmtree(self.logs_dir, ignore_errors=True)
         try:
-            os.mkdir(self.logs_dir, 0o700)
+            try:
+                os.mkdir(self.logs_dir, 0o700)
+            except FileExistsError:
+                # Inside our own checked directory; the logs of the node that ran here before are
+                # unreachable now (their actors are gone), so they go.  rmtree follows no links.
+                # (Only then: a new node directory has none, and rmtree's code is left untouched.)
+                shutil.rmtree(self.logs_dir, ignore_errors=True)
+                os.mkdir(self.logs_dir, 0o700)
         except OSError as exc:  # the node runs on; actors' output reaches drivers, `actorloop logs` finds none
             print(f"actorloop node: cannot keep actor output in {self.logs_dir}: {exc}", file=sys.stderr)
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
