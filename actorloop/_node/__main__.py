@@ -56,6 +56,13 @@ def main() -> None:
         f.write(secret)
     os.replace(tmp, secret_path)
 
+    registered: list[str | None] = []
+    if args.parent is not None:
+        # Listed for `actorloop status` of this user (the directory itself is a secret temp name).
+        # Before the fork, not once listening: the code and objects the entry's JSON write touches
+        # would otherwise be copied into the node and again into the zygote. Readers keep an entry
+        # whose pid runs and whose directory exists, and check the node before they connect.
+        registered.append(register(default_daemon_dir(), node_dir, args.parent))
     node_side, zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     node_http_side, http_zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     gc.collect()
@@ -78,16 +85,12 @@ def main() -> None:
     node = Node(
         loop, node_dir, secret, node_side, node_http_side, embedded_parent=args.parent, log_format=args.log_format
     )
-    registered: list[str | None] = []
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(node.stop("SIGTERM")))
     sweep.reap_when_done(loop, 0.05)
 
     def announce() -> None:
         with open(os.path.join(node_dir, "node.pid"), "w") as f:
             f.write(str(os.getpid()))
-        if args.parent is not None:
-            # Listed for `actorloop status` of this user (the directory itself is a secret temp name).
-            registered.append(register(default_daemon_dir(), node_dir, args.parent))
         os.write(args.ready_fd, f"READY {os.getpid()}\n".encode())
         os.close(args.ready_fd)
 
