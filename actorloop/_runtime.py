@@ -31,7 +31,7 @@ from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, conne
 from ._entry import entry_for, running_here
 from ._fds import raise_fd_limit
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
-from ._node import EmbeddedNode, default_daemon_dir, node_running
+from ._node import EmbeddedNode, default_daemon_dir, node_running, trim_heap
 from ._node._dirs import read_secret  # checks the directory and the secret before reading it
 from ._ref import ObjectRef
 from ._stream import ObjectRefGenerator, StreamState
@@ -140,6 +140,9 @@ def start(
             os.environ["ACTORLOOP_ADDRESS"] = node_dir
         _ref.set_quiet(False)
         set_runtime(rt)
+        # What actorloop needed is imported by now: the free heap its compilation left goes back
+        # (about 1.3 MiB of the driver's USS without a bytecode cache; ~1 ms).
+        trim_heap()
         return rt
 
 

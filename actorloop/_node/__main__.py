@@ -21,7 +21,7 @@ import uvloop
 import actorloop  # noqa: F401
 from actorloop import _tasks, _worker  # noqa: F401  (actors need them; actorloop loads them on use)
 from actorloop._fds import raise_fd_limit
-from actorloop._node import default_daemon_dir, prepare_dir
+from actorloop._node import default_daemon_dir, prepare_dir, trim_heap
 from actorloop._node._logs import LOG_FORMATS
 from actorloop._node._registry import register, unregister
 from actorloop._node._server import Node, shutdown_timeout_from_env
@@ -66,7 +66,7 @@ def main() -> None:
     node_side, zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     node_http_side, http_zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     gc.collect()
-    _trim_heap()
+    trim_heap()  # before the fork, so that neither the zygote nor the actors carry the free pages
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -228,24 +228,6 @@ async def _announce_when_listening(node: Node, announce: object) -> None:
     while node._server is None:
         await asyncio.sleep(0.001)
     announce()  # type: ignore[operator]
-
-
-def _trim_heap() -> None:
-    """Give the heap's free pages back to the system before the zygote is forked.
-
-    Importing compiles modules from source where no bytecode cache is written
-    (``PYTHONDONTWRITEBYTECODE``, read-only installs), and the compiler's
-    temporaries leave about 1.8 MiB of free but resident heap behind. Forked,
-    those pages would be counted again in the zygote and in every actor, and an
-    allocation that lands on one after the fork copies it. ``malloc_trim`` is
-    glibc's; elsewhere this does nothing.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (ImportError, OSError, AttributeError):
-        pass
 
 
 class _Who(logging.Filter):
