@@ -424,15 +424,15 @@ class ActorConnection(proto.FrameProtocol):
                             break
                         pause = min(pause * 2, 0.5)
                 finally:
-                    if successor is not None and not successor.done():
-                        successor.cancel()
+                    if successor is not None:
+                        _settle(successor)  # its result, if any, is still read below
                 assert successor is not None  # the loop above ends with the node's word, or returns
                 status = successor.result()
         except ConnectionError as exc:
             return ("DEAD", f"the actorloop node is unreachable: {exc}")
         finally:
-            if early is not None and not early.done():
-                early.cancel()
+            if early is not None:
+                _settle(early)
 
     async def _open_unless(
         self, path: str, epoch: int, lost_epoch: int, successor: asyncio.Future[Any] | None
@@ -907,6 +907,19 @@ async def connect_unix(path: str) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+
+
+def _settle(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` if it is still running; else mark its error as seen.
+
+    A question to the node that we stop caring about may have failed already
+    (the node ended): nobody reads that error, and asyncio would print
+    "exception was never retrieved" at exit.
+    """
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
