@@ -93,6 +93,9 @@ class NodeConnection(proto.FrameProtocol):
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._on_push = on_push
         self.lost: asyncio.Future[None] = loop.create_future()
+        #: Set by the node's last word when it stops (``proto.NODE_STOPPED``): why it stopped, and why
+        #: each actor the stop ended is gone.  See ``actor_end``.
+        self.stop_notice: tuple[str, dict[str, str]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -118,6 +121,9 @@ class NodeConnection(proto.FrameProtocol):
             msg = proto.loads(data)
             req_id = msg[0]
             if req_id == 0:
+                if msg[1] == proto.NODE_STOPPED:
+                    self.stop_notice = (msg[2], msg[3])
+                    continue
                 self._on_push(msg[1:])
                 continue
             fut = self._waiting.pop(req_id, None)
@@ -128,6 +134,23 @@ class NodeConnection(proto.FrameProtocol):
                 fut.set_result(value)
             else:
                 fut.set_exception(proto.node_error(value))
+
+    def actor_end(self, actor_id: str) -> str | None:
+        """Why ``actor_id`` is gone if the node stopped (it said so before it closed): None otherwise.
+
+        A request that the stopped node never answered (``wait_actor`` sent
+        just as it closed) is answered from this instead of failing as if the
+        node had crashed.  Every actor ends with its node: one the stop did not
+        name was dead already, for a reason the node cannot tell any more.
+        """
+        notice = self.stop_notice
+        if notice is None:
+            return None
+        why, ended = notice
+        known = ended.get(actor_id)
+        if known is not None:
+            return known
+        return f"the actor {actor_id} is gone: the actorloop node stopped ({why}), and with it every actor it ran"
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

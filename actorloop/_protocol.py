@@ -81,6 +81,12 @@ STREAM_CALL = 8  # (STREAM_CALL, call_id, method, args, kwargs, group, window): 
 STREAM_ITEMS = 9  # (STREAM_ITEMS, call_id, [item, ...]): items yielded, in order; the end is a RESULT_*
 STREAM_ACK = 10  # (STREAM_ACK, call_id, consumed): the caller took `consumed` items so far (credit)
 
+#: The node's last push on each client connection when it stops, just before it closes them:
+#: ``(0, NODE_STOPPED, why, {actor_id: why that actor ended})`` for the actors the stop ended.
+#: A caller that loses an actor and the node together learns from it that the node stopped (a
+#: question it sends too late is never answered), instead of taking the node for crashed.
+NODE_STOPPED = "node_stopped"
+
 _OOB_BYTE = _OOB_MARK[0]
 # Frames queued (two list items each: header, payload) past which send() writes
 # at once instead of at the end of the loop iteration.  A gather of N calls

@@ -557,9 +557,17 @@ class Runtime:
 
     async def _wait_actor_home(self, actor_id: str, min_epoch: int) -> Any:
         node = self.node
-        if node is None or node.closed:
-            raise ConnectionError("the actorloop node ended")
-        return await node.request("wait_actor", actor_id, min_epoch)
+        try:
+            if node is None or node.closed:
+                raise ConnectionError("the actorloop node ended")
+            return await node.request("wait_actor", actor_id, min_epoch)
+        except ConnectionError:
+            # The node may have closed our channel before our question reached it; if it stopped
+            # (rather than crashed), it told us why every actor of it ended before it closed.
+            end = node.actor_end(actor_id) if node is not None else None
+            if end is None:
+                raise
+            return ("DEAD", end)
 
     def _on_push(self, msg: tuple[Any, ...]) -> None:
         op = msg[0]

@@ -468,3 +468,48 @@ def test_a_call_cut_by_actorloop_stop_says_the_node_stopped(daemon, tmp_path: Pa
         if driver.stdout is not None:
             driver.stdout.close()
     assert "died: the node stopped" in rest, rest
+
+
+CALLER_AFTER_STOP = """
+import sys
+import actorloop
+
+@actorloop.remote
+class Idle:
+    def ping(self):
+        return "pong"
+
+actorloop.init(address="auto", namespace="graceful")
+idle = Idle.options(name="idle", lifetime="detached").remote()  # no call yet: no connection to it
+print("created", flush=True)
+sys.stdin.readline()  # the node has stopped by now
+try:
+    actorloop.get(idle.ping.remote(), timeout=60)
+except actorloop.ActorDiedError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_a_call_made_after_actorloop_stop_says_the_node_stopped(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first call asks the node about its actor only after the node closed: the node's parting notice answers."""
+    daemon.start()
+    script = write_script(tmp_path, "caller.py", CALLER_AFTER_STOP)
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], env=daemon.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdin is not None and driver.stdout is not None
+        assert driver.stdout.readline().strip() == "created"
+        assert wait_until(lambda: "ALIVE" in daemon.cli("list").stdout, timeout=20)
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        rest = driver.stdout.read()
+    finally:
+        driver.kill()
+        driver.wait()
+        for pipe in (driver.stdin, driver.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert "Idle" in rest and "died: the node stopped" in rest, rest
