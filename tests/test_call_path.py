@@ -74,6 +74,11 @@ class Tasky:
     async def get_var(self) -> str:
         return self.var.get()
 
+    async def task_name(self) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        return task.get_name()
+
     async def wait_gate(self) -> str:
         try:
             await self.gate.wait()
@@ -114,6 +119,18 @@ async def test_each_call_has_its_own_context() -> None:
     assert await a.set_var.remote("one") == "unset"
     assert await a.get_var.remote() == "unset"
     assert await asyncio.gather(*[a.set_var.remote(str(i)) for i in range(5)]) == ["unset"] * 5
+
+
+async def test_each_call_task_is_named_after_its_method() -> None:
+    a = Tasky.options(concurrency_groups={"one": 1}).remote()
+    assert await a.task_name.remote() == "task_name"
+    # In a named group, and started from the group's queue once a slot came back.
+    held = a.wait_gate.options(concurrency_group="one").remote()
+    queued = a.task_name.options(concurrency_group="one").remote()
+    await a.current_task_ok.remote()  # both have arrived by now (calls are read in order)
+    await a.open_gate.remote()
+    assert await held == "opened"
+    assert await queued == "task_name"
 
 
 async def test_cancel_reaches_a_waiting_method() -> None:
