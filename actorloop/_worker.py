@@ -704,12 +704,13 @@ class ActorWorker:
         # A call to a method in its own group (nearly all calls) finds everything
         # in one dict (see _bind_methods); _route handles the rest.
         route = self.routes.get(name) if group_name is None else None
-        if route is None:
-            route = self._route(conn, call_id, name, args, group_name)
-            if route is None:
+        if route is not None:
+            func, is_async, group = route
+        else:
+            other = self._route(conn, call_id, name, args, group_name)
+            if other is None:
                 return  # answered already
-            args = route[3]
-        func, is_async, group = route[0], route[1], route[2]
+            func, is_async, group, args = other
         call = _Call(conn, call_id, name, func, args, kwargs, is_async, group)
         if self.call_stats is not None:
             self._count_started(call)
