@@ -350,8 +350,8 @@ class ActorServerConnection(proto.FrameProtocol):
             # soon as it was read, before the cancel was: such calls are
             # skipped. (Before 3.12 the cancel is read before the call's task
             # first runs, and the task gives up then.) Only short frames can
-            # be cancels; the length test (~0.5k instructions per call, ~1.5%)
-            # keeps the look off nearly every batch of calls.
+            # be cancels; the length test (~30 ns per frame, timeit on 3.12:
+            # ~1% of a call) keeps the look off nearly every batch of calls.
             found = _cancels_among(frames)
             if found:
                 cancelled = found if not cancelled else cancelled | found
