@@ -136,7 +136,7 @@ class _Sweep:
         try:
             pid = os.fork()
         except OSError as exc:
-            print(f"actorloop node: could not start the sweep of dead runs: {exc}", file=sys.stderr)
+            logging.getLogger("actorloop.node").warning("could not start the sweep of dead runs: %s", exc)
             return
         if pid:
             self.pid = pid
