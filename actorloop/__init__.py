@@ -20,8 +20,9 @@ errors, ``http`` the route decorators, ``util`` the ActorPool and the queue,
 ``actor`` and ``runtime_context`` Ray's module paths.  The engine is private,
 in layers that import only downwards (``tests/test_layers.py`` checks it)::
 
-    exceptions _entry _fds _pickle    errors; the one way into a loop; fd limits; pickling
-    _shm _http                        shared-memory segments; HTTP routes
+    exceptions _entry _fds _pickle    errors; the one way into a loop; fd limits; pickling;
+    _routes                           the HTTP routes a class declares
+    _shm _http                        shared-memory segments; the HTTP server (loaded on use)
     _protocol                         frames, hello, node error answers
     _meta                             class metadata, options, ActorInfo
     _node                             the node process: dirs, names, spawning, supervision
@@ -42,11 +43,11 @@ See docs/internals.md.
 from __future__ import annotations
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from . import actor as actor
 from . import exceptions as exceptions
-from . import http as http
-from . import util as util
 from ._api import InitContext as InitContext
 from ._api import available_resources as available_resources
 from ._api import cancel as cancel
@@ -68,8 +69,6 @@ from ._handles import remote as remote
 from ._meta import ActorInfo as ActorInfo
 from ._ref import ObjectRef as ObjectRef
 from ._stream import ObjectRefGenerator as ObjectRefGenerator
-from ._tasks import RemoteFunction as RemoteFunction
-from ._worker import exit_actor as exit_actor
 from .exceptions import ActorDiedError as ActorDiedError
 from .exceptions import ActorloopError as ActorloopError
 from .exceptions import ActorUnavailableError as ActorUnavailableError
@@ -84,7 +83,13 @@ from .exceptions import SerializationError as SerializationError
 from .exceptions import TaskCancelledError as TaskCancelledError
 from .exceptions import TaskError as TaskError
 from .runtime_context import get_runtime_context as get_runtime_context
-from .util import ActorPool as ActorPool
+
+if _TYPE_CHECKING:
+    from . import http as http
+    from . import util as util
+    from ._tasks import RemoteFunction as RemoteFunction
+    from ._worker import exit_actor as exit_actor
+    from .util import ActorPool as ActorPool
 
 __version__ = "0.1.0"
 
@@ -133,9 +138,41 @@ __all__ = [
     "wait",
 ]
 
+#: Public names imported on first use, as (module, attribute): a program that
+#: never touches them does not load them (``actorloop.http`` brings the HTTP
+#: machinery, ``util`` the pool, ``RemoteFunction`` the task pool, ``exit_actor`` the actor
+#: process's module).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "RemoteFunction": ("actorloop._tasks", "RemoteFunction"),
+    "http": ("actorloop.http", None),
+    "util": ("actorloop.util", None),
+    "ActorPool": ("actorloop.util", "ActorPool"),
+    "exit_actor": ("actorloop._worker", "exit_actor"),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'actorloop' has no attribute {name!r}") from None
+    import importlib
+
+    value = importlib.import_module(module)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 # A library logs only when the application asks it to.
 _logging.getLogger("actorloop").addHandler(_logging.NullHandler())
 
-for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "ObjectRefGenerator", "RemoteFunction"):
+# (RemoteFunction's is set in _tasks, which is imported on first use.)
+for _name in ("ActorClass", "ActorHandle", "ActorInfo", "ObjectRef", "ObjectRefGenerator"):
     globals()[_name].__module__ = "actorloop"
 del _name

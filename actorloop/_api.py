@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import os
 import socket
+import sys
 import threading
 import time
 from asyncio import events
@@ -20,11 +21,10 @@ from typing import Any, Sequence, TypeVar, overload
 
 import cloudpickle
 
-from . import _backend, _runtime, _shm, _tasks
+from . import _backend, _runtime, _shm
 from ._entry import entry_for
 from ._handles import ActorHandle, ActorProxy
-from ._meta import DEFAULT_GROUP, ActorInfo, env_vars_of
-from ._node._dashboard import check_dashboard_address
+from ._meta import DEFAULT_GROUP, TASKS_NAMESPACE, ActorInfo, env_vars_of
 from ._ref import ObjectRef, PutRef, SyncWaiter, _add_waiter, _check_resolvable, _remove_waiter, make_ref, wait_sync
 from ._runtime import current_lane, get_runtime, require_runtime, self_call_of
 from ._stream import ObjectRefGenerator
@@ -155,8 +155,10 @@ def init(
         if include_dashboard is True and dashboard_port is None:
             dashboard_port = DEFAULT_DASHBOARD_PORT  # Ray's include_dashboard=True: its default port
         if dashboard_port is not None and include_dashboard is not False:  # checked before any node starts
+            # Only here: a process that serves no dashboard never loads it (nor ipaddress, json).
+            from ._node._dashboard import check_dashboard_address
+
             dashboard = check_dashboard_address(dashboard_host, dashboard_port)
-        _tasks.configure(num_cpus)
         rt = _runtime.start(address, namespace=namespace, log_to_driver=log_to_driver, log_format=log_format)
         rt.env_vars = env_vars
         rt.num_cpus = num_cpus
@@ -378,18 +380,18 @@ def _block_until(refs: list[ObjectRef[Any]], num_returns: int, timeout: float | 
     loop = events._get_running_loop()
     if loop is None and current_lane.group is None:
         # Plain sync code (the common case): the refs complete on other threads' loops.
-        lending = _tasks.blocked_in_get(refs)  # a task lends its worker slot while it waits
-        if lending is None:
+        lend = _runtime.task_lending  # a task lends its worker slot while it waits
+        if lend is None:
             return wait_sync(refs, num_returns, timeout)
-        with lending:
+        with lend(refs):
             return wait_sync(refs, num_returns, timeout)
     pending = [r for r in refs if not r.done()]
     if len(refs) - len(pending) >= num_returns or timeout == 0:
         return len(refs) - len(pending)
     if current_lane.group is not None:
         _refuse_self_wait(pending, what)
-    lending = _tasks.blocked_in_get(pending)
-    with lending if lending is not None else contextlib.nullcontext():
+    lend = _runtime.task_lending
+    with lend(pending) if lend is not None else contextlib.nullcontext():
         if loop is None or loop.is_closed():
             return wait_sync(refs, num_returns, timeout)
         if _drivable(loop):
@@ -611,7 +613,9 @@ def cancel(ref: ObjectRef[Any] | ObjectRefGenerator[Any], *, force: bool = False
         raise TypeError(f"actorloop.cancel() takes an ObjectRef or an ObjectRefGenerator, got {type(ref).__name__}")
     if _backend.current is not None:  # backend hook
         return _backend.current.cancel(ref, force, recursive)
-    force_kill = _tasks.force_cancel_target(ref) if force else None
+    # Only a task can be killed, and there are none before _tasks is imported.
+    tasks = sys.modules.get("actorloop._tasks") if force else None
+    force_kill = tasks.force_cancel_target(ref) if tasks is not None else None
     if force and force_kill is None:
         # Ray refuses it for actor calls too: killing the process would lose the actor's state.
         raise ValueError(
@@ -702,7 +706,7 @@ def list_actors() -> list[ActorInfo]:
     backend = _backend.implied()
     if backend is not None:  # backend hook
         return backend.list_actors()  # type: ignore[no-any-return,unused-ignore]
-    return [a for a in require_runtime().node_request("list") if a.namespace != _tasks.TASKS_NAMESPACE]
+    return [a for a in require_runtime().node_request("list") if a.namespace != TASKS_NAMESPACE]
 
 
 def cluster_resources() -> dict[str, float]:

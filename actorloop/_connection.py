@@ -20,18 +20,19 @@ import contextvars
 import itertools
 import socket
 import threading
+import weakref
 from asyncio import events
 from pickle import dumps as _pickle_dumps
 from pickle import loads as _pickle_loads
-from typing import Any, Callable, Iterator, Protocol, cast
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Protocol, cast
 
 from . import _protocol as proto
 from ._fds import is_fd_exhaustion, out_of_fds_error
-from ._meta import ClassMeta
+from ._meta import EPOCH_PROBE, READY_METHOD, ClassMeta
 from ._ref import ObjectRef, fulfil
 from ._ref import _sync_waiters as sync_waiters
 from ._stream import StreamState
-from .exceptions import ActorDiedError, SerializationError, _make_task_error
+from .exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, SerializationError, _make_task_error
 
 __all__ = [
     "ActorConnection",
@@ -94,6 +95,9 @@ class NodeConnection(proto.FrameProtocol):
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._on_push = on_push
         self.lost: asyncio.Future[None] = loop.create_future()
+        #: Set by the node's last word when it stops (``proto.NODE_STOPPED``): why it stopped, and why
+        #: each actor the stop ended is gone.  See ``actor_end``.
+        self.stop_notice: tuple[str, dict[str, str]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -119,6 +123,9 @@ class NodeConnection(proto.FrameProtocol):
             msg = proto.loads(data)
             req_id = msg[0]
             if req_id == 0:
+                if msg[1] == proto.NODE_STOPPED:
+                    self.stop_notice = (msg[2], msg[3])
+                    continue
                 self._on_push(msg[1:])
                 continue
             fut = self._waiting.pop(req_id, None)
@@ -129,6 +136,23 @@ class NodeConnection(proto.FrameProtocol):
                 fut.set_result(value)
             else:
                 fut.set_exception(proto.node_error(value))
+
+    def actor_end(self, actor_id: str) -> str | None:
+        """Why ``actor_id`` is gone if the node stopped (it said so before it closed): None otherwise.
+
+        A request that the stopped node never answered (``wait_actor`` sent
+        just as it closed) is answered from this instead of failing as if the
+        node had crashed.  Every actor ends with its node: one the stop did not
+        name was dead already, for a reason the node cannot tell any more.
+        """
+        notice = self.stop_notice
+        if notice is None:
+            return None
+        why, ended = notice
+        known = ended.get(actor_id)
+        if known is not None:
+            return known
+        return f"the actor {actor_id} is gone: the actorloop node stopped ({why}), and with it every actor it ran"
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -149,8 +173,6 @@ class ActorLink(Protocol):
     actor_id: str
     meta: ClassMeta
     max_task_retries: int
-    #: Whether the actor may restart: if not, no call is ever sent again and no payload is kept.
-    restartable: bool
     secret: bytes
 
     async def wait_actor(self, min_epoch: int) -> tuple[Any, ...]:
@@ -298,17 +320,115 @@ class Kept:
 
     def drop(self) -> None:
         """The call will not be sent again: let go of its segments."""
-        _unhold(self.payload)
-
-
-def _unhold(payload: bytes) -> None:
-    if payload[0] == _OOB_BYTE:
-        proto.unhold_payload(payload)
+        if self.payload[0] == _OOB_BYTE:
+            proto.unhold_payload(self.payload)
 
 
 _OOB_BYTE = proto._OOB_BYTE
 _RESULT_OK = proto.RESULT_OK
 _RESULT_ERR = proto.RESULT_ERR
+_CALL_KINDS = (proto.CALL, proto.STREAM_CALL)
+
+
+def _split_frames(chunk: bytes, written: int) -> list[bytes]:
+    """The payloads of the frames in ``chunk`` (joined frames) that do not end within its first ``written``
+    bytes: those did not reach the socket whole."""
+    payloads = []
+    pos = 0
+    size = len(chunk)
+    while size - pos >= proto.HEADER_BYTES:
+        (length,) = proto.HEADER.unpack_from(chunk, pos)
+        end = pos + proto.HEADER_BYTES + length
+        if end > written:
+            payloads.append(bytes(chunk[pos + proto.HEADER_BYTES : end]))
+        pos = end
+    return payloads
+
+
+def _call_id_of(payload: bytes) -> int | None:
+    """The call id of a call's frame (CALL or STREAM_CALL); None for any other frame.
+
+    A call's pickle starts PROTO 5, FRAME <8 bytes>, BININT1 <kind>, then the
+    id as BININT1, BININT2 or BININT: read from there; anything else (a frame
+    with shared-memory segments, a long id) is read by ``peek_kind_and_id``.
+    """
+    if payload[:3] == b"\x80\x05\x95" and payload[11:12] == b"K":
+        if payload[12] not in _CALL_KINDS:
+            return None
+        op = payload[13]
+        if op == 0x4B:  # BININT1
+            return payload[14]
+        if op == 0x4D:  # BININT2
+            return int.from_bytes(payload[14:16], "little")
+        if op == 0x4A:  # BININT
+            return int.from_bytes(payload[14:18], "little", signed=True)
+    peeked = proto.peek_kind_and_id(payload)
+    return peeked[1] if peeked is not None and peeked[0] in _CALL_KINDS else None
+
+
+#: Seconds a caller keeps trying an actor the node reports alive whose socket refuses it, before its calls
+#: fail with ActorUnavailableError.  A process that just died refuses too, for the moment until the node
+#: has reaped it and reports the restart or the death: this only has to outlast that moment.
+UNREACHABLE_SECONDS = 10.0
+#: Connections to the same process lost in a row without a frame from it in between, before its calls
+#: fail with ActorUnavailableError instead of going out once more (a frame it cannot take would loop).
+MAX_SILENT_RECONNECTS = 3
+
+#: Why calls still pending on a loop fail once that loop has ended (no answer can reach it any more).
+LOOP_ENDED = (
+    "the event loop this call was made on ended before its result arrived (asyncio.run() returned, or the "
+    "loop was shut down), so the result has nowhere to go; await results inside the loop that made the calls"
+)
+
+
+#: Each event loop with actor connections: the async generator that its end closes, and those connections.
+_loop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, weakref.WeakSet[ActorConnection]]] = (
+    weakref.WeakKeyDictionary()
+)
+_loop_watches_lock = threading.Lock()
+
+
+def _watch_loop(conn: ActorConnection) -> None:
+    """Have ``conn.loop_ended()`` called when ``conn``'s loop ends (on that loop, running).
+
+    asyncio has no "loop is closing" callback.  But ``asyncio.run``,
+    ``asyncio.Runner``, ``uvloop.run`` (and so pytest-asyncio and anyio) end a
+    loop the same way: cancel its tasks, let them finish, then
+    ``shutdown_asyncgens()``, which closes every async generator the loop saw
+    start, then close it.  One async generator per loop, started here, is
+    closed there: after the loop's tasks had their last word (a task's
+    ``finally`` may still await a call) and while the loop still runs.
+    """
+    loop = conn.loop
+    with _loop_watches_lock:
+        watch = _loop_watches.get(loop)
+        if watch is None:
+            conns: weakref.WeakSet[ActorConnection] = weakref.WeakSet()
+            agen = _until_loop_ends(conns)
+            step: Any = agen.__anext__()  # to its first yield, now, without a task: the loop's hook records it
+            try:
+                step.send(None)
+            except StopIteration:
+                pass
+            watch = _loop_watches[loop] = (agen, conns)
+    watch[1].add(conn)
+
+
+async def _until_loop_ends(conns: weakref.WeakSet[ActorConnection]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        loop = _get_running_loop()
+        if loop is not None:
+            # The generator keeps its loop alive (its finalizer hook is the loop's method): let go of it.
+            _forget_loop(loop)
+        for conn in list(conns):
+            conn.loop_ended()
+
+
+def _forget_loop(loop: asyncio.AbstractEventLoop) -> None:
+    with _loop_watches_lock:
+        _loop_watches.pop(loop, None)
 
 
 class ActorConnection(proto.FrameProtocol):
@@ -316,9 +436,10 @@ class ActorConnection(proto.FrameProtocol):
 
     What it keeps per call (a gather of 1,000,000 calls makes that a million
     times, see docs/internals.md, "A call's life"): the call's ref in
-    ``pending``, nothing else once the call is delivered and cannot be
-    retried.  Until then its payload waits in ``_undelivered``; a call with
-    retries left keeps it in ``_kept`` until its answer.
+    ``pending``, and nothing else unless the call has retries left (its
+    payload, in ``_kept``, until its answer).  The frames of calls not yet in
+    the socket are where the writes left them (``_out``, the backlog,
+    ``_handed``): a lost connection sends the calls found there again.
     """
 
     direct_writes = True
@@ -329,37 +450,37 @@ class ActorConnection(proto.FrameProtocol):
         self.ids = itertools.count(1)
         #: Calls sent (or waiting to be sent) and not answered, by call id.
         self.pending = CallTable()
-        # Delivery is counted, not flagged per call: each send takes the next
-        # number (its seq); once the socket took a chunk of frames, every call
-        # numbered up to the chunk's last number is delivered.
+        # Delivery is counted, not flagged per call: each call sent takes the
+        # next number (its seq); once the socket took a chunk of frames, every
+        # call numbered up to the chunk's last number is delivered.
         self._seq = 0
         self._handed_seq = 0
         self.delivered_seq = 0
         self._confirm_scheduled = False
-        # Calls sent and not known to be delivered, in number order: their ids
-        # and payloads (what a restarted actor is sent; empty if it cannot
-        # restart, see _resendable).  Every number taken adds one to each, so
-        # the last has number ``_seq``: no number, and no tuple, is kept per
-        # call (a gather whose actor falls behind keeps hundreds of thousands).
-        # Once delivered they leave (a gather of 1,000,000 calls kept every
-        # payload, ~80 bytes each, until its reply).
-        self._undelivered_ids: collections.deque[int] = collections.deque()
-        self._undelivered: collections.deque[bytes] = collections.deque()
-        # Those of them with shared-memory segments, held until delivered: (seq, payload).
+        # Chunks handed to the transport and not known to be written, in order: (frames, how many of their
+        # first bytes we wrote ourselves, the last call number in them).  With _out and the backlog they
+        # hold every frame that did not reach the socket: _recover finds the calls to send again in them.
+        # No payload is kept per call for that (a gather of 1,000,000 calls kept each one's, ~80 bytes,
+        # until it was delivered, and all of them while its actor fell behind).
+        self._handed: collections.deque[tuple[bytes, int, int]] = collections.deque()
+        # The payloads with shared-memory segments of calls not delivered yet, held until then: (seq,
+        # payload).  A segment must outlive a lost connection if its call may go out again.
         self._undelivered_held: collections.deque[tuple[int, bytes]] = collections.deque()
         # Calls with retries left: their payloads, until their answers.
         self._kept: dict[int, Kept] = {}
-        # A call is sent again only to a restarted actor: to one that cannot restart (max_restarts=0,
-        # the default) no call is, and no payload is kept at all, neither until delivery nor for
-        # retries (max_task_retries needs a restart).
-        self._resendable = link.restartable
-        self._retries = link.max_task_retries if link.restartable else 0
         # Calls registered in ``pending`` but not sent yet: waiting for their ref
         # arguments, or queued behind such a call (``_blocked``).  They send
-        # themselves; a restart does not.
+        # themselves; a reconnect does not.
         self._unsent: set[int] = set()
         self.epoch = -1
+        #: Counts this connection's sockets: a pending ref's value is sent once per session
+        #: (``_ref._bind_forward``), so a call sent again after a reconnect gets it again.
+        self.session = 0
+        #: Reconnects to the same process since a frame last came from it (see MAX_SILENT_RECONNECTS).
+        self._silent_reconnects = 0
         self.dead_error: str | None = None
+        #: What calls fail with once ``dead_error`` is set.
+        self._dead_class: type[Exception] = ActorDiedError
         self._blocked: collections.deque[Callable[[], bool]] = collections.deque()
         #: Streams (generator calls) in flight, by call id: their items go there (see _stream).
         self.streams: dict[int, StreamState] = {}
@@ -369,6 +490,8 @@ class ActorConnection(proto.FrameProtocol):
     # -- connecting ----------------------------------------------------------
 
     def start(self) -> None:
+        """Connect, on this connection's loop (running)."""
+        _watch_loop(self)
         self.loop.create_task(self._guarded(self._connect(0)))
 
     async def _guarded(self, job: Any) -> None:
@@ -377,46 +500,203 @@ class ActorConnection(proto.FrameProtocol):
         try:
             await job
         except asyncio.CancelledError:
-            self.link.connection_ended(self)
-            self.dead_error = "the event loop of this connection was shut down while it reconnected"
-            self._out = []
-            self._backlog.clear()
-            self.segments_lost()
-            self._drop_undelivered(self._undelivered)
-            for call_id in list(self.pending):
-                self._fail(call_id, ActorDiedError(self.dead_error))
-            if self.transport is not None:
-                self.transport.abort()
+            self.loop_ended()
             raise
 
-    async def _connect(self, min_epoch: int) -> None:
-        while True:
-            try:
-                status = await self.link.wait_actor(min_epoch)
-            except ConnectionError as exc:
-                self._die(f"the actorloop node is unreachable: {exc}")
-                return
-            if status[0] == "DEAD":
-                self._die(status[1])
-                return
-            epoch, path = status[1], status[2]
-            try:
-                await self.loop.create_unix_connection(lambda: self, sock=await connect_unix(path))
-            except OSError as exc:
-                if is_fd_exhaustion(exc):  # not the actor's end: waiting for a restart would hang
-                    self._die(str(out_of_fds_error("this process", exc)))
-                    return
-                # The actor ended between the node's answer and our connect:
-                # wait for whatever comes next (restart or death).
-                min_epoch = epoch + 1
-                continue
-            self.epoch = epoch
+    def loop_ended(self) -> None:
+        """This connection's loop is shutting down (on the loop): its pending calls can never be answered.
+
+        Their refs fail with ``ObjectLostError`` and stop counting as pending
+        (``max_pending_calls``, an anonymous actor's lifetime); the calls are
+        not cancelled (a fire-and-forget call runs on in the actor).  The
+        socket is closed, so the actor stops the streams this loop consumed.
+        """
+        if self.dead_error is LOOP_ENDED:
             return
+        self.link.connection_ended(self)
+        if self.dead_error is None:
+            self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
+        self._out = []
+        self._backlog.clear()
+        self._drop_undelivered()
+        self._blocked.clear()
+        for call_id in list(self.pending):
+            self._fail(call_id, ObjectLostError(LOOP_ENDED))
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> int:
+        """This connection's loop is closed and nothing told it (a loop closed without ``shutdown_asyncgens()``):
+        forget its calls, from any thread; returns how many there were (the caller counts them finished).
+
+        Their refs are left as they are: a closed loop can run no callback, and
+        ``get()`` already refuses a pending ref of a closed loop.
+        """
+        if self.dead_error is None:
+            self.dead_error, self._dead_class = LOOP_ENDED, ObjectLostError
+        _forget_loop(self.loop)  # never closed by it now; the generator goes quietly (its loop is closed)
+        count = len(self.pending)
+        for kept in list(self._kept.values()):
+            kept.drop()
+        self._kept.clear()
+        self.pending = CallTable()
+        self.streams.clear()
+        self._drop_undelivered()
+        self._blocked.clear()
+        self._out = []
+        self._backlog.clear()
+        return count
+
+    async def _connect(self, min_epoch: int) -> None:
+        found = await self._reach(min_epoch)
+        if found[0] == "ALIVE":
+            await self._attach(found[1], found[2])
+        else:
+            self._end(found[0], found[1])
+
+    async def _reach(self, min_epoch: int, lost_epoch: int = -1) -> tuple[Any, ...]:
+        """Connect a socket to the actor at ``min_epoch`` or later.
+
+        Returns ``("ALIVE", epoch, socket with our hello sent, why it last
+        restarted)``, or
+        ``("DEAD", reason)`` (the node says it is gone for good), or
+        ``("UNREACHABLE", reason)``: the node says it is alive, but its
+        socket refused us for ``UNREACHABLE_SECONDS``.  A socket to the
+        process of ``lost_epoch`` (whose connection was just lost) counts only
+        once that process answers (``_open``).
+        """
+        # The node's word on what follows a process (its restart or its death), asked for once we may
+        # need it: when the process refuses us, or at once for the process whose connection was lost (it
+        # may be ending, and the node may end right after it: the question must be there before).
+        early = asyncio.ensure_future(self.link.wait_actor(lost_epoch + 1)) if lost_epoch >= 0 else None
+        try:
+            status = await self.link.wait_actor(min_epoch)
+            while True:
+                if status[0] == "DEAD":
+                    return ("DEAD", status[1])
+                epoch, path = status[1], status[2]
+                why = status[3] if len(status) > 3 else "it crashed"
+                successor, early = (early, None) if epoch == lost_epoch else (None, early)
+                give_up: float | None = None
+                pause = 0.01
+                try:
+                    while True:
+                        opened = await self._open_unless(path, epoch, lost_epoch, successor)
+                        if opened is None:
+                            break  # the node spoke first
+                        if not isinstance(opened, OSError):
+                            return ("ALIVE", opened[1], opened[0], why)
+                        if is_fd_exhaustion(opened):  # not the actor's end: waiting for a restart would hang
+                            return ("DEAD", str(out_of_fds_error("this process", opened)))
+                        # Refused.  Most often the process has just ended, and the node reports its
+                        # restart or its death in a moment.  But a live process whose socket we cannot
+                        # reach (its file removed, say) would have us wait for that forever: meanwhile,
+                        # try its socket again now and then, and give up after UNREACHABLE_SECONDS.
+                        now = self.loop.time()
+                        if give_up is None:
+                            give_up = now + UNREACHABLE_SECONDS
+                        elif now >= give_up:
+                            return (
+                                "UNREACHABLE",
+                                f"cannot reach {self.link.meta.class_name} ({self.link.actor_id}): the node reports "
+                                f"it alive, but connecting to {path} failed for {UNREACHABLE_SECONDS:g} s: {opened}",
+                            )
+                        if successor is None:
+                            successor = asyncio.ensure_future(self.link.wait_actor(epoch + 1))
+                        await asyncio.wait((successor,), timeout=pause)
+                        if successor.done():
+                            break
+                        pause = min(pause * 2, 0.5)
+                finally:
+                    if successor is not None:
+                        _settle(successor)  # its result, if any, is still read below
+                assert successor is not None  # the loop above ends with the node's word, or returns
+                status = successor.result()
+        except ConnectionError as exc:
+            return ("DEAD", f"the actorloop node is unreachable: {exc}")
+        finally:
+            if early is not None:
+                _settle(early)
+
+    async def _open_unless(
+        self, path: str, epoch: int, lost_epoch: int, successor: asyncio.Future[Any] | None
+    ) -> tuple[socket.socket, int] | OSError | None:
+        """What ``_open`` gives, or its error; None if ``successor`` (the node's word) came first."""
+        attempt = asyncio.ensure_future(self._open(path, epoch, lost_epoch))
+        try:
+            if successor is not None:
+                await asyncio.wait((attempt, successor), return_when=asyncio.FIRST_COMPLETED)
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.wait((attempt,))
+                    if not attempt.cancelled() and attempt.exception() is None:
+                        attempt.result()[0].close()  # opened as it was cancelled
+                    return None
+            return await attempt
+        except OSError as exc:
+            return exc
+        except BaseException:
+            attempt.cancel()
+            raise
+
+    async def _open(self, path: str, epoch: int, lost_epoch: int) -> tuple[socket.socket, int]:
+        """A socket connected to ``path``, our hello sent on it, and the epoch of the process behind it
+        (OSError if nobody answers).
+
+        A process that is dying still takes connections for a moment (its
+        listening socket closes with the rest of its descriptors, in no set
+        order), and the node reports it alive until it has reaped it; so a
+        socket to the process of ``lost_epoch`` counts only once that process
+        answers, and its answer names its epoch (a restarted process binds the
+        same path).
+        """
+        sock = await connect_unix(path)
+        try:
+            await self.loop.sock_sendall(sock, proto.make_hello(self.link.secret))
+            answered = await self._epoch_of(sock) if epoch == lost_epoch else epoch
+        except BaseException:
+            sock.close()
+            raise
+        if answered is None:
+            sock.close()
+            raise ConnectionResetError("the actor's process did not answer (it is ending)")
+        return sock, answered
+
+    async def _epoch_of(self, sock: socket.socket) -> int | None:
+        """Ask the process behind the new ``sock`` its epoch; None if it goes before it answers.
+
+        The answer is the only frame the process sends before it hears more
+        from us: it is read here, whole, before the socket becomes the transport.
+        """
+        loop = self.loop
+        probe = next(self.ids)
+        payload = proto.dumps((proto.CALL, probe, READY_METHOD, (EPOCH_PROBE,), {}, None))
+        try:
+            await loop.sock_sendall(sock, proto.frame(payload))
+            (length,) = proto.HEADER.unpack(await _recv_exact(loop, sock, proto.HEADER_BYTES))
+            if length > 1 << 16:
+                return None
+            reply = proto.loads(await _recv_exact(loop, sock, length))
+        except Exception:  # noqa: BLE001 - a broken or garbled answer is no answer
+            return None
+        if reply[0] != proto.RESULT_OK or reply[1] != probe or not isinstance(reply[2], int):
+            return None
+        return reply[2]
+
+    async def _attach(self, epoch: int, sock: socket.socket) -> None:
+        """Make ``sock`` (our hello sent on it already) this connection's transport: what waits in ``_out``
+        leaves."""
+        try:
+            await self.loop.create_unix_connection(lambda: self, sock=sock)
+        except OSError as exc:
+            sock.close()
+            self._end("UNREACHABLE", f"cannot reach {self.link.meta.class_name} ({self.link.actor_id}): {exc}")
+            return
+        self.epoch = epoch
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.closed = False
-        transport.write(proto.make_hello(self.link.secret))
         super().connection_made(transport)
 
     # -- writing and delivery (see FrameProtocol._write_out) ---------------------------------
@@ -434,10 +714,15 @@ class ActorConnection(proto.FrameProtocol):
     def _chunk_written(self, mark: int) -> None:
         self._delivered(mark)
 
-    def _chunk_handed(self, mark: int) -> None:
-        # The transport writes it when the socket has room (uvloop: at the end
-        # of this iteration); whether the socket took it is known only then.
-        self._handed_seq = mark
+    def _chunk_handed(self, chunks: list[tuple[bytes, int]], written: int) -> None:
+        # The transport writes them when the socket has room (when the loop
+        # runs); whether the socket took them is known only then.  Until then
+        # their frames are kept: if the connection is lost they may have to go
+        # out again.
+        for chunk, mark in chunks:
+            self._handed.append((chunk, written, mark))
+            written = 0
+        self._handed_seq = chunks[-1][1]
         if not self._confirm_scheduled:
             self._confirm_scheduled = True
             self.loop.call_soon(self._confirm_delivered)
@@ -446,7 +731,7 @@ class ActorConnection(proto.FrameProtocol):
         self._confirm_scheduled = False
         transport = self.transport
         if transport is None or transport.is_closing():
-            return  # the write failed (the peer was already gone): those calls go to the next process
+            return  # the write failed (the peer was already gone): those calls go to the next socket
         if transport.get_write_buffer_size():
             # Still in our buffer (the actor reads slowly): look again soon.
             self._confirm_scheduled = True
@@ -455,111 +740,161 @@ class ActorConnection(proto.FrameProtocol):
         self._delivered(self._handed_seq)
 
     def _delivered(self, seq: int) -> None:
-        """Every call numbered up to ``seq`` is in the actor's socket: the payloads kept for its
-        undelivered calls go (a call with retries left still has its own in ``_kept``)."""
+        """Every call numbered up to ``seq`` is in the actor's socket: the frames and segments kept for
+        them go (a call with retries left still has its own payload in ``_kept``)."""
         if seq <= self.delivered_seq:
             return
         self.delivered_seq = seq
-        payloads = self._undelivered
-        ids = self._undelivered_ids
-        if seq >= self._seq:
-            # All of them (a chunk is written whole, the usual case): at once, not one by one
-            # (~700 of the ~60,000 instructions a gathered call costs its caller, callgrind on 3.11).
-            payloads.clear()
-            ids.clear()
-        else:
-            for _ in range(len(payloads) - (self._seq - seq)):
-                payloads.popleft()
-                ids.popleft()
+        handed = self._handed
+        while handed and handed[0][2] <= seq:
+            handed.popleft()
         held = self._undelivered_held
         while held and held[0][0] <= seq:
             proto.unhold_payload(held.popleft()[1])
 
-    def _drop_undelivered(self, sent: collections.deque[bytes]) -> None:
-        """Let go of the payloads of ``sent`` (``_undelivered``, or what it was at a connection's loss)."""
-        for payload in sent:
-            _unhold(payload)
-        sent.clear()
-        if sent is self._undelivered:
-            self._undelivered_ids.clear()
-            self._undelivered_held.clear()
+    def _drop_undelivered(self) -> None:
+        """No call will go out again: let go of the frames and segments kept for that."""
+        self._handed.clear()
+        held = self._undelivered_held
+        while held:
+            proto.unhold_payload(held.popleft()[1])
+
+    def _unwritten_calls(self) -> dict[int, bytes]:
+        """The calls whose frames did not reach the socket whole (handed to the transport but not known to
+        be written, waiting in the backlog, or queued): their payloads, by call id."""
+        payloads: list[bytes] = []
+        for chunk, written, _ in self._handed:
+            payloads += _split_frames(chunk, written)
+        written = self._backlog_written
+        for chunk, _ in self._backlog:
+            payloads += _split_frames(chunk, written)
+            written = 0
+        payloads += self._out[1::2]  # (header, payload) pairs
+        calls = {}
+        for payload in payloads:
+            call_id = _call_id_of(payload)
+            if call_id is not None:
+                calls[call_id] = payload
+        return calls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._drop_direct_fd()
         self.transport = None
         self._buffer.clear()
-        self._backlog.clear()
-        self.segments_lost()
-        if self.dead_error is not None or self.loop.is_closed():
-            return
-        inflight = sorted(self.pending)
-        # What was queued or written on the lost connection and not known to
-        # have arrived: _recover sends it to the next process.
-        lost = dict(zip(self._undelivered_ids, self._undelivered, strict=True))
-        self._undelivered_ids = collections.deque()
-        self._undelivered = collections.deque()
-        self._undelivered_held = collections.deque()  # their holds are lost's now (see _recover)
+        unwritten = self._unwritten_calls() if self.dead_error is None else {}
         self._out = []
-        self.loop.create_task(self._guarded(self._recover(inflight, lost)))
+        self._backlog.clear()
+        self._backlog_written = 0
+        self._handed.clear()
+        self.segments_lost()
+        # What is sent from now on goes to the next socket (a pending ref's value too, see _ref).
+        self.session += 1
+        # Their holds are _recover's now: it takes new ones for the calls it sends again.
+        held, self._undelivered_held = self._undelivered_held, collections.deque()
+        if self.dead_error is not None or self.loop.is_closed():
+            for _, payload in held:
+                proto.unhold_payload(payload)
+            return
+        inflight = list(self.pending)
+        self.loop.create_task(self._guarded(self._recover(inflight, unwritten, held)))
 
-    async def _recover(self, inflight: list[int], lost: dict[int, bytes]) -> None:
-        """Send the calls in flight at a connection's loss to the next process, or fail them.
+    async def _recover(
+        self, inflight: list[int], unwritten: dict[int, bytes], held: Iterable[tuple[int, bytes]]
+    ) -> None:
+        """The socket was lost: reach the actor again, and settle the calls that were in flight on it.
 
-        ``lost``: the payloads of the calls that were not known to be delivered, by call id (their
-        holds pass to the resend, or go).
+        The process is either the same one (only the connection was lost: the
+        node still reports the epoch we had) or a restarted one.  Calls that
+        never reached the socket (``unwritten``: their frames were still on
+        this side) simply go out again.  Delivered calls are sent again if they
+        have ``max_task_retries`` left (a stream never is: its items are out);
+        the others fail: ``ActorDiedError`` if the process restarted,
+        ``ActorUnavailableError`` if it is the same one (the call may have run,
+        or may still run, there).  ``held``: the segment holds of the
+        undelivered calls (the calls sent again take their own).
         """
         try:
-            status = await self.link.wait_actor(self.epoch + 1)
-        except ConnectionError as exc:
-            status = ("DEAD", f"the actorloop node is unreachable: {exc}")
-        if status[0] == "DEAD":
-            for left in lost.values():
-                _unhold(left)
-            self._die(status[1])
-            return
-        why = status[3] if len(status) > 3 else "it crashed"
-        resend: list[bytes] = []
-        for call_id in inflight:
-            if call_id not in self.pending or call_id in self._unsent:
-                continue  # answered, failed or cancelled meanwhile; or it sends itself later
-            payload = lost.pop(call_id, None)
-            if payload is None:  # delivered: it may have run there
-                kept = self._kept.get(call_id)
-                if kept is None or kept.retries_left == 0 or call_id in self.streams:  # a stream's items are out
-                    message = f"{self.link.meta.class_name} restarted while this call ran: {why}"
-                    self._fail(call_id, ActorDiedError(message))
-                    continue
-                if kept.retries_left > 0:
-                    kept.retries_left -= 1
-                payload = kept.payload
-                if kept.retries_left == 0:
-                    # Its last try: its payload goes once delivered (its hold passes to _undelivered).
+            old_epoch = self.epoch
+            found = await self._reach(old_epoch, old_epoch)
+            if found[0] != "ALIVE":
+                self._end(found[0], found[1])
+                return
+            _, epoch, sock, why = found
+            same = epoch == old_epoch
+            if not same:
+                self._silent_reconnects = 0
+            elif self._silent_reconnects >= MAX_SILENT_RECONNECTS:
+                sock.close()
+                self._end(
+                    "UNREACHABLE",
+                    f"the connection to {self.link.meta.class_name} ({self.link.actor_id}) was lost "
+                    f"{MAX_SILENT_RECONNECTS + 1} times in a row without an answer in between",
+                )
+                return
+            if same:
+                self._silent_reconnects += 1  # back to 0 once a frame comes (frames_received)
+            resend: list[bytes] = []
+            for call_id in inflight:
+                if call_id not in self.pending or call_id in self._unsent:
+                    continue  # answered, failed or cancelled meanwhile; or it sends itself later
+                payload = unwritten.get(call_id)
+                last_try = None
+                if payload is None:  # delivered: it may have run there
+                    kept = self._kept.get(call_id)
+                    if kept is None or kept.retries_left == 0 or call_id in self.streams:  # a stream's items are out
+                        self._fail(call_id, self._in_flight_error(same, why))
+                        continue
+                    if kept.retries_left > 0:
+                        kept.retries_left -= 1
+                    payload = kept.payload
+                    if kept.retries_left == 0:  # its last try: its payload goes once delivered
+                        last_try = kept
+                # Otherwise it never reached the socket: it simply goes out again.
+                self._seq += 1
+                if payload[0] == _OOB_BYTE:  # held until delivered (before a hold it replaces goes)
+                    proto.hold_payload(payload)
+                    self._undelivered_held.append((self._seq, payload))
+                if last_try is not None:
                     del self._kept[call_id]
-                elif payload[0] == _OOB_BYTE:
-                    proto.hold_payload(payload)  # one hold for _kept, one for _undelivered
-            # Otherwise it never reached the old process: it simply goes to the new one.
-            # Numbered after the calls sent while we waited, though they go out before them: a
-            # delivery covers every number up to its chunk's last, and they all leave in one chunk.
-            self._seq += 1
-            self._undelivered_ids.append(call_id)
-            self._undelivered.append(payload)
-            if payload[0] == _OOB_BYTE:
-                self._undelivered_held.append((self._seq, payload))
-            resend.append(proto.frame(payload))
-            self.track_segments(payload)
-        for left in lost.values():  # not resent: answered or cancelled meanwhile
-            _unhold(left)
-        self._out = resend + self._out
-        await self._connect(status[1])
+                    last_try.drop()
+                resend.append(proto.frame(payload))
+                self.track_segments(payload)
+            # Numbered after any call sent while we reached the actor, though they go out before those: a
+            # chunk is delivered whole or not, up to its last number, and they all leave in one chunk.
+            self._out = resend + self._out
+        finally:
+            for _, payload in held:
+                proto.unhold_payload(payload)
+        await self._attach(epoch, sock)
 
-    def _die(self, reason: str) -> None:
-        self.dead_error = reason
+    def _in_flight_error(self, same_process: bool, why: str) -> BaseException:
+        name = self.link.meta.class_name
+        if not same_process:
+            return ActorDiedError(f"{name} restarted while this call ran: {why}")
+        return ActorUnavailableError(
+            f"the connection to {name} ({self.link.actor_id}) was lost while this call was in flight; the actor "
+            "is still alive, so the call may have run (or may still run) there, but its answer is lost. "
+            "Calls with max_task_retries left are sent again instead"
+        )
+
+    def _end(self, kind: str, reason: str) -> None:
+        """This connection cannot go on: ``"DEAD"`` (the actor is gone for good) or ``"UNREACHABLE"``."""
+        if kind == "DEAD":
+            self._die(reason)
+            return
+        # The actor lives, but we cannot reach it: fail what is pending here, and let the next call on
+        # this loop try afresh on a new connection.
+        self.link.connection_ended(self)
+        self._die(reason, ActorUnavailableError)
+
+    def _die(self, reason: str, error: type[Exception] = ActorDiedError) -> None:
+        self.dead_error, self._dead_class = reason, error
         self._out = []
         self._backlog.clear()
         self.segments_lost()
-        self._drop_undelivered(self._undelivered)
+        self._drop_undelivered()
         for call_id in list(self.pending):
-            self._fail(call_id, ActorDiedError(reason))
+            self._fail(call_id, error(reason))
         self.pending.trim()
         while self._blocked:
             self._blocked.popleft()
@@ -568,7 +903,7 @@ class ActorConnection(proto.FrameProtocol):
 
     def _forget(self, call_id: int) -> ObjectRef[Any] | None:
         """Take a call out of the tables: it will not be sent again."""
-        ref = self.pending.pop(call_id, None)
+        ref = self.pending.pop(call_id)
         if self._kept:
             kept = self._kept.pop(call_id, None)
             if kept is not None:
@@ -596,7 +931,7 @@ class ActorConnection(proto.FrameProtocol):
 
     def _register(self, call_id: int, ref: ObjectRef[Any], payload: bytes) -> None:
         self.pending[call_id] = ref
-        retries = self._retries
+        retries = self.link.max_task_retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
 
@@ -613,22 +948,19 @@ class ActorConnection(proto.FrameProtocol):
             table.live += 1
         else:
             table[call_id] = ref
-        retries = self._retries
+        retries = self.link.max_task_retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
         if self.dead_error is not None:
-            self._fail(call_id, ActorDiedError(self.dead_error))
+            self._fail(call_id, self._dead_class(self.dead_error))
         elif self._blocked:
             self._unsent.add(call_id)
             self._blocked.append(lambda: self._send_queued(call_id, payload))
         else:
             self._seq += 1
-            if self._resendable:
-                self._undelivered_ids.append(call_id)
-                self._undelivered.append(payload)
-                if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
-                    proto.hold_payload(payload)
-                    self._undelivered_held.append((self._seq, payload))
+            if payload[0] == _OOB_BYTE:  # its segments are held until it is delivered
+                proto.hold_payload(payload)
+                self._undelivered_held.append((self._seq, payload))
             self.send(payload)
 
     def send_call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> None:
@@ -636,21 +968,18 @@ class ActorConnection(proto.FrameProtocol):
         self.count_queued_from_thread(-1)
         self.send_call(call_id, payload, ref)
 
-    def _send_now(self, call_id: int, payload: bytes) -> None:
+    def _send_now(self, payload: bytes) -> None:
         self._seq += 1
-        if self._resendable:
-            self._undelivered_ids.append(call_id)
-            self._undelivered.append(payload)
-            if payload[0] == _OOB_BYTE:  # kept until delivered: its segments with it
-                proto.hold_payload(payload)
-                self._undelivered_held.append((self._seq, payload))
+        if payload[0] == _OOB_BYTE:  # its segments are held until it is delivered
+            proto.hold_payload(payload)
+            self._undelivered_held.append((self._seq, payload))
         self.send(payload)
 
     def _send_queued(self, call_id: int, payload: bytes) -> bool:
         """Send a call that waited behind a call with ref arguments (unless it ended meanwhile)."""
         if call_id in self._unsent:
             self._unsent.discard(call_id)
-            self._send_now(call_id, payload)
+            self._send_now(payload)
         return True
 
     def call_from_thread(self, call_id: int, payload: bytes, ref: ObjectRef[Any]) -> bool:
@@ -664,7 +993,7 @@ class ActorConnection(proto.FrameProtocol):
             return False
         # Registered before it is written: the answer may come back at once.
         self.pending.add_from_thread(call_id, ref)
-        retries = self._retries
+        retries = self.link.max_task_retries
         if retries:
             self._kept[call_id] = Kept(payload, retries)
         try:
@@ -695,7 +1024,7 @@ class ActorConnection(proto.FrameProtocol):
         """
         self.pending[call_id] = ref
         if self.dead_error is not None:
-            self._fail(call_id, ActorDiedError(self.dead_error))
+            self._fail(call_id, self._dead_class(self.dead_error))
             return
         task = self.loop.create_task(_resolve_refs(args, kwargs))
         self._unsent.add(call_id)
@@ -726,7 +1055,7 @@ class ActorConnection(proto.FrameProtocol):
                 self._fail(call_id, SerializationError(f"could not pickle the arguments of {where}: {exc}"))
                 return True
             self._register(call_id, ref, payload)
-            self._send_now(call_id, payload)
+            self._send_now(payload)
             return True
 
         self._blocked.append(release)
@@ -763,6 +1092,7 @@ class ActorConnection(proto.FrameProtocol):
             self.send(_pickle_dumps((proto.STREAM_ACK, call_id, consumed), 5))
 
     def frames_received(self, frames: list[bytes]) -> None:
+        self._silent_reconnects = 0
         pending = self.pending
         kept = self._kept
         streams = self.streams
@@ -861,6 +1191,29 @@ async def connect_unix(path: str) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+
+
+def _settle(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` if it is still running; else mark its error as seen.
+
+    A question to the node that we stop caring about may have failed already
+    (the node ended): nobody reads that error, and asyncio would print
+    "exception was never retrieved" at exit.
+    """
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
+
+
+async def _recv_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await loop.sock_recv(sock, n - len(data))
+        if not chunk:
+            raise EOFError("the connection was closed")
+        data += chunk
+    return data
 
 
 async def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

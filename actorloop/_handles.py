@@ -36,16 +36,17 @@ from ._meta import (
     IGNORED_OPTIONS,
     READY_METHOD,
     STREAMING,
+    TASK_OPTIONS,
     ClassMeta,
     check_groups,
     check_num_returns,
     collect_meta,
+    is_task_option,
     validate_options,
 )
 from ._ref import ObjectRef, split_ref
 from ._runtime import ActorState, require_runtime
 from ._stream import DEFAULT_WINDOW, check_window
-from ._tasks import TASK_OPTIONS, RemoteFunction, is_task_option
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -389,6 +390,8 @@ def _rebuild_method(
 
 
 if TYPE_CHECKING:
+    from ._tasks import RemoteFunction
+
     # What type checkers see beyond the run-time classes above (docs/typing.md). None of it
     # exists at run time: ``remote`` and ``method`` return the run-time classes and functions.
 
@@ -554,6 +557,9 @@ def _make_remote(target: Any, options: dict[str, Any], where: str) -> Any:
     if isinstance(target, type):
         return ActorClass(target, options)
     if inspect.isfunction(target):
+        # Imported here: a program without remote functions never loads the task machinery.
+        from ._tasks import RemoteFunction
+
         return RemoteFunction(target, options)
     raise TypeError(f"{where} takes a class or a function, got {type(target).__name__} {target!r}")
 

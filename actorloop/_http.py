@@ -2,8 +2,8 @@
 
 Three steps, split between the node and the actor process:
 
-1. ``collect_routes(cls)`` finds the routes when the actor class is
-   registered (cheap; does not import aiohttp).
+1. ``collect_routes(cls)`` (in ``_routes``, which programs without routes
+   import alone) finds the routes when the actor class is registered.
 2. ``bind_http_socket(host, port)`` runs in the node at registration, so a
    taken port fails ``.remote()`` and ``handle.http_url`` (``http_url``) is
    known before the actor process exists. The listening socket is then
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import inspect
 import json
@@ -39,6 +40,10 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
+
+from ._routes import WEBSOCKET as WEBSOCKET
+from ._routes import Route as Route
+from ._routes import collect_routes as collect_routes
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -92,96 +97,12 @@ _ACCEPT_RETRY_DELAY = 0.5
 #: accept() errors that concern one client only (as asyncio's own accept loop treats them).
 _CLIENT_GAVE_UP = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM})
 
-_ROUTES_ATTR = "__actorloop_routes__"
-#: The pseudo-verb of ``@actorloop.http.websocket`` routes (served on GET with an Upgrade).
-WEBSOCKET = "WEBSOCKET"
-
 _log = logging.getLogger("actorloop.http")
 # aiohttp reports clients that send garbage through this logger; see
 # _DemoteClientErrors.
 _protocol_log = logging.getLogger("actorloop.http.protocol")
 
 RunInGroup = Callable[[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One HTTP route: ``method`` (upper case, or ``"*"``) and ``path`` are
-    served by the actor method named ``attr``."""
-
-    method: str
-    path: str
-    attr: str
-
-
-def collect_routes(cls: type) -> list[Route]:
-    """Return the HTTP routes declared on ``cls`` and its bases.
-
-    Routes come in definition order, base classes first, so that aiohttp
-    tries overlapping patterns in the order the user wrote them. A method
-    overridden in a subclass without route decorators serves no route.
-    Raises ``ValueError`` when two methods claim the same verb and path.
-    """
-    names: dict[str, None] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object:
-            continue
-        for name in vars(klass):
-            names.setdefault(name, None)
-
-    # An alias (`b = a` in the class body) would register a route twice;
-    # keep the name the function was defined under.
-    owner: dict[int, str] = {}
-    found: list[tuple[str, Any]] = []
-    for name in names:
-        try:
-            obj = inspect.getattr_static(cls, name)
-        except AttributeError:
-            continue
-        declared = _declared_routes(obj)
-        if not declared:
-            continue
-        key = id(obj)
-        if key in owner:
-            if name == getattr(obj, "__name__", None):
-                owner[key] = name
-            continue
-        owner[key] = name
-        found.append((name, obj))
-
-    routes: list[Route] = []
-    claimed: dict[tuple[str, str], str] = {}
-    for _, obj in found:
-        attr = owner[id(obj)]
-        for method, path in _declared_routes(obj):
-            other = claimed.setdefault((method, path), attr)
-            if other != attr:
-                raise ValueError(
-                    f"HTTP route {method} {path} of {cls.__name__} is declared on both {other}() and {attr}()"
-                )
-            routes.append(Route(method, path, attr))
-    by_path: dict[str, dict[str, str]] = {}
-    for r in routes:
-        by_path.setdefault(r.path, {})[r.method] = r.attr
-    for path, verbs in by_path.items():
-        if WEBSOCKET in verbs:
-            plain = verbs.get("GET", verbs.get("*"))
-            if plain is not None:
-                raise ValueError(
-                    f"{cls.__name__}: {path} is both a WebSocket ({verbs[WEBSOCKET]}()) and a GET route "
-                    f"({plain}()); serve them on different paths"
-                )
-    return routes
-
-
-def _declared_routes(obj: object) -> list[tuple[str, str]]:
-    routes = getattr(obj, _ROUTES_ATTR, None)
-    if routes is None and isinstance(obj, (staticmethod, classmethod)):
-        # The route decorator may sit below @staticmethod/@classmethod.
-        routes = getattr(obj.__func__, _ROUTES_ATTR, None)
-    if not isinstance(routes, list):
-        return []
-    return [(str(m), str(p)) for m, p in routes]
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:
@@ -282,10 +203,35 @@ class HttpServer:
         """HTTP connections open right now (at most the ``max_connections`` cap)."""
         return self._acceptor.open
 
+    async def stop(self, timeout: float) -> None:
+        """End at once, as an actor that ends gracefully does: stop accepting,
+        end streams and WebSockets as a client disconnect does (a generator's
+        ``finally`` runs), cancel async handlers still running (as the actor's
+        running coroutines are), and wait up to ``timeout`` seconds for all of
+        them to finish. A sync handler that does not stream runs on (a thread
+        cannot be interrupted), as a sync method call does. Calling it (or
+        ``close``) again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._acceptor.close()
+        work: set[asyncio.Future[Any]] = set()
+        for guard in list(self._acceptor.guards.values()):
+            watch = guard.watch
+            if watch is None:
+                continue
+            handler = watch.handler_task
+            if handler is not None and watch.task is None and not handler.done():
+                handler.cancel()  # a plain async handler; a stream's or WebSocket's task is cancelled by the abort
+            work.update(watch.work())
+            guard.abort()  # its connection_lost fires the watch: a stream or WebSocket ends
+        if work:
+            await asyncio.wait(work, timeout=timeout)
+
     async def close(self) -> None:
         """Stop accepting, let running handlers finish (within the
         ``shutdown_timeout`` given to ``start_http_server``), close the
-        socket. Calling it again does nothing."""
+        socket. Calling it (or ``stop``) again does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -666,10 +612,14 @@ def _make_handler(
     if async_gen_func or inspect.iscoroutinefunction(func):
 
         async def run(request: web.Request, watch: _Disconnect) -> Any:
-            result = func(request) if async_gen_func else await func(request)
-            if _is_stream(result):
-                return await _stream_on_loop(request, result, watch, qualname)
-            return result
+            watch.handler_task = asyncio.current_task()  # for HttpServer.stop
+            try:
+                result = func(request) if async_gen_func else await func(request)
+                if _is_stream(result):
+                    return await _stream_on_loop(request, result, watch, qualname)
+                return result
+            finally:
+                watch.handler_task = None
 
         target: Callable[..., Any] = run
     else:
@@ -1230,18 +1180,33 @@ class _Disconnect:
     generator on a worker thread sees ``lost`` before its next item.
     """
 
-    __slots__ = ("lost", "task", "guard", "websocket")
+    __slots__ = ("lost", "task", "guard", "websocket", "handler_task", "thread_end")
 
     def __init__(self, guard: _HeaderDeadline | None) -> None:
         self.lost = guard is None
+        #: The task a stream or WebSocket handler runs in (cancelled when the connection is lost).
         self.task: asyncio.Task[Any] | None = None
         self.guard = guard
         #: Set for a WebSocket handler: not cancelled while it waits in receive(), which returns None.
         self.websocket: WebSocket | None = None
+        #: The task an async handler runs in, while it runs (HttpServer.stop cancels a plain one).
+        self.handler_task: asyncio.Task[Any] | None = None
+        #: Set by a sync generator streaming on a thread once it ended (its ``finally`` ran).
+        self.thread_end: concurrent.futures.Future[None] | None = None
         if guard is not None:
             guard.watch = self
 
+    def work(self) -> list[asyncio.Future[Any]]:
+        """What still runs for this request: its tasks, and the end of a stream on a thread (on the loop)."""
+        tasks = (self.task, self.handler_task)
+        running: list[asyncio.Future[Any]] = [t for t in tasks if t is not None and not t.done()]
+        if self.thread_end is not None and not self.thread_end.done():
+            running.append(asyncio.wrap_future(self.thread_end))
+        return running
+
     def fire(self) -> None:
+        if self.lost:
+            return  # fired already (HttpServer.stop, then the connection's end): cancel once
         self.lost = True
         task = self.task
         if task is not None and not task.done():
@@ -1420,6 +1385,8 @@ def _stream_on_thread(
     it = iter(spec.source)
     writer: _Writer | None = None
     feed: _ThreadFeed | None = None
+    ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+    watch.thread_end = ended
     try:
         if watch.lost:
             return web.Response(status=499)
@@ -1468,6 +1435,7 @@ def _stream_on_thread(
             except Exception:  # noqa: BLE001 - the response is over; the error goes to the log
                 path = request.path
                 _log.exception("HTTP %s %s: closing the generator of %s() failed", request.method, path, qualname)
+        ended.set_result(None)
 
 
 #: Items a sync generator's thread may hand to the loop before they are written.

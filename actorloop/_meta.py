@@ -12,13 +12,16 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._http import collect_routes
+from ._routes import collect_routes
 
 #: Ray's built-in actor methods.
 READY_METHOD = "__ray_ready__"
 CALL_METHOD = "__ray_call__"
 TERMINATE_METHOD = "__ray_terminate__"
 BUILTIN_METHODS = frozenset({READY_METHOD, CALL_METHOD, TERMINATE_METHOD})
+#: ``READY_METHOD`` called with this one argument answers the process's epoch (a caller that lost its
+#: connection asks it, to learn whether it reached the same process again: see ``_connection``).
+EPOCH_PROBE = "__actorloop_epoch__"
 DEFAULT_GROUP = "_default"
 
 #: Options an actor class accepts, and their defaults.
@@ -56,6 +59,27 @@ NO_EFFECT_ON_ONE_NODE = frozenset(
 )
 #: Ray's actor options that mean nothing on one machine: accepted, no effect.
 IGNORED_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"num_cpus", "allow_out_of_order_execution"}
+
+#: Options a remote function accepts and their defaults (Ray's names).  Here rather than in
+#: ``_tasks``, which is imported only once a function is made remote: ``remote(**options)``
+#: checks option names for classes too.
+TASK_OPTIONS: dict[str, Any] = {
+    "num_returns": 1,
+    "num_cpus": 1,
+    "max_retries": 3,
+    "retry_exceptions": False,
+    "runtime_env": None,
+    "name": None,
+    "_generator_backpressure_num_objects": None,
+}
+#: Ray's task options that mean nothing on one node without GPUs: accepted, no effect.
+IGNORED_TASK_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"max_calls", "_labels"}
+#: The reserved namespace of the task pool's actors (``list_actors`` leaves them out).
+TASKS_NAMESPACE = "_actorloop_tasks"
+
+
+def is_task_option(key: str) -> bool:
+    return key in TASK_OPTIONS or key in IGNORED_TASK_OPTIONS
 
 
 def env_vars_of(runtime_env: Any, where: str) -> dict[str, str]:

@@ -82,6 +82,12 @@ STREAM_CALL = 8  # (STREAM_CALL, call_id, method, args, kwargs, group, window): 
 STREAM_ITEMS = 9  # (STREAM_ITEMS, call_id, [item, ...]): items yielded, in order; the end is a RESULT_*
 STREAM_ACK = 10  # (STREAM_ACK, call_id, consumed): the caller took `consumed` items so far (credit)
 
+#: The node's last push on each client connection when it stops, just before it closes them:
+#: ``(0, NODE_STOPPED, why, {actor_id: why that actor ended})`` for the actors the stop ended.
+#: A caller that loses an actor and the node together learns from it that the node stopped (a
+#: question it sends too late is never answered), instead of taking the node for crashed.
+NODE_STOPPED = "node_stopped"
+
 _OOB_BYTE = _OOB_MARK[0]
 # Frames queued (two list items each: header, payload) past which send() writes
 # at once instead of at the end of the loop iteration.  A gather of N calls
@@ -256,8 +262,10 @@ class FrameProtocol(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
-        # Frames joined into chunks that the socket did not take yet (see _write_out), each with its mark.
-        self._backlog: collections.deque[tuple[bytes | memoryview, int]] = collections.deque()
+        # Frames joined into chunks that the socket did not take yet (see _write_out), each with its mark,
+        # and how many bytes of the first one it took.
+        self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._backlog_written = 0
         self._flush_scheduled = False
         self.closed = False
         # Threads other than the loop's may write whole frames straight to the
@@ -351,40 +359,49 @@ class FrameProtocol(asyncio.Protocol):
                 self._flush_scheduled = True
                 self.loop.call_later(0.0005, self._flush)
             return
-        written = handed = None
+        written = None
+        handed: list[tuple[bytes, int]] | None = None
+        handed_from = 0
         direct = early and self._fd >= 0
         try:
             if direct and not transport.get_write_buffer_size():
                 written = self._write_direct(backlog)
             if backlog and not direct:
-                handed = backlog[-1][1]
-                data = backlog[0][0] if len(backlog) == 1 else b"".join([chunk for chunk, _ in backlog])
+                handed, handed_from = list(backlog), self._backlog_written
                 backlog.clear()
-                transport.write(data)
+                self._backlog_written = 0
+                if len(handed) == 1 and not handed_from:
+                    transport.write(handed[0][0])
+                else:
+                    first = handed[0][0]
+                    transport.write(b"".join([memoryview(first)[handed_from:], *[chunk for chunk, _ in handed[1:]]]))
         finally:
             self._write_lock.release()
         if written is not None:
             self._chunk_written(written)
         if handed is not None:
-            self._chunk_handed(handed)
+            self._chunk_handed(handed, handed_from)
 
-    def _write_direct(self, backlog: collections.deque[tuple[bytes | memoryview, int]]) -> int | None:
-        """Write whole chunks of ``backlog`` to the socket while it takes them (under the write lock, with
-        nothing buffered in the transport); the mark of the last chunk written whole, if any."""
+    def _write_direct(self, backlog: collections.deque[tuple[bytes, int]]) -> int | None:
+        """Write ``backlog``'s chunks to the socket while it takes them (under the write lock, with nothing
+        buffered in the transport); the mark of the last chunk written whole, if any.  How much of the
+        first one went out stays in ``_backlog_written``."""
         fd = self._fd
         last = None
         while backlog:
             chunk, mark = backlog[0]
+            start = self._backlog_written
             try:
-                n = os.write(fd, chunk)
+                n = os.write(fd, memoryview(chunk)[start:] if start else chunk)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break  # a broken socket: left to the transport, whose write reports it (connection_lost)
-            if n < len(chunk):
-                backlog[0] = (memoryview(chunk)[n:], mark)
+            if start + n < len(chunk):
+                self._backlog_written = start + n
                 break
             backlog.popleft()
+            self._backlog_written = 0
             last = mark
         return last
 
@@ -395,8 +412,9 @@ class FrameProtocol(asyncio.Protocol):
     def _chunk_written(self, mark: int) -> None:
         """The socket took every frame up to ``mark`` (see ``_chunk_mark``)."""
 
-    def _chunk_handed(self, mark: int) -> None:
-        """Every frame up to ``mark`` went to the transport, which writes it when the socket has room."""
+    def _chunk_handed(self, chunks: list[tuple[bytes, int]], written: int) -> None:
+        """These chunks (with their marks) went to the transport, which writes them when the socket has room;
+        we had written the first ``written`` bytes of the first one ourselves."""
 
     def write_from_thread(self, payload: bytes) -> bool:
         """Write one frame now from a thread that is not the loop's; False if it must go through the loop.
@@ -557,6 +575,7 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = True
         self.transport = None
         self._backlog.clear()
+        self._backlog_written = 0
         self.segments_lost()
 
     # -- shared-memory segments sent on this connection (ownership: see _shm) ----------

@@ -414,7 +414,9 @@ class _Outbound:
 
     def __init__(self, ref: ObjectRef[Any] | None) -> None:
         self.ref = ref
-        self.conns: set[tuple[int, int]] = set()  # (connection, its epoch): a restarted peer is fulfilled again
+        # (connection, its session): a peer reached again on a new socket (restarted, or the same process
+        # after a lost connection) is fulfilled again.
+        self.conns: set[tuple[int, int]] = set()
         self.outcome: tuple[bool, Any] | None = None  # (ok, value or error), once settled
 
 
@@ -508,7 +510,7 @@ def _outcome(ref: ObjectRef[Any]) -> tuple[bool, Any]:
 
 def _bind_forward(forward_id: int, conn: Any) -> None:
     """A payload naming pending ref ``forward_id`` was sent on ``conn``: send the value there once ready."""
-    key = (id(conn), getattr(conn, "epoch", 0))
+    key = (id(conn), getattr(conn, "session", 0))
     with _forward_lock:
         out = _outbound.get(forward_id) or _forwarded.get(forward_id)
         if out is not None:

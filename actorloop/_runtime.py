@@ -24,7 +24,7 @@ import uuid
 import weakref
 from asyncio import events
 from pickle import dumps as _pickle_dumps
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _pickle, _ref
 from . import _protocol as proto
@@ -32,11 +32,14 @@ from ._connection import ActorConnection, NodeConnection, SyncNodeChannel, conne
 from ._entry import entry_for, running_here
 from ._fds import raise_fd_limit
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
-from ._node import EmbeddedNode, default_daemon_dir, node_running
+from ._node import EmbeddedNode, default_daemon_dir, node_running, trim_heap
 from ._node._dirs import read_secret  # checks the directory and the secret before reading it
 from ._ref import ObjectRef
 from ._stream import ObjectRefGenerator, StreamState
 from .exceptions import PendingCallsLimitExceeded, SerializationError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 __all__ = [
     "ActorState",
@@ -54,6 +57,9 @@ _all_plain = proto.all_plain
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.RLock()
+#: In a task worker only (set by ``_tasks.TaskWorker``): what ``get``/``wait`` wrap a blocking wait
+#: in, so that the task lends its worker slot meanwhile.  None elsewhere: get() pays one check.
+task_lending: Callable[[list[ObjectRef[Any]]], AbstractContextManager[None]] | None = None
 
 
 def get_runtime() -> Runtime | None:
@@ -136,6 +142,9 @@ def start(
             os.environ["ACTORLOOP_ADDRESS"] = node_dir
         _ref.set_quiet(False)
         set_runtime(rt)
+        # What actorloop needed is imported by now: the free heap its compilation left goes back
+        # (about 1.3 MiB of the driver's USS without a bytecode cache; ~1 ms).
+        trim_heap()
         return rt
 
 
@@ -204,9 +213,6 @@ class ActorState:
         self.options_for_callers = caller_options
         self.max_task_retries: int = caller_options.get("max_task_retries", 0)
         self.max_pending_calls: int = caller_options.get("max_pending_calls", -1)
-        # Whether the actor may come back after its process ended (unknown, as from options a node
-        # stored before they said: yes).  If not, a call is never sent twice and callers keep no payload.
-        self.restartable: bool = caller_options.get("max_restarts", -1) != 0
         self.created_here = created_here
         self.anonymous = anonymous
         self.passed_on = False
@@ -260,10 +266,32 @@ class ActorState:
 
     def _release_if_unused(self) -> None:
         with self._lock:
+            if self.pending > 0:
+                self._forget_closed_loops()  # their calls must not keep the actor alive
             if not self._unused_now():
                 return
             self.released = True
         self.runtime.release_actor(self.actor_id)
+
+    def _forget_closed_loops(self) -> None:
+        """Stop counting the calls of connections whose loop was closed without telling them (under the lock).
+
+        A loop that ends as ``asyncio.run`` ends it tells its connections
+        (``ActorConnection.loop_ended``); one closed without
+        ``shutdown_asyncgens()`` does not, and their calls would count as
+        pending forever.  Looked at where that count matters: the last handle
+        dropped, ``max_pending_calls`` reached, a new connection made.  Each
+        connection leaves the table here, under the lock: only one thread
+        abandons it.
+        """
+        closed = [conn for loop, conn in self.conns.items() if loop.is_closed()]
+        for conn in closed:
+            del self.conns[conn.loop]  # out of the table, its calls no longer count (see pending)
+            if self._last_conn is conn:
+                self._last_conn = None
+            abandoned = conn.abandon()
+            if self.max_pending_calls >= 0:
+                self._counted -= abandoned
 
     def _unused_now(self) -> bool:
         """An anonymous actor this process made, with no handle and no call left here (under the lock)."""
@@ -323,10 +351,12 @@ class ActorState:
         if self.max_pending_calls >= 0:
             with self._lock:
                 if self._counted >= self.max_pending_calls:
-                    raise PendingCallsLimitExceeded(
-                        f"{self.meta.class_name}.{method}: this caller already has {self._counted} calls pending "
-                        f"(max_pending_calls={self.max_pending_calls})"
-                    )
+                    self._forget_closed_loops()
+                    if self._counted >= self.max_pending_calls:
+                        raise PendingCallsLimitExceeded(
+                            f"{self.meta.class_name}.{method}: this caller already has {self._counted} calls "
+                            f"pending (max_pending_calls={self.max_pending_calls})"
+                        )
                 self._counted += 1
         call_id = next(conn.ids)
         ref: ObjectRef[Any] = ObjectRef(loop=loop)  # _ref.make_ref, inline
@@ -418,8 +448,7 @@ class ActorState:
             conn = self.conns.get(loop)
             if conn is not None:
                 return conn
-            for old_loop in [lp for lp in self.conns if lp.is_closed()]:
-                del self.conns[old_loop]
+            self._forget_closed_loops()
             conn = ActorConnection(loop, self)
             self.conns[loop] = conn
         if threadsafe:
@@ -453,14 +482,17 @@ class Runtime:
         client_id: str | None = None,
         role: str = "driver",
         embedded_node: Any = None,
+        secret: bytes | None = None,
     ) -> None:
         self.node_dir = node_dir
         self.namespace = namespace
         self.log_to_driver = log_to_driver
-        self.client_id = client_id or uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex gives, without running uuid's code in each new actor.
+        self.client_id = client_id or os.urandom(16).hex()
         self.role = role
         self.embedded_node = embedded_node
-        self.secret = read_secret(node_dir)
+        # An actor is handed its node's secret by the zygote: it need not check and read the file.
+        self.secret = secret if secret is not None else read_secret(node_dir)
         proto.set_shm_prefix(node_dir, self.client_id)
         self.node_socket = os.path.join(node_dir, "node.sock")
         self._actors: dict[str, ActorState] = {}
@@ -553,9 +585,17 @@ class Runtime:
 
     async def _wait_actor_home(self, actor_id: str, min_epoch: int) -> Any:
         node = self.node
-        if node is None or node.closed:
-            raise ConnectionError("the actorloop node ended")
-        return await node.request("wait_actor", actor_id, min_epoch)
+        try:
+            if node is None or node.closed:
+                raise ConnectionError("the actorloop node ended")
+            return await node.request("wait_actor", actor_id, min_epoch)
+        except ConnectionError:
+            # The node may have closed our channel before our question reached it; if it stopped
+            # (rather than crashed), it told us why every actor of it ended before it closed.
+            end = node.actor_end(actor_id) if node is not None else None
+            if end is None:
+                raise
+            return ("DEAD", end)
 
     def _on_push(self, msg: tuple[Any, ...]) -> None:
         op = msg[0]
@@ -603,8 +643,6 @@ class Runtime:
         caller_options = {
             "max_task_retries": options.get("max_task_retries", 0),
             "max_pending_calls": options.get("max_pending_calls", -1),
-            # Callers keep a call's payload for a resend only if the actor can restart (see ActorState).
-            "max_restarts": options.get("max_restarts", 0),
         }
         http = None
         if meta.has_routes:
@@ -746,8 +784,9 @@ def _atexit_stop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _runtime, _runtime_lock
-    _runtime_lock = threading.RLock()
+    global _runtime
+    # Reset in place, as _shm does its own (see _shm._forget_after_fork).
+    _runtime_lock._at_fork_reinit()  # type: ignore[attr-defined]
     rt = _runtime
     _runtime = None
     if rt is None:

@@ -516,6 +516,11 @@ class SegmentPool:
 
     def _after_fork_in_child(self) -> None:
         """A forked child starts with an empty pool: the segments (and the timer thread) are the parent's."""
+        if not (self._free or self._busy or self._puts or self._timer is not None or self._lock.locked()):
+            # Nothing of the parent's to forget, as in the zygote and every actor it forks: building a
+            # new lock and condition here would write to pages they share (about 90 KiB per process).
+            self._pid = os.getpid()
+            return
         for seg in self._free + list(self._busy.values()):
             try:
                 os.close(seg.fd)  # our copy of the descriptor only
@@ -827,10 +832,13 @@ _live_lock = threading.RLock()
 
 
 def _forget_after_fork() -> None:
-    global _live_lock
-    mapping_cache.entries.clear()
-    _live.clear()
-    _live_lock = threading.RLock()
+    if mapping_cache.entries:
+        mapping_cache.entries.clear()
+    if _live:
+        _live.clear()
+    # Reset in place (as the standard library resets its own locks in a child): a new lock would
+    # write to more of the pages the child still shares with its parent.
+    _live_lock._at_fork_reinit()  # type: ignore[attr-defined]
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -51,39 +51,27 @@ from typing import Any, Callable, Generic, TypeVar
 
 import cloudpickle
 
-from . import _backend
+from . import _backend, _runtime
 from ._entry import entry_for
-from ._meta import NO_EFFECT_ON_ONE_NODE, STREAMING, collect_meta, env_vars_of
+from ._meta import (
+    IGNORED_TASK_OPTIONS,
+    STREAMING,
+    TASK_OPTIONS,
+    TASKS_NAMESPACE,
+    collect_meta,
+    env_vars_of,
+    is_task_option,
+)
 from ._ref import ObjectRef, make_ref
-from ._runtime import ActorState, Runtime, require_runtime
+from ._runtime import ActorState, Runtime, get_runtime, require_runtime
 from ._stream import DEFAULT_WINDOW, ObjectRefGenerator, check_window
 from .exceptions import ActorDiedError, SerializationError, TaskCancelledError, TaskError, _make_task_error
 
-__all__ = ["RemoteFunction", "TASKS_NAMESPACE", "TaskWorker", "blocked_in_get", "configure"]
+__all__ = ["RemoteFunction", "TASKS_NAMESPACE", "TaskWorker", "blocked_in_get", "pool_size"]
 
 R = TypeVar("R")
 
-#: The reserved namespace of the pool's actors.
-TASKS_NAMESPACE = "_actorloop_tasks"
-
-#: Options a remote function accepts and their defaults (Ray's names).
-TASK_OPTIONS: dict[str, Any] = {
-    "num_returns": 1,
-    "num_cpus": 1,
-    "max_retries": 3,
-    "retry_exceptions": False,
-    "runtime_env": None,
-    "name": None,
-    "_generator_backpressure_num_objects": None,
-}
-#: Ray's task options that mean nothing on one node without GPUs: accepted, no effect.
-IGNORED_TASK_OPTIONS = NO_EFFECT_ON_ONE_NODE | {"max_calls", "_labels"}
-
 _get_running_loop = events._get_running_loop
-
-
-def is_task_option(key: str) -> bool:
-    return key in TASK_OPTIONS or key in IGNORED_TASK_OPTIONS
 
 
 def validate_task_options(opts: dict[str, Any], where: str) -> None:
@@ -124,26 +112,18 @@ def validate_task_options(opts: dict[str, Any], where: str) -> None:
 
 # -- pool size -----------------------------------------------------------------------
 
-_configured_size: int | None = None
 #: In a task worker: the pool size and runtime_env its pool was made with (nested tasks inherit them).
 _inherited_size: int | None = None
 _inherited_env: dict[str, str] | None = None
 
 
-def configure(num_cpus: Any) -> None:
-    """``init(num_cpus=N)``: the size of the task pool of this process (None: the CPU count)."""
-    global _configured_size
-    if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool) or num_cpus < 0):
-        raise ValueError(f"actorloop.init(): num_cpus must be an integer >= 0 (the task pool size), got {num_cpus!r}")
-    # Ray programs pass num_cpus=0 to keep tasks off a head node that only hosts actors; here the
-    # node is the one machine, so tasks still get one worker rather than waiting forever.
-    _configured_size = None if num_cpus is None else max(1, num_cpus)
-
-
 def pool_size() -> int:
     """How many task workers a pool has: init(num_cpus=N), else the creator's size in a worker, else the CPUs."""
-    if _configured_size is not None:
-        return _configured_size
+    rt = get_runtime()
+    if rt is not None and rt.num_cpus is not None:
+        # Ray programs pass num_cpus=0 to keep tasks off a head node that only hosts actors; here the
+        # node is the one machine, so tasks still get one worker rather than waiting forever.
+        return max(1, rt.num_cpus)
     if _inherited_size is not None:
         return _inherited_size
     try:
@@ -160,8 +140,6 @@ class _FunctionMissing(Exception):
 
 
 _local = threading.local()
-#: Whether this process runs tasks at all: every other process skips the lending check in get().
-_runs_tasks = False
 
 
 class _Executor:
@@ -308,13 +286,11 @@ class _Lending:
 _NO_LENDING = _NoLending()
 
 
-def blocked_in_get(refs: list[ObjectRef[Any]]) -> _NoLending | _Lending | None:
+def blocked_in_get(refs: list[ObjectRef[Any]]) -> _NoLending | _Lending:
     """Wrap a blocking wait of ``get``/``wait``: in a task, its worker slot goes to the next task meanwhile.
 
-    None outside a task-worker process, so that ``get`` pays nothing for this there.
+    Installed as ``_runtime.task_lending`` by a task worker only: no other process pays for it in get().
     """
-    if not _runs_tasks:
-        return None
     executor = getattr(_local, "executor", None)
     if executor is None:
         return _NO_LENDING
@@ -333,8 +309,8 @@ class TaskWorker:
     """A process of the task pool (an actor in the namespace ``_actorloop_tasks``)."""
 
     def __init__(self, env_vars: dict[str, str], size: int) -> None:
-        global _inherited_env, _inherited_size, _runs_tasks
-        _runs_tasks = True
+        global _inherited_env, _inherited_size
+        _runtime.task_lending = blocked_in_get
         os.environ.update(env_vars)
         # Tasks this worker runs use the same pool (and runtime_env), as Ray's children inherit it.
         _inherited_env = dict(env_vars)
@@ -1047,3 +1023,7 @@ class RemoteFunction(Generic[R]):
 
     def __repr__(self) -> str:
         return f"RemoteFunction({self.__module__}.{self.__qualname__})"
+
+
+# Shown (and pickled by reference) as actorloop.RemoteFunction, the name the package exports lazily.
+RemoteFunction.__module__ = "actorloop"

@@ -91,7 +91,7 @@ HTTP_METHODS: frozenset[str] = frozenset(
     }
 )
 
-# Attribute names shared with the runtime (actorloop._http reads the first).
+# Attribute names shared with the runtime (actorloop._routes reads the first).
 _ROUTES_ATTR = "__actorloop_routes__"
 
 

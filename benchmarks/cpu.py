@@ -1,6 +1,11 @@
 """CPU time per call in the caller and in the actor: a figure that a busy machine barely moves.
 
-``python -m benchmarks.cpu [--kind async|sync|seq] [--calls N] [--rounds R] [--loop asyncio|uvloop]``
+``python -m benchmarks.cpu [--kind async|sync|seq|getseq] [--calls N] [--rounds R] [--loop asyncio|uvloop]``
+
+Kinds: ``async``/``sync`` gather ``--calls`` calls into an async/sync actor;
+``seq`` awaits one call after the other into an async actor; ``getseq`` is
+the suite's sequential workload: ``actorloop.get(a.f.remote(i))`` one after
+the other from plain sync code into a sync actor.
 
 Wall-clock rates on a shared 2-core machine move with whatever else runs;
 the CPU seconds each process spent per call move far less, so they show what
@@ -70,22 +75,43 @@ async def _measure(kind: str, calls: int, rounds: int) -> dict[str, float]:
     }
 
 
+def _measure_getseq(calls: int, rounds: int) -> dict[str, float]:
+    handle: Any = SyncEcho.remote()
+    actor = psutil.Process(actorloop.get(handle.pid.remote()))
+    for i in range(1000):  # warm up
+        actorloop.get(handle.f.remote(i))
+    caller0, actor0 = _own_cpu(), sum(actor.cpu_times()[:2])
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for i in range(calls):
+            actorloop.get(handle.f.remote(i))
+    wall = time.perf_counter() - start
+    caller1, actor1 = _own_cpu(), sum(actor.cpu_times()[:2])
+    n = rounds * calls
+    return {
+        "caller_us": 1e6 * (caller1 - caller0) / n,
+        "actor_us": 1e6 * (actor1 - actor0) / n,
+        "wall_us": 1e6 * wall / n,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu")
-    parser.add_argument("--kind", choices=("async", "sync", "seq"), default="async")
+    parser.add_argument("--kind", choices=("async", "sync", "seq", "getseq"), default="async")
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     actorloop.init(address="local")  # not as a context manager: older checkouts are measured too
     try:
-        coro = _measure(args.kind, args.calls, args.rounds)
-        if args.loop == "uvloop":
+        if args.kind == "getseq":  # plain sync code: no caller loop (--loop does not apply)
+            result = _measure_getseq(args.calls, args.rounds)
+        elif args.loop == "uvloop":
             import uvloop
 
-            result = uvloop.run(coro)
+            result = uvloop.run(_measure(args.kind, args.calls, args.rounds))
         else:
-            result = asyncio.run(coro)
+            result = asyncio.run(_measure(args.kind, args.calls, args.rounds))
     finally:
         actorloop.shutdown()
     figures = " ".join(f"{key}={value:.2f}" for key, value in result.items())

@@ -77,6 +77,11 @@ class Tasky:
     async def get_var(self) -> str:
         return self.var.get()
 
+    async def task_name(self) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        return task.get_name()
+
     async def wait_gate(self) -> str:
         try:
             await self.gate.wait()
@@ -117,6 +122,18 @@ async def test_each_call_has_its_own_context() -> None:
     assert await a.set_var.remote("one") == "unset"
     assert await a.get_var.remote() == "unset"
     assert await asyncio.gather(*[a.set_var.remote(str(i)) for i in range(5)]) == ["unset"] * 5
+
+
+async def test_each_call_task_is_named_after_its_method() -> None:
+    a = Tasky.options(concurrency_groups={"one": 1}).remote()
+    assert await a.task_name.remote() == "task_name"
+    # In a named group, and started from the group's queue once a slot came back.
+    held = a.wait_gate.options(concurrency_group="one").remote()
+    queued = a.task_name.options(concurrency_group="one").remote()
+    await a.current_task_ok.remote()  # both have arrived by now (calls are read in order)
+    await a.open_gate.remote()
+    assert await held == "opened"
+    assert await queued == "task_name"
 
 
 async def test_cancel_reaches_a_waiting_method() -> None:
@@ -234,7 +251,7 @@ def _pending_of(handle: Any) -> dict[int, Any]:
 def _with_payload(handle: Any) -> set[int]:
     """The calls whose payload the connection keeps: until delivered, or for a retry."""
     conn = handle.f._state.conns[asyncio.get_running_loop()]
-    return set(conn._undelivered_ids) | set(conn._kept)
+    return set(conn._unwritten_calls()) | set(conn._kept)
 
 
 async def test_payload_dropped_once_delivered_without_retries() -> None:
@@ -249,7 +266,7 @@ async def test_payload_dropped_once_delivered_without_retries() -> None:
 
 
 async def test_payload_kept_while_a_retry_may_need_it() -> None:
-    a = Flood.options(max_task_retries=1, max_restarts=1).remote()
+    a = Flood.options(max_task_retries=1).remote()
     holds = [a.hold.remote() for _ in range(2)]
     refs = [a.f.remote(i) for i in range(20)]
     conn = a.f._state.conns[asyncio.get_running_loop()]
@@ -257,17 +274,6 @@ async def test_payload_kept_while_a_retry_may_need_it() -> None:
     # call counts as delivered, any payload that was going to go is gone.
     assert await async_wait_until(lambda: _async_true(conn.delivered_seq >= conn._seq))
     assert set(_pending_of(a)) <= set(conn._kept)  # delivered, and still kept for a retry
-    for h in holds:
-        actorloop.cancel(h)
-    assert await asyncio.gather(*refs) == list(range(20))
-
-
-async def test_no_payload_kept_for_retries_an_actor_without_restarts_cannot_have() -> None:
-    a = Flood.options(max_task_retries=3).remote()  # max_restarts=0: a call is never sent twice
-    holds = [a.hold.remote() for _ in range(2)]
-    refs = [a.f.remote(i) for i in range(20)]  # queued behind the holds: in flight while we look
-    assert len(_pending_of(a)) == 22
-    assert _with_payload(a) == set()  # neither until delivered nor for a retry
     for h in holds:
         actorloop.cancel(h)
     assert await asyncio.gather(*refs) == list(range(20))

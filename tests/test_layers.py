@@ -15,7 +15,7 @@ PACKAGE = Path(actorloop.__file__).parent
 
 #: Bottom to top; modules on one line are one layer and do not import each other.
 LAYERS: list[set[str]] = [
-    {"exceptions", "_entry", "_fds", "_pickle", "_stats"},
+    {"exceptions", "_entry", "_fds", "_pickle", "_routes", "_stats"},
     {"_http", "_shm"},
     {"_protocol"},
     {"_meta"},
@@ -34,8 +34,9 @@ LAYERS: list[set[str]] = [
     {"_ray"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-#: Imports that happen only in a child process, never in the importing process's own graph.
-FORK_TIME = {("_node", "_worker")}
+#: Imports for a child process only, never used by the importing process: the node preloads, before
+#: it forks the zygote, what the actors forked from it run (the actor process, the task workers).
+FORK_TIME = {("_node", "_worker"), ("_node", "_tasks")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -101,3 +102,34 @@ def test_importing_actorloop_never_imports_ray() -> None:
 def test_the_layers_name_every_core_module() -> None:
     core = {p.stem for p in PACKAGE.glob("_*.py")} - {"__init__", "__main__", "_worker", "_cli"}
     assert core <= set(LEVEL), f"modules with no layer: {sorted(core - set(LEVEL))}"
+
+
+def test_a_program_without_routes_dashboard_or_pool_never_loads_them() -> None:
+    """The HTTP server, the dashboard, ``util``, the task pool and the actor-process module load on use only.
+
+    Neither ``import actorloop`` and ``init()`` in a driver, nor the node and
+    zygote an actor is forked from (an actor sees what they had imported).
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, actorloop\n"
+        "driver = set(sys.modules)\n"
+        "actorloop.init(address='local')\n"
+        "@actorloop.remote\n"
+        "class A:\n"
+        "    def modules(self):\n"
+        "        return sorted(sys.modules)\n"
+        "actor = set(actorloop.get(A.remote().modules.remote()))\n"
+        "driver |= set(sys.modules)\n"
+        "actorloop.shutdown()\n"
+        "optional = {'actorloop._http', 'actorloop.http', 'actorloop._node._dashboard', 'actorloop.util', 'aiohttp'}\n"
+        "assert not optional & driver, sorted(optional & driver)\n"
+        "assert 'actorloop._worker' not in driver and 'actorloop._tasks' not in driver\n"
+        "assert not optional & actor, sorted(optional & actor)\n"
+        "assert actorloop.http.get and actorloop.util.ActorPool is actorloop.ActorPool\n"
+        "assert actorloop.exit_actor is actorloop.actor.exit_actor\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node._helpers import wait_gone, wait_until
 
 import actorloop
+from actorloop import _connection, _ref, _runtime
 from actorloop import _protocol as proto
-from actorloop import _ref, _runtime
 from actorloop._entry import EntryQueue
+from actorloop.exceptions import ActorUnavailableError, ObjectLostError
 
 pytestmark = pytest.mark.usefixtures("node")
 
@@ -118,7 +121,7 @@ def test_calls_from_async_code_sent_after_a_death_wait_too() -> None:
 
 
 def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload() -> None:
-    c = Counter.options(max_restarts=1).remote()  # restartable: an undelivered call would keep its payload
+    c = Counter.remote()
     actorloop.get(c.increment.remote())  # the connection is up: a lone sync call is written straight out
     gate_path = os.path.join(_rt().node_dir, f"gate-{os.getpid()}")
     ref = c.wait_for.remote(gate_path)
@@ -126,20 +129,192 @@ def test_a_call_written_straight_to_the_socket_without_retries_keeps_no_payload(
         conn = c._runtime_state.conns[_rt().home_loop]
         deadline = time.monotonic() + 10
 
-        def kept_payloads() -> list[bytes]:
-            kept = conn._kept.get(ref._call_id)
-            ids, payloads = list(conn._undelivered_ids), list(conn._undelivered)
-            waiting = [p for i, p in zip(ids, payloads, strict=False) if i == ref._call_id]
-            return waiting + ([kept.payload] if kept is not None else [])
+        def kept() -> bool:  # its payload for a retry, or its frame until it is in the socket
+            return ref._call_id in conn._kept or ref._call_id in conn._unwritten_calls()
 
-        while (conn.pending.get(ref._call_id) is not ref or kept_payloads()) and time.monotonic() < deadline:
+        while (conn.pending.get(ref._call_id) is not ref or kept()) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert conn.pending.get(ref._call_id) is ref  # in flight
-        assert kept_payloads() == []  # nothing kept for a retry the call cannot have
+        assert not kept()  # nothing kept for a retry the call cannot have
     finally:
         open(gate_path, "w").close()
     assert actorloop.get(ref, timeout=30) == "released"
     os.unlink(gate_path)
+
+
+# -- a loop that ends takes its calls with it -------------------------------------------
+
+
+@actorloop.remote
+class Gate:
+    """Async: its calls run side by side, so one held at the gate does not hold up the others."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def wait_for(self, path: str) -> str:
+        self.runs += 1
+        while not os.path.exists(path):
+            await asyncio.sleep(0.01)
+        return "released"
+
+    async def runs_of_wait_for(self) -> int:
+        return self.runs
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def first_then_crash_once(self, refs: list[Any], marker: str) -> Any:
+        value = await refs[0]  # a ref sent pending: its value comes after the call
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(9)
+        return value
+
+
+def _leave_a_call_behind(handle: Any, gate: str) -> Any:
+    """Make a call under asyncio.run and return without awaiting it: it is unanswered when the loop ends."""
+
+    async def main() -> Any:
+        await handle.pid.remote()  # the loop's connection is up (not still connecting when the loop ends)
+        return handle.wait_for.remote(gate)
+
+    return asyncio.run(main())
+
+
+def test_calls_left_on_an_ended_loop_stop_counting_as_pending(tmp_path: Path) -> None:
+    a = Gate.options(max_pending_calls=1).remote()
+    gate = str(tmp_path / "gate")
+    ref = _leave_a_call_behind(a, gate)
+    # Before the fix the call counted forever: this raised PendingCallsLimitExceeded.
+    second = a.wait_for.remote(gate)
+    open(gate, "w").close()
+    assert actorloop.get(second, timeout=30) == "released"
+    # The first call's answer had nowhere to go: its ref says so instead of waiting forever.
+    with pytest.raises(ObjectLostError, match="event loop"):
+        actorloop.get(ref, timeout=30)
+
+
+def test_an_anonymous_actor_ends_with_its_handle_after_its_callers_loop_ended(tmp_path: Path) -> None:
+    a = Gate.remote()
+    pid = actorloop.get(a.pid.remote(), timeout=30)
+    _leave_a_call_behind(a, str(tmp_path / "never"))
+    del a
+    assert wait_gone([pid], timeout=30) == []
+
+
+def test_calls_left_on_a_loop_closed_without_asyncio_run_stop_counting_too(tmp_path: Path) -> None:
+    a = Gate.options(max_pending_calls=1).remote()
+    gate = str(tmp_path / "gate")
+    loop = asyncio.new_event_loop()
+
+    async def main() -> Any:
+        await a.pid.remote()
+        return a.wait_for.remote(gate)
+
+    ref = loop.run_until_complete(main())
+    loop.close()  # no shutdown_asyncgens(), no cancelled tasks: nothing tells the connection
+    second = a.wait_for.remote(gate)
+    open(gate, "w").close()
+    assert actorloop.get(second, timeout=30) == "released"
+    with pytest.raises(RuntimeError, match="closed"):
+        actorloop.get(ref, timeout=30)
+
+
+# -- a connection lost while its actor lives on ----------------------------------------
+
+
+def _home_conn(handle: Any) -> _connection.ActorConnection:
+    return handle._runtime_state.conns[_rt().home_loop]  # type: ignore[no-any-return]
+
+
+def _cut(conn: _connection.ActorConnection) -> None:
+    """Shut the caller's socket down under it, both ways, as a reset does; the actor lives on."""
+    transport = conn.transport
+    assert transport is not None
+    dup = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    finally:
+        dup.close()
+
+
+def _runs(handle: Any) -> int:
+    return int(actorloop.get(handle.runs_of_wait_for.remote(), timeout=30))
+
+
+def test_a_connection_lost_under_a_live_actor_is_made_again(tmp_path: Path) -> None:
+    a = Gate.remote()
+    pid = actorloop.get(a.pid.remote(), timeout=30)
+    gate = str(tmp_path / "gate")
+    held = a.wait_for.remote(gate)
+    assert wait_until(lambda: _runs(a) == 1, timeout=30)
+    _cut(_home_conn(a))
+    # Before the fix the connection waited for a restart that never came: this timed out.
+    assert actorloop.get(a.pid.remote(), timeout=30) == pid  # the same process, reached again
+    # The held call was in flight on the lost connection: its answer went with it.
+    with pytest.raises(ActorUnavailableError, match="connection .* was lost"):
+        actorloop.get(held, timeout=30)
+    open(gate, "w").close()
+
+
+def test_a_call_in_flight_on_a_lost_connection_is_sent_again_with_max_task_retries(tmp_path: Path) -> None:
+    a = Gate.options(max_task_retries=1).remote()
+    pid = actorloop.get(a.pid.remote(), timeout=30)
+    gate = str(tmp_path / "gate")
+    held = a.wait_for.remote(gate)
+    assert wait_until(lambda: _runs(a) == 1, timeout=30)
+    _cut(_home_conn(a))
+    assert wait_until(lambda: _runs(a) == 2, timeout=30)  # sent again, to the same process
+    open(gate, "w").close()
+    assert actorloop.get(held, timeout=30) == "released"
+    assert actorloop.get(a.pid.remote(), timeout=30) == pid
+
+
+def test_calls_fail_clearly_when_a_live_actor_cannot_be_reached_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_connection, "UNREACHABLE_SECONDS", 0.5, raising=False)
+    a = Gate.remote()
+    pid = actorloop.get(a.pid.remote(), timeout=30)
+    path = os.path.join(_rt().node_dir, f"a-{a._actor_id}.sock")
+    os.rename(path, path + ".away")  # as a cleaner of temporary files might: the actor lives, unreachable
+    try:
+        _cut(_home_conn(a))
+        with pytest.raises(ActorUnavailableError, match="cannot reach"):
+            actorloop.get(a.pid.remote(), timeout=30)
+    finally:
+        os.rename(path + ".away", path)
+    assert actorloop.get(a.pid.remote(), timeout=30) == pid  # a later call connects afresh
+
+
+def test_a_connection_lost_again_and_again_without_an_answer_fails_its_calls(tmp_path: Path) -> None:
+    a = Gate.options(max_task_retries=-1).remote()
+    actorloop.get(a.pid.remote(), timeout=30)
+    held = a.wait_for.remote(str(tmp_path / "never"))  # sent again after each loss: it has retries
+    conn = _home_conn(a)
+    assert wait_until(lambda: _runs(a) == 1, timeout=30)
+    for session in range(1, _connection.MAX_SILENT_RECONNECTS + 2):
+        _cut(conn)
+        # Reconnected and the call sent again (or, the last time, given up on).
+        assert wait_until(lambda s=session: conn.session == s and (conn.transport or held.done()), timeout=30)
+    # A frame the actor cannot take would have it reconnect and resend forever: it stops instead.
+    with pytest.raises(ActorUnavailableError, match="lost 4 times in a row"):
+        actorloop.get(held, timeout=30)
+    assert actorloop.get(a.pid.remote(), timeout=30) > 0  # a new connection serves later calls
+
+
+def test_a_retried_call_gets_the_pending_ref_it_was_sent_with_again(tmp_path: Path) -> None:
+    a = Gate.options(max_restarts=1, max_task_retries=1).remote()
+    b = Gate.remote()
+    actorloop.get(a.pid.remote(), timeout=30)  # connected: the call below is sent on an open connection
+    gate = str(tmp_path / "gate")
+    pending = b.wait_for.remote(gate)
+    ref = a.first_then_crash_once.remote([pending], str(tmp_path / "crashed"))
+    open(gate, "w").close()
+    # The first run got the value and crashed; the retry, in the new process, needs the value again.
+    # Before the fix it was not sent again (the send counted as already made): this timed out.
+    assert actorloop.get(ref, timeout=30) == "released"
 
 
 # -- finalizers and threads -----------------------------------------------------------

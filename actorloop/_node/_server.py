@@ -59,6 +59,9 @@ RESTART_BACKOFF_RESET = 10.0
 LOG_FILE_BYTES = 512 * 1024
 #: The logs of this many dead actors are kept; older ones are removed.
 MAX_DEAD_LOGS = 100
+#: The roles whose node channel reads pushes (an async ``NodeConnection``); the others are
+#: blocking request/reply channels that would take a push for the reply they wait for.
+PUSHED_ROLES = frozenset({"driver", "actor"})
 
 
 def shutdown_timeout_from_env() -> float:
@@ -185,11 +188,15 @@ class Node:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        # Inside our own checked directory; the logs of the node that ran here before are
-        # unreachable now (their actors are gone), so they go.  rmtree follows no links.
-        shutil.rmtree(self.logs_dir, ignore_errors=True)
         try:
-            os.mkdir(self.logs_dir, 0o700)
+            try:
+                os.mkdir(self.logs_dir, 0o700)
+            except FileExistsError:
+                # Inside our own checked directory; the logs of the node that ran here before are
+                # unreachable now (their actors are gone), so they go.  rmtree follows no links.
+                # (Only then: a new node directory has none, and rmtree's code is left untouched.)
+                shutil.rmtree(self.logs_dir, ignore_errors=True)
+                os.mkdir(self.logs_dir, 0o700)
         except OSError as exc:  # the node runs on; actors' output reaches drivers, `actorloop logs` finds none
             print(f"actorloop node: cannot keep actor output in {self.logs_dir}: {exc}", file=sys.stderr)
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
@@ -218,9 +225,9 @@ class Node:
             self._server.close()
         # Every actor is asked at once and waited for at once: a node stop takes as
         # long as the slowest actor's shutdown, never the sum.
-        for actor in list(self.actors.values()):
-            if actor.state != "DEAD":
-                self._end(actor, "the node stopped", no_restart=True, graceful=True)
+        ending = [actor for actor in self.actors.values() if actor.state != "DEAD"]
+        for actor in ending:
+            self._end(actor, "the node stopped", no_restart=True, graceful=True)
         waits = [a.ended for a in self.actors.values() if a.ended is not None and not a.ended.done()]
         if waits and not self._zygote_gone:  # without a zygote no exit is ever reported
             await asyncio.wait(waits, timeout=self.shutdown_timeout + STOP_GRACE + 2)
@@ -230,14 +237,36 @@ class Node:
                 zygote.close()
             except Exception:
                 pass
+        # A caller learns that an actor died by asking us (wait_actor) once its socket to the actor
+        # is lost; that question may reach us only after we closed its connection, and it would then
+        # fail as if the node had crashed.  So every client hears why first: the same stream carries
+        # this notice ahead of the end of the connection (close() flushes it).  Only the channels
+        # that take pushes get it: the blocking ones ("sync", "cli") read nothing but replies.
+        notice = proto.dumps((0, proto.NODE_STOPPED, why or "the node stopped", self._stop_reasons(ending)))
         for client in list(self.clients.values()):
             for conn in list(client.conns):
+                if conn.role in PUSHED_ROLES and not conn.closed:
+                    conn.send(notice)
                 conn.close()
         proto.remove_segments(self.dir)
         if self.dashboard is not None:
             await self.dashboard.close()
         if not self.stopped.done():
             self.stopped.set_result(None)
+
+    @staticmethod
+    def _stop_reasons(ended: list[_Actor]) -> dict[str, str]:
+        """Why each actor a node stop ended is gone, as a wait_actor answer would say it.
+
+        A buried actor has its death reason (an owner exit that came first
+        keeps its own); one whose exit was never reported (the zygote is gone,
+        or the wait ran out) gets the reason it was ended with.
+        """
+        return {
+            a.actor_id: a.death_reason
+            or f"the actor {a.class_name} ({a.actor_id}) died: {a.kill_reason or 'the node stopped'}"
+            for a in ended
+        }
 
     # -- zygote ----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import socket
 import sys
 from typing import NoReturn
 
-from .._fds import is_fd_exhaustion, out_of_fds_error, raise_fd_limit
+from .._fds import is_fd_exhaustion, out_of_fds_error
 
 _MAX_MSG = 1 << 16
 #: Test-only fault injection: the first N actor forks of a zygote fail with
@@ -33,15 +33,18 @@ _MAX_MSG = 1 << 16
 _TEST_FAIL_FORK_ENV = "ACTORLOOP_TEST_FAIL_FORK"
 
 
-def zygote_main(sock: socket.socket, node_dir: str, secret: bytes, http_sock: socket.socket | None = None) -> NoReturn:
+def zygote_main(
+    sock: socket.socket,
+    node_dir: str,
+    secret: bytes,
+    http_sock: socket.socket | None = None,
+) -> NoReturn:
     """Serve spawn requests forever.
 
     ``http_sock`` is the channel of the HTTP zygote, which this one forks the
     first time the node asks for it (only once an actor with routes exists).
     """
-    # Inherited from the node already; raised again in case we were started some other way.
-    # Actors inherit it from here.
-    raise_fd_limit()
+    # The descriptor limit is the node's, raised before it forked us; actors inherit it from here.
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
@@ -124,7 +127,7 @@ def _fork_http_zygote(
         # and the node never carry its pages.
         import aiohttp.web  # noqa: F401
 
-        from .. import _http  # noqa: F401
+        from .. import _http, http  # noqa: F401
 
         gc.collect()
         zygote_main(http_sock, node_dir, secret)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -114,6 +117,106 @@ class LoopBlocker:
         with open(self.path, "a") as f:
             f.write("hanging\n")
         time.sleep(300)
+
+
+@actorloop.remote(concurrency_groups={"io": 2})
+class Streamer:
+    """Streams over HTTP until the client or the actor goes; the generators log how they ended."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _log(self, line: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def leave(self) -> None:
+        actorloop.exit_actor()
+
+    @actorloop.http.get("/async")
+    async def feed(self, request: Any) -> AsyncIterator[str]:
+        try:
+            for i in range(100_000):
+                yield f"{i}\n"
+                await asyncio.sleep(0.02)
+        finally:
+            self._log("async stream closed")
+
+    @actorloop.http.get("/sync")
+    @actorloop.method(concurrency_group="io")
+    def ticks(self, request: Any) -> Iterator[str]:
+        try:
+            for i in range(100_000):
+                yield f"{i}\n"
+                time.sleep(0.02)
+        finally:
+            self._log("sync stream closed")
+
+    @actorloop.http.get("/wait")
+    async def wait(self, request: Any) -> str:
+        self._log("handler started")
+        try:
+            await asyncio.sleep(300)
+        finally:
+            self._log("handler cancelled")
+        return "never"
+
+    async def __ray_shutdown__(self) -> None:
+        self._log("shutdown")
+
+
+def _open_stream(url: str, path: str) -> socket.socket:
+    """A raw HTTP request whose response has started (its first body line came), left open."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data or data.split(b"\r\n\r\n", 1)[1].count(b"\n") < 2:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    return sock
+
+
+@pytest.mark.parametrize("how", ["exit_actor", "last handle dropped"])
+def test_open_http_streams_are_closed_before_shutdown(node, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    h = Streamer.remote(str(out))
+    pid = actorloop.get(h.pid.remote(), timeout=20)
+    url = str(h.http_url)
+    clients = [_open_stream(url, "/async"), _open_stream(url, "/sync")]
+    try:
+        if how == "exit_actor":
+            assert actorloop.get(h.leave.remote(), timeout=20) is None
+        else:
+            del h
+        assert wait_gone([pid], timeout=30) == []
+    finally:
+        for sock in clients:
+            sock.close()
+    # Before the fix only "shutdown" was there: the generators never heard of the end.
+    lines = _lines(out)
+    assert sorted(lines[:2]) == ["async stream closed", "sync stream closed"], lines
+    assert lines[2:] == ["shutdown"], lines
+
+
+def test_a_running_http_handler_is_cancelled_before_shutdown(node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    h = Streamer.remote(str(out))
+    pid = actorloop.get(h.pid.remote(), timeout=20)
+    parts = urlsplit(str(h.http_url))
+    client = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    try:
+        client.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wait_until(lambda: _lines(out) == ["handler started"], timeout=20), _lines(out)
+        assert actorloop.get(h.leave.remote(), timeout=20) is None
+        assert wait_gone([pid], timeout=30) == []
+    finally:
+        client.close()
+    assert _lines(out) == ["handler started", "handler cancelled", "shutdown"]
 
 
 def test_shutdown_runs_when_the_last_handle_is_dropped(node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -365,3 +468,48 @@ def test_a_call_cut_by_actorloop_stop_says_the_node_stopped(daemon, tmp_path: Pa
         if driver.stdout is not None:
             driver.stdout.close()
     assert "died: the node stopped" in rest, rest
+
+
+CALLER_AFTER_STOP = """
+import sys
+import actorloop
+
+@actorloop.remote
+class Idle:
+    def ping(self):
+        return "pong"
+
+actorloop.init(address="auto", namespace="graceful")
+idle = Idle.options(name="idle", lifetime="detached").remote()  # no call yet: no connection to it
+print("created", flush=True)
+sys.stdin.readline()  # the node has stopped by now
+try:
+    actorloop.get(idle.ping.remote(), timeout=60)
+except actorloop.ActorDiedError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_a_call_made_after_actorloop_stop_says_the_node_stopped(daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first call asks the node about its actor only after the node closed: the node's parting notice answers."""
+    daemon.start()
+    script = write_script(tmp_path, "caller.py", CALLER_AFTER_STOP)
+    driver = subprocess.Popen(
+        [sys.executable, str(script)], env=daemon.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdin is not None and driver.stdout is not None
+        assert driver.stdout.readline().strip() == "created"
+        assert wait_until(lambda: "ALIVE" in daemon.cli("list").stdout, timeout=20)
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        rest = driver.stdout.read()
+    finally:
+        driver.kill()
+        driver.wait()
+        for pipe in (driver.stdin, driver.stdout):
+            if pipe is not None:
+                pipe.close()
+    assert "Idle" in rest and "died: the node stopped" in rest, rest

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -286,6 +287,30 @@ def test_exit_actor_ends_the_actor_after_the_call_which_returns_none(cls) -> Non
     info = _info(c)
     # Leaving on purpose is not a crash: no restart.
     assert (info.state, info.restarts) == ("DEAD", 0)
+
+
+def _slow_replies_from_threads(actor: Any) -> None:
+    """In the actor: a reply made on a method thread takes 0.3 s to encode (a thread descheduled there)."""
+    import actorloop._worker as worker_module
+
+    encode_ok = worker_module.ActorWorker.encode_ok
+
+    def slow_encode_ok(self: Any, call: Any, value: Any) -> Any:
+        if threading.get_ident() != self._loop_thread:
+            time.sleep(0.3)
+        return encode_ok(self, call, value)
+
+    worker_module.ActorWorker.encode_ok = slow_encode_ok  # type: ignore[method-assign]
+
+
+def test_exit_actor_answers_its_call_even_when_the_reply_is_slow_to_make() -> None:
+    c = Counter.remote()
+    pid = actorloop.get(c.pid.remote(), timeout=10)
+    actorloop.get(c.__ray_call__.remote(_slow_replies_from_threads), timeout=10)
+    # The exit was requested before the reply was made: the actor shut down meanwhile, which
+    # mutes replies, and the call raised ActorDiedError instead of returning None.
+    assert actorloop.get(c.leave.remote(), timeout=20) is None
+    assert wait_gone([pid], timeout=20) == []
 
 
 def test_exit_actor_outside_an_actor_raises() -> None:

@@ -519,9 +519,6 @@ def test_map_async_error_keeps_the_others() -> None:
     assert asyncio.run(main()) == [2, 6]
 
 
-# Calls left unfinished on a loop that closed (asyncio.run returned) never count as finished, so their actors
-# outlive the test until the node ends (actorloop's leftover check sees it; reported to the lead).
-@pytest.mark.actorloop_allow_leftovers
 def test_async_timeouts() -> None:
     pool = pool_of(2)
 
@@ -600,9 +597,6 @@ def test_sync_submit_async_consume_and_back() -> None:
     assert asyncio.run(take_one()) == 6
 
 
-# Calls left unfinished on a loop that closed (asyncio.run returned) never count as finished, so their actors
-# outlive the test until the node ends (actorloop's leftover check sees it; reported to the lead).
-@pytest.mark.actorloop_allow_leftovers
 def test_leaving_map_async_early_then_using_the_pool_again() -> None:
     pool = pool_of(2)
 
