@@ -472,3 +472,23 @@ async def test_a_burst_keeps_feeding_the_actor_once_the_socket_was_full(loop_kin
     a = Blockable.remote()
     reached = await asyncio.to_thread(_burst_reaches_the_actor_while_it_lasts, a, str(tmp_path), loop_kind)
     assert reached, "a call made after the socket had been full did not reach the actor during the burst"
+
+
+async def test_the_calls_among_frames_not_written_whole() -> None:
+    from actorloop import _protocol as proto
+    from actorloop._connection import _call_id_of, _split_frames
+
+    ids = [1, 255, 256, 65_535, 65_536, 2**31 - 1, 2**31, 2**40]
+    calls = [proto.dumps_call((proto.CALL, i, "f", (i, "x"), {}, None), (i, "x"), {}) for i in ids]
+    assert [_call_id_of(p) for p in calls] == ids
+    stream = proto.dumps_call((proto.STREAM_CALL, 77, "g", (), {"k": 1}, None, 8), (), {"k": 1})
+    assert _call_id_of(stream) == 77
+    assert _call_id_of(proto.dumps((proto.CANCEL, 5))) is None
+    assert _call_id_of(proto.dumps((proto.STREAM_ACK, 5, 3))) is None
+    frames = [proto.frame(p) for p in calls]
+    chunk = b"".join(frames)
+    assert _split_frames(chunk, 0) == calls
+    # Written up to the middle of the third frame: the first two reached the socket whole.
+    written = len(frames[0]) + len(frames[1]) + 3
+    assert _split_frames(chunk, written) == calls[2:]
+    assert _split_frames(chunk, len(chunk)) == []
