@@ -219,13 +219,17 @@ class ActorMethod(Generic[P, R]):
 
     def remote(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
         """Call the method in the actor; returns an ObjectRef at once (a list of them with ``num_returns``)."""
+        # Annotated assignments rather than typing.cast: cast is a Python call, ~2% of a gathered
+        # call's driver samples (py-spy, 3.11), and submit returns Any either way.
         if self._num_returns == 1:
-            return cast("ObjectRef[R]", self._state.submit(self._name, args, kwargs, self._group))
+            ref: ObjectRef[R] = self._state.submit(self._name, args, kwargs, self._group)
+            return ref
         if self._num_returns == STREAMING:
             # A generator's items (typed as ObjectRef[R] here; an ObjectRefGenerator at run time).
-            return cast("ObjectRef[R]", self._state.submit(self._name, args, kwargs, self._group, self._window))
-        ref = self._state.submit(self._name, args, kwargs, self._group)
-        parts = split_ref(ref, int(self._num_returns), f"{self._meta.class_name}.{self._name}")
+            items: ObjectRef[R] = self._state.submit(self._name, args, kwargs, self._group, self._window)
+            return items
+        whole = self._state.submit(self._name, args, kwargs, self._group)
+        parts = split_ref(whole, int(self._num_returns), f"{self._meta.class_name}.{self._name}")
         return cast("ObjectRef[R]", parts or None)  # num_returns: the refs (typed as _ActorMethodOfReturns)
 
     @overload
