@@ -325,6 +325,13 @@ class Kept:
 
 
 _OOB_BYTE = proto._OOB_BYTE
+_remove_done_callback = asyncio.Future.remove_done_callback
+
+
+def _no_gather() -> None:
+    """``gather_callback`` of a connection no gather has used (a dead weak reference's answer)."""
+    return None
+
 _RESULT_OK = proto.RESULT_OK
 _RESULT_ERR = proto.RESULT_ERR
 _CALL_KINDS = (proto.CALL, proto.STREAM_CALL)
@@ -486,6 +493,9 @@ class ActorConnection(proto.FrameProtocol):
         self.streams: dict[int, StreamState] = {}
         #: Where asyncio.gather's callbacks on this connection's refs run (see ObjectRef.add_done_callback).
         self.callback_context = contextvars.Context()
+        #: The callback of the latest asyncio.gather over refs of this connection, weakly (it lives as
+        #: long as a child of that gather is pending); ``frames_received`` calls it itself.
+        self.gather_callback: Callable[[], Callable[[Any], object] | None] = _no_gather
 
     # -- connecting ----------------------------------------------------------
 
@@ -1098,6 +1108,13 @@ class ActorConnection(proto.FrameProtocol):
         streams = self.streams
         finished = 0
         release = self.release_later
+        # asyncio.gather registers a callback on each child, which a future runs through
+        # loop.call_soon: on the stdlib loop a Python Handle, a call_soon and a _run_once turn per
+        # child (~0.5 us of the ~5.5 us a gathered call costs the driver, 3.11 and 3.12).  For the
+        # children of the latest gather, the callback is taken off the ref before it is settled
+        # and called here instead.  It only counts the child and, with the last one, settles the
+        # gather's own future, whose callbacks go through call_soon as usual.
+        gather_done = self.gather_callback()
         for data in frames:
             try:
                 # proto.loads, inline for a frame without shared-memory segments (nearly all of them).
@@ -1130,10 +1147,18 @@ class ActorConnection(proto.FrameProtocol):
                 if streams:
                     streams.pop(call_id, None)
                 continue
+            called_here = gather_done is not None and _remove_done_callback(ref, gather_done)
             if kind == _RESULT_OK:
                 ref.set_result(msg[2])
             else:
                 ref.set_exception(self._error_from(msg))
+            if called_here:
+                try:
+                    gather_done(ref)  # type: ignore[misc]
+                except Exception as exc:  # as Handle._run reports a failed callback
+                    self.loop.call_exception_handler(
+                        {"message": f"Exception in callback {gather_done!r}", "exception": exc, "future": ref}
+                    )
             if sync_waiters:  # a thread is blocked in get() on some ref
                 ref._wake_waiter()
             if streams:

@@ -178,11 +178,19 @@ class ObjectRef(_RefBase[T], Generic[T]):
         (``gather`` + ``set_result`` + the callback, timed on 3.11): the
         override's Python call costs about what the copies cost to make and
         to collect.
+
+        The connection also remembers (weakly) the latest gather's callback,
+        ``gather_callback``: as it reads a result it takes that callback off
+        the ref and calls it itself (see ``ActorConnection.frames_received``).
         """
         if context is None:
             try:
                 if fn.__code__ is _GATHER_DONE_CODE:
-                    context = self._conn.callback_context  # type: ignore[union-attr]
+                    conn: Any = self._conn
+                    context = conn.callback_context
+                    if conn.gather_callback() is not fn:
+                        # The connection calls this gather's callback itself as it reads the results.
+                        conn.gather_callback = weakref.ref(fn)
             except AttributeError:  # not a plain function, or a ref with no connection
                 pass
             if context is None:

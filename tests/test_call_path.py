@@ -25,6 +25,7 @@ from node._helpers import async_wait_until
 
 import actorloop
 from actorloop import _worker
+from actorloop._ref import _GATHER_DONE_CODE
 
 pytestmark = [pytest.mark.usefixtures("node"), pytest.mark.asyncio]
 
@@ -177,6 +178,9 @@ class Flood:
 
     async def ran_list(self) -> list[int]:
         return list(self.ran)
+
+    async def boom(self, i: int) -> int:
+        raise ValueError(f"boom {i}")
 
     async def frames_deferred(self) -> int:
         assert _worker._current_worker is not None
@@ -367,6 +371,110 @@ async def test_gathers_on_loops_of_several_threads_at_once() -> None:
     for t in threads:
         await asyncio.to_thread(t.join, 60)
     assert errors == []
+
+
+# -- gather's callbacks, called as the results are read ----------------------------------------
+
+
+def _is_gathers_callback(fn: Any) -> bool:
+    return _GATHER_DONE_CODE is not None and getattr(fn, "__code__", None) is _GATHER_DONE_CODE
+
+
+async def test_a_gathers_callbacks_are_not_scheduled_one_by_one() -> None:
+    a = Flood.remote()
+    await a.f.remote(0)
+    loop = asyncio.get_running_loop()
+    scheduled: list[Any] = []
+    real_call_soon = loop.call_soon
+
+    def counting_call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        if _is_gathers_callback(callback):
+            scheduled.append(callback)
+        return real_call_soon(callback, *args, context=context)
+
+    loop.call_soon = counting_call_soon  # type: ignore[method-assign]  # futures look it up on the loop
+    try:
+        refs = [a.f.remote(i) for i in range(500)]  # pending: no reply is read before gather() returns
+        assert await asyncio.gather(*refs) == list(range(500))
+        # The same gather with an ordinary awaitable among the refs, which asyncio wraps in a task.
+        assert await asyncio.gather(*[a.f.remote(i) for i in range(50)], asyncio.sleep(0, "x")) == [
+            *range(50),
+            "x",
+        ]
+    finally:
+        del loop.call_soon
+    assert len(scheduled) <= 1  # the sleep's task; each ref's would be 550
+
+
+async def test_two_gathers_over_one_connections_refs_at_once() -> None:
+    a = Flood.remote()
+    refs = [a.f.remote(i) for i in range(600)]
+    evens = asyncio.gather(*refs[::2])
+    odds = asyncio.gather(*refs[1::2])  # the connection now remembers this one's callback only
+    first = asyncio.gather(*[a.f.remote(i) for i in range(100)])
+    later = asyncio.gather(*[a.f.remote(i) for i in range(100, 200)])
+    assert await evens == list(range(0, 600, 2))
+    assert await odds == list(range(1, 600, 2))
+    assert await first == list(range(100))
+    assert await later == list(range(100, 200))
+
+
+async def test_a_gathered_ref_awaited_elsewhere_and_in_two_gathers() -> None:
+    a = Flood.remote()
+    ref = a.f.remote(7)
+    others = [a.f.remote(i) for i in range(5)]
+    waiter = asyncio.ensure_future(_await(ref))
+    seen: list[int] = []
+    ref.add_done_callback(lambda r: seen.append(r.result()))
+    one = asyncio.gather(ref, *others)
+    two = asyncio.gather(*others, ref)
+    assert await one == [7, 0, 1, 2, 3, 4]
+    assert await two == [0, 1, 2, 3, 4, 7]
+    assert await waiter == 7
+    await asyncio.sleep(0)
+    assert seen == [7]
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+async def test_a_gather_with_failing_children() -> None:
+    a = Flood.remote()
+    calls = [a.boom.remote(i) if i % 3 == 0 else a.f.remote(i) for i in range(9)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 3 == 0:
+            assert isinstance(result, ValueError) and f"ValueError: boom {i}" in str(result)
+        else:
+            assert result == i
+    with pytest.raises(ValueError, match="boom 4"):
+        await asyncio.gather(*[a.f.remote(i) for i in range(4)], a.boom.remote(4), *[a.f.remote(i) for i in range(5)])
+    assert await asyncio.gather(*[a.f.remote(i) for i in range(10)]) == list(range(10))
+
+
+async def test_a_cancelled_gather_cancels_its_calls_and_the_connection_goes_on() -> None:
+    a = Flood.remote()
+    held = [a.hold.remote() for _ in range(3)]
+    gathered = asyncio.gather(*held)
+    await asyncio.sleep(0.05)  # the calls are running in the actor
+    gathered.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gathered
+    for ref in held:
+        assert ref.cancelled()
+    assert await asyncio.gather(*[a.f.remote(i) for i in range(100)]) == list(range(100))
+
+
+async def test_the_connection_does_not_keep_a_finished_gather() -> None:
+    a = Flood.remote()
+    refs = [a.f.remote(i) for i in range(200)]
+    conn = a.f._state.conns[asyncio.get_running_loop()]
+    gathered = asyncio.gather(*refs)
+    assert conn.gather_callback() is not None  # remembered while the gather runs
+    results = await gathered
+    assert results == list(range(200))
+    assert conn.gather_callback() is None  # weakly: the gather, its children and results are free to go
 
 
 # -- the table of calls in flight ----------------------------------------------------------
