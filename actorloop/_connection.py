@@ -111,6 +111,9 @@ class NodeConnection(proto.FrameProtocol):
             return fut
         req_id = next(self._ids)
         self._waiting[req_id] = fut
+        # A request its caller gave up on (cancelled) leaves the table now, not when its answer comes:
+        # a question about an actor that never answers (wait_actor) would otherwise stay for good.
+        fut.add_done_callback(lambda done: self._waiting.pop(req_id, None) if done.cancelled() else None)
         self.send(proto.dumps((req_id, op, args)))
         return fut
 
@@ -331,6 +334,7 @@ _remove_done_callback = asyncio.Future.remove_done_callback
 def _no_gather() -> None:
     """``gather_callback`` of a connection no gather has used (a dead weak reference's answer)."""
     return None
+
 
 _RESULT_OK = proto.RESULT_OK
 _RESULT_ERR = proto.RESULT_ERR

@@ -84,6 +84,27 @@ def _wait_reaped(actor: Any, pid: int, timeout: float = 10) -> None:
     raise AssertionError(f"pid {pid} was not reaped")
 
 
+def test_a_node_request_given_up_on_leaves_the_table() -> None:
+    c = Counter.remote()
+    actorloop.get(c.pid.remote())
+    rt = _rt()
+    node = rt.node
+    assert node is not None
+
+    async def ask_then_give_up() -> tuple[bool, bool]:
+        # The actor is alive at epoch 0: a wait for epoch 1000 is answered only if it restarts that often.
+        question = node.request("wait_actor", c._actor_id, 1000)
+        await asyncio.sleep(0)
+        asked = any(fut is question for fut in node._waiting.values())
+        question.cancel()
+        await asyncio.sleep(0)
+        return asked, any(fut is question for fut in node._waiting.values())
+
+    asked, still_there = rt.entry.run(ask_then_give_up()).result(timeout=10)
+    assert asked and not still_there
+    assert actorloop.get(c.pid.remote())  # the channel still works
+
+
 # -- restarts: only delivered calls were in flight --------------------------------------
 
 
