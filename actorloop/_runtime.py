@@ -34,6 +34,7 @@ from ._fds import raise_fd_limit
 from ._meta import DEFAULT_GROUP, ClassMeta, env_vars_of
 from ._node import EmbeddedNode, default_daemon_dir, node_running, trim_heap
 from ._node._dirs import read_secret  # checks the directory and the secret before reading it
+from ._pages import release_zero_pages
 from ._ref import ObjectRef
 from ._stream import ObjectRefGenerator, StreamState
 from .exceptions import PendingCallsLimitExceeded, SerializationError
@@ -771,9 +772,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
-        return uvloop.new_event_loop()
+        loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency
         return asyncio.new_event_loop()
+    release_zero_pages(loop)  # its unused receive buffer: 0.23 MiB of the driver's USS
+    return loop
 
 
 def _atexit_stop() -> None:

@@ -41,6 +41,7 @@ import cloudpickle
 from . import _backend, _ref, _stats
 from . import _protocol as proto
 from ._meta import CALL_METHOD, DEFAULT_GROUP, EPOCH_PROBE, READY_METHOD, TERMINATE_METHOD, ClassMeta
+from ._pages import release_zero_pages
 from ._runtime import Runtime, current_lane, set_runtime
 from ._stats import BOUNDS as _BOUNDS
 from ._stats import bisect_left as _bisect_left
@@ -1388,6 +1389,7 @@ def run_actor(actor_id: str, epoch: int, node_dir: str, secret: bytes, http_fd: 
     import uvloop
 
     loop = uvloop.new_event_loop()
+    release_zero_pages(loop)  # its unused receive buffer: 0.23 MiB of this actor's USS
     asyncio.set_event_loop(loop)
     worker = ActorWorker(loop, actor_id, epoch, node_dir, secret)
     worker._loop_thread = threading.get_ident()

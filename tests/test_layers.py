@@ -15,7 +15,7 @@ PACKAGE = Path(actorloop.__file__).parent
 
 #: Bottom to top; modules on one line are one layer and do not import each other.
 LAYERS: list[set[str]] = [
-    {"exceptions", "_entry", "_fds", "_pickle", "_routes", "_stats"},
+    {"exceptions", "_entry", "_fds", "_pages", "_pickle", "_routes", "_stats"},
     {"_http", "_shm"},
     {"_protocol"},
     {"_meta"},

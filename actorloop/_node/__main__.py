@@ -27,6 +27,7 @@ from actorloop._node._registry import register, unregister
 from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._sweep import sweep_leftovers
 from actorloop._node._zygote import zygote_main
+from actorloop._pages import release_zero_pages
 from actorloop._protocol import SECRET_BYTES
 
 
@@ -82,6 +83,7 @@ def main() -> None:
     sweep = _Sweep(node_dir, [args.ready_fd, node_side.fileno(), node_http_side.fileno()])
 
     loop = uvloop.new_event_loop()
+    release_zero_pages(loop)  # its unused receive buffer: 0.23 MiB of the node's USS
     node = Node(
         loop, node_dir, secret, node_side, node_http_side, embedded_parent=args.parent, log_format=args.log_format
     )
