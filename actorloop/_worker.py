@@ -26,6 +26,7 @@ import asyncio
 import collections
 import functools
 import inspect
+import logging
 import os
 import queue
 import socket
@@ -1395,8 +1396,8 @@ def run_actor(actor_id: str, epoch: int, node_dir: str, secret: bytes, http_fd: 
     worker._loop_thread = threading.get_ident()
     try:
         loop.run_until_complete(worker.main(http_fd))
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
+    except BaseException:  # noqa: BLE001 - an internal error: reported through the library's logger
+        logging.getLogger("actorloop").exception("the actor's event loop failed; the actor exits")
         worker.exit_code = 1
     try:
         sys.stdout.flush()

@@ -161,7 +161,18 @@ class Flood:
         _worker._current_worker.defer_at = n
 
     async def hold(self) -> None:
-        await self.gate.wait()
+        self.holding = getattr(self, "holding", 0) + 1
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def was_cancelled(self) -> bool:
+        return getattr(self, "cancelled", False)
+
+    async def holding_count(self) -> int:
+        return getattr(self, "holding", 0)
 
     async def open_gate(self) -> None:
         self.gate.set()
@@ -435,6 +446,10 @@ async def test_a_gathered_ref_awaited_elsewhere_and_in_two_gathers() -> None:
     assert seen == [7]
 
 
+async def _holding_at_least(actor: Any, count: int) -> bool:
+    return bool(await actor.holding_count.remote() >= count)
+
+
 async def _await(ref: Any) -> Any:
     return await ref
 
@@ -454,15 +469,17 @@ async def test_a_gather_with_failing_children() -> None:
 
 
 async def test_a_cancelled_gather_cancels_its_calls_and_the_connection_goes_on() -> None:
-    a = Flood.remote()
-    held = [a.hold.remote() for _ in range(3)]
-    gathered = asyncio.gather(*held)
-    await asyncio.sleep(0.05)  # the calls are running in the actor
+    a = Flood.remote()  # two slots: one for the held call, one to ask how many are held
+    held = a.hold.remote()
+    quick = [a.f.remote(i) for i in range(3)]
+    gathered = asyncio.gather(held, *quick)
+    assert await async_wait_until(lambda: _holding_at_least(a, 1))  # running in the actor, waiting
+    assert await asyncio.gather(*quick) == [0, 1, 2]
     gathered.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gathered
-    for ref in held:
-        assert ref.cancelled()
+    assert held.cancelled()
+    assert await async_wait_until(lambda: a.was_cancelled.remote())  # the cancel reached the method
     assert await asyncio.gather(*[a.f.remote(i) for i in range(100)]) == list(range(100))
 
 

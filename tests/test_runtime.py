@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import socket
@@ -103,6 +104,53 @@ def test_a_node_request_given_up_on_leaves_the_table() -> None:
     asked, still_there = rt.entry.run(ask_then_give_up()).result(timeout=10)
     assert asked and not still_there
     assert actorloop.get(c.pid.remote())  # the channel still works
+
+
+def test_pending_counts_stay_exact_with_many_calling_threads() -> None:
+    """What ``max_pending_calls`` counts (``_counted``, under the handle's lock) and what the pending
+    tables hold return to zero after many threads' calls, with a thread switch possible almost
+    anywhere.  (CPython runs ``x += 1`` on an attribute without a switch in between, so this cannot
+    catch an unlocked counter on 3.10-3.13; it pins the count itself.)"""
+    c = Counter.options(max_pending_calls=1_000_000).remote()
+    actorloop.get(c.pid.remote())
+    state = c._runtime_state
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch between nearly any two bytecodes
+    try:
+
+        def call_a_lot() -> None:
+            for _ in range(150):
+                actorloop.get([c.increment.remote() for _ in range(4)], timeout=60)
+
+        threads = [threading.Thread(target=call_a_lot) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        sys.setswitchinterval(old)
+    assert actorloop.get(c.increment.remote()) == 6 * 150 * 4 + 1
+    assert wait_until(lambda: state._counted == 0 and state.pending == 0, timeout=10)
+
+
+def test_internal_errors_go_to_the_actorloop_logger(caplog: pytest.LogCaptureFixture, capsys: Any) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        entry = EntryQueue(loop)
+
+        def broken_job() -> None:
+            raise RuntimeError("a job that fails")
+
+        with caplog.at_level(logging.ERROR, logger="actorloop"):
+            entry.put(broken_job)
+            entry.put(lambda: None)  # the queue goes on after a failed job
+            loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        loop.close()
+    failed = [r for r in caplog.records if r.name == "actorloop" and r.exc_info]
+    assert len(failed) == 1
+    assert isinstance(failed[0].exc_info[1], RuntimeError)  # type: ignore[index]
+    assert "a job that fails" not in capsys.readouterr().err  # no print_exc of its own
 
 
 # -- restarts: only delivered calls were in flight --------------------------------------
