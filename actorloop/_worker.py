@@ -611,14 +611,14 @@ class ActorWorker:
                 # On a thread, so that the time limit holds for a hook that blocks too.
                 await asyncio.wait_for(self.loop.run_in_executor(None, hook), max(0.0, deadline - self.loop.time()))
         except asyncio.TimeoutError:
-            print(
-                f"actorloop: {self.class_name}.__ray_shutdown__() did not finish within {limit:g} s "
-                "($ACTORLOOP_SHUTDOWN_TIMEOUT of the node); the actor exits without it",
-                file=sys.stderr,
+            logging.getLogger("actorloop").warning(
+                "%s.__ray_shutdown__() did not finish within %g s ($ACTORLOOP_SHUTDOWN_TIMEOUT of the node); "
+                "the actor exits without it",
+                self.class_name,
+                limit,
             )
         except BaseException:  # noqa: BLE001 - the actor ends anyway; say why the hook failed
-            print(f"actorloop: {self.class_name}.__ray_shutdown__() raised:", file=sys.stderr)
-            traceback.print_exc()
+            logging.getLogger("actorloop").exception("%s.__ray_shutdown__() raised", self.class_name)
 
     def request_stop(self, reason: str, timeout: float) -> None:
         """The node asks this actor to end gracefully (on the loop thread)."""

@@ -198,7 +198,7 @@ class Node:
                 shutil.rmtree(self.logs_dir, ignore_errors=True)
                 os.mkdir(self.logs_dir, 0o700)
         except OSError as exc:  # the node runs on; actors' output reaches drivers, `actorloop logs` finds none
-            print(f"actorloop node: cannot keep actor output in {self.logs_dir}: {exc}", file=sys.stderr)
+            _log.warning("cannot keep actor output in %s: %s", self.logs_dir, exc)
         self._server = await self.loop.create_unix_server(lambda: NodeServerConnection(self), path)
         os.chmod(path, 0o600)
         for zygote in (self.zygote, self.http_zygote):
@@ -336,7 +336,7 @@ class Node:
                 self.loop.remove_reader(zygote.fileno())
                 if not self.stopping:
                     self._zygote_gone = True
-                    print("actorloop node: the zygote ended; stopping", file=sys.stderr)
+                    _log.error("the zygote ended; stopping")
                     for actor in self.actors.values():
                         if actor.pid:
                             _kill_group(actor.pid)
@@ -597,7 +597,7 @@ class Node:
         except OSError as exc:
             # A full disk must not stop the node: the actor's lines still reach its driver.
             actor.log_bytes = None
-            print(f"actorloop node: cannot keep the output of actor {actor.actor_id}: {exc}", file=sys.stderr)
+            _log.warning("cannot keep the output of actor %s: %s", actor.actor_id, exc)
 
     def _remove_logs(self, actor_id: str) -> None:
         for suffix in (".log", ".log.1"):

@@ -18,11 +18,11 @@ directory, its own directory or the directory of a live node.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import time
 
@@ -91,7 +91,7 @@ def sweep_stale_node_dirs(own_dir: str, daemon_dir: str) -> list[str]:
 
 
 def sweep_leftovers(own_dir: str, daemon_dir: str) -> None:
-    """Both sweeps; errors are reported on the node's stderr, never raised (run on a thread)."""
+    """Both sweeps; errors go to the ``actorloop.node`` logger (the node's stderr), never raised."""
     for what, sweep in (
         ("segments", _shm.sweep_stale_segments),
         ("node directories", lambda: sweep_stale_node_dirs(own_dir, daemon_dir)),
@@ -99,4 +99,4 @@ def sweep_leftovers(own_dir: str, daemon_dir: str) -> None:
         try:
             sweep()
         except Exception as exc:  # noqa: BLE001 - a sweep must never stop a node
-            print(f"actorloop node: sweeping {what} of dead runs failed: {exc!r}", file=sys.stderr)
+            logging.getLogger("actorloop.node").warning("sweeping %s of dead runs failed: %r", what, exc)
