@@ -467,6 +467,27 @@ def test_a_retried_call_gets_intact_arguments(node: None, tmp_path: Path) -> Non
     assert wrote == "assignment destination is read-only"
 
 
+@actorloop.remote(max_restarts=1, max_task_retries=1)
+class BytesMutator:
+    def mutate_then_crash(self, data: bytearray, marker: str) -> tuple[bytes, int]:
+        seen = bytes(data[:4]), sum(data)  # as it arrived
+        data[:4] = b"XXXX"  # a bytearray arrives writable: a retry must never see this
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the first attempt dies after writing
+        return seen
+
+
+def test_a_retried_call_gets_an_intact_bytearray(node: None, tmp_path: Path) -> None:
+    data = bytearray(range(256)) * 4096  # 1 MiB: sent through shared memory
+    assert len(data) >= _shm.OOB_THRESHOLD
+    m = BytesMutator.remote()
+    head, total = actorloop.get(m.mutate_then_crash.remote(data, str(tmp_path / "crashed")))
+    assert (tmp_path / "crashed").exists()  # the first attempt ran, wrote and died
+    assert (head, total) == (bytes([0, 1, 2, 3]), sum(data))
+    assert data[:4] == bytes([0, 1, 2, 3])  # the caller's own bytes were never touched
+
+
 _NO_SHM_DRIVER = """
 import hashlib, sys
 import numpy as np
