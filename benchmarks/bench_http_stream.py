@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"streaming over HTTP, one client, median of {rounds} round(s)")
     print(f"{'variant':<15} {'items/s':>9} {'CPU/item':>10} {'first ms':>9} {'ws rt/s':>8}")
     for name, r in results.items():
-        print(
-            f"{name:<15} {r['items_s']:>9.0f} {r['cpu_us_item']:>8.2f}us {r['first_ms']:>9.2f} {r['ws_rt_s']:>8.0f}"
-        )
+        print(f"{name:<15} {r['items_s']:>9.0f} {r['cpu_us_item']:>8.2f}us {r['first_ms']:>9.2f} {r['ws_rt_s']:>8.0f}")
     for other in ("hand-made", "ray hand-made"):
         if other in results:
             b, o = results["builtin"], results[other]

@@ -42,6 +42,7 @@ _GET_GENERATOR = (
     "actorloop.get(ref)`), or get(gen.completed()) to wait for its end"
 )
 
+
 def start(
     address: str | None = None,
     *,
@@ -325,5 +326,3 @@ def _ray_function_for(function: Any, options: dict[str, Any]) -> Any:
             ray_options.setdefault("_generator_backpressure_num_objects", DEFAULT_WINDOW)
         remote = cache[key] = ray.remote(**ray_options)(run) if ray_options else ray.remote(run)
     return remote
-
-

@@ -300,7 +300,6 @@ def ray_waitable(item: Any, what: str) -> Any:
     raise TypeError(f"actorloop.{what}() takes ObjectRefs and ObjectRefGenerators, got {type(item).__name__}")
 
 
-
 def unwrap_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Top-level ``RayRef`` arguments become Ray's refs, which Ray replaces by their values (as the local node does).
 

@@ -81,4 +81,3 @@ def only_local(backend: str, why: str) -> None:
 def on_ray_xfail(backend: str, why: str) -> None:
     if backend == "ray":
         pytest.xfail(f"differs on Ray (docs/ray_backend.md): {why}")
-
