@@ -81,3 +81,78 @@ def test_a_new_uvloop_loop_gives_back_its_receive_buffer_and_still_reads() -> No
 
 def test_an_object_of_variable_size_is_left_alone() -> None:
     assert release_zero_pages(bytes(10 * PAGE)) == 0
+
+
+def _free_small_blocks() -> dict[int, int]:
+    """Free blocks in the pools in use, by block size (sys._debugmallocstats)."""
+    from actorloop._pages import _debug_malloc_stats
+
+    free: dict[int, int] = {}
+    for line in _debug_malloc_stats().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(f.isdigit() for f in fields):
+            free[int(fields[1])] = int(fields[4])
+        elif free:
+            break
+    return free
+
+
+def _free_malloc_bytes() -> int:
+    """Bytes in the free chunks of glibc's main heap (malloc_info), not counting its top."""
+    import ctypes
+    import re
+
+    libc = ctypes.CDLL(None)
+    libc.open_memstream.restype = ctypes.c_void_p
+    libc.open_memstream.argtypes = (ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t))
+    libc.malloc_info.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.fclose.argtypes = (ctypes.c_void_p,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    buf, size = ctypes.c_void_p(), ctypes.c_size_t()
+    stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    text = ctypes.string_at(buf.value, size.value)
+    libc.free(buf.value)
+    heap = text.split(b'<heap nr="0">', 1)[1].split(b"</heap>", 1)[0]
+    return sum(int(t) for t in re.findall(rb'<(?:size|unsorted) from="\d+" to="\d+" total="(\d+)"', heap))
+
+
+@pytest.mark.skipif(not hasattr(sys, "_debugmallocstats"), reason="CPython's small-object allocator")
+def test_fill_heap_holes_takes_the_free_small_blocks_scattered_among_used_pools() -> None:
+    from actorloop._pages import fill_heap_holes
+
+    size = 96
+    objs = [bytes(size - sys.getsizeof(b"")) for _ in range(20_000)]
+    del objs[::2]  # 10,000 holes of one size, spread over the pools of that size
+    per_pool = 16384 // size
+    assert _free_small_blocks()[size] > 10 * per_pool
+
+    keep = fill_heap_holes()
+
+    # What is left is at most the untouched end of one fresh pool.
+    assert _free_small_blocks().get(size, 0) <= per_pool
+    assert sum(len(part) for part in keep) >= 10_000
+    del objs
+
+
+@pytest.mark.skipif(sys.platform != "linux" or not hasattr(__import__("os"), "memfd_create"), reason="glibc")
+def test_fill_heap_holes_takes_the_free_chunks_of_the_malloc_heap() -> None:
+    import ctypes
+
+    from actorloop._pages import fill_heap_holes
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_info"):
+        pytest.skip("not glibc")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    chunks = [libc.malloc(1000) for _ in range(2000)]
+    for p in chunks[::2]:
+        libc.free(p)  # 1,000 holes of ~1 KiB, between chunks still in use
+    assert _free_malloc_bytes() > 900_000
+
+    fill_heap_holes()
+
+    assert _free_malloc_bytes() < 100_000
+    # The filled chunks are never freed: the zygote keeps them, as this test process does.
