@@ -27,7 +27,7 @@ from actorloop._node._registry import register, unregister
 from actorloop._node._server import Node, shutdown_timeout_from_env
 from actorloop._node._sweep import sweep_leftovers
 from actorloop._node._zygote import zygote_main
-from actorloop._pages import release_zero_pages
+from actorloop._pages import fill_heap_holes, release_zero_pages
 from actorloop._protocol import SECRET_BYTES
 
 
@@ -68,6 +68,11 @@ def main() -> None:
     node_http_side, http_zygote_side = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     gc.collect()
     trim_heap()  # before the fork, so that neither the zygote nor the actors carry the free pages
+    try:
+        # Kept for the node's life; shared with the zygote and every actor (see fill_heap_holes).
+        _holes = fill_heap_holes()
+    except Exception:  # noqa: BLE001 - a memory optimisation must never stop a node from starting
+        _holes = []
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()

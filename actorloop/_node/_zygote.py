@@ -26,7 +26,6 @@ import sys
 from typing import NoReturn
 
 from .._fds import is_fd_exhaustion, out_of_fds_error
-from .._pages import fill_heap_holes
 
 _MAX_MSG = 1 << 16
 #: Test-only fault injection: the first N actor forks of a zygote fail with
@@ -54,7 +53,6 @@ def zygote_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     selector = selectors.DefaultSelector()
-    holes_filled = fill_heap_holes()  # noqa: F841 - kept for the zygote's life: see fill_heap_holes
     gc.freeze()
     selector.register(sock, selectors.EVENT_READ, "node")
     selector.register(wake_r, selectors.EVENT_READ, "child")
