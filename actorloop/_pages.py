@@ -115,7 +115,7 @@ def fill_heap_holes() -> list[object]:
     (Python 3.11; 0.1: 4.28 and 22.0); on 3.12 actor USS 3.79 -> 3.54, node +
     driver 20.65 -> 20.3.  Page faults per actor start (``perf record -e
     page-faults`` following the zygote, 30 actors each started and sent one
-    call, 3.11): 1185 -> 1111, and 149 -> 131 in the zygote per fork.
+    call, 3.11, medians): 1190 -> 1098 (0.1: 1025).
     """
     _fill_malloc_chunks()
     # Twice: the first round's own temporaries (the statistics' text, its lines) leave holes.
