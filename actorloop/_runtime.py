@@ -262,7 +262,10 @@ class ActorState:
         if self.max_pending_calls >= 0:
             with self._lock:
                 self._counted -= count
-        if self.created_here and self.anonymous:
+        # A handle still alive keeps the actor: no lock, no count of pending calls per answer (a
+        # sequential get() pays this per call).  A handle dropped meanwhile checks for itself
+        # (_count_dropped), after its count went up: one of the two sees the other's work.
+        if self.created_here and self.anonymous and self.handles_made <= self.handles_dropped:
             self._release_if_unused()
 
     def _release_if_unused(self) -> None:
