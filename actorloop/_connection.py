@@ -871,7 +871,7 @@ class ActorConnection(proto.FrameProtocol):
                 if last_try is not None:
                     del self._kept[call_id]
                     last_try.drop()
-                resend.append(proto.frame(payload))
+                resend += (proto.HEADER.pack(len(payload)), payload)  # _out holds (header, payload) pairs
                 self.track_segments(payload)
             # Numbered after any call sent while we reached the actor, though they go out before those: a
             # chunk is delivered whole or not, up to its last number, and they all leave in one chunk.

@@ -53,6 +53,17 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _per_call(caller0: float, actor0: float, start: float, actor: psutil.Process, n: int) -> dict[str, float]:
+    """CPU microseconds per call of this process and of the actor since the marks, and the wall time per call."""
+    wall = time.perf_counter() - start
+    caller1, actor1 = _own_cpu(), sum(actor.cpu_times()[:2])
+    return {
+        "caller_us": 1e6 * (caller1 - caller0) / n,
+        "actor_us": 1e6 * (actor1 - actor0) / n,
+        "wall_us": 1e6 * wall / n,
+    }
+
+
 async def _measure(kind: str, calls: int, rounds: int) -> dict[str, float]:
     handle: Any = (SyncEcho if kind == "sync" else AsyncEcho).remote()
     actor = psutil.Process(await handle.pid.remote())
@@ -65,14 +76,7 @@ async def _measure(kind: str, calls: int, rounds: int) -> dict[str, float]:
                 await handle.f.remote(i)
         else:
             await asyncio.gather(*[handle.f.remote(i) for i in range(calls)])
-    wall = time.perf_counter() - start
-    caller1, actor1 = _own_cpu(), sum(actor.cpu_times()[:2])
-    n = rounds * calls
-    return {
-        "caller_us": 1e6 * (caller1 - caller0) / n,
-        "actor_us": 1e6 * (actor1 - actor0) / n,
-        "wall_us": 1e6 * wall / n,
-    }
+    return _per_call(caller0, actor0, start, actor, rounds * calls)
 
 
 def _measure_getseq(calls: int, rounds: int) -> dict[str, float]:
@@ -85,14 +89,7 @@ def _measure_getseq(calls: int, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         for i in range(calls):
             actorloop.get(handle.f.remote(i))
-    wall = time.perf_counter() - start
-    caller1, actor1 = _own_cpu(), sum(actor.cpu_times()[:2])
-    n = rounds * calls
-    return {
-        "caller_us": 1e6 * (caller1 - caller0) / n,
-        "actor_us": 1e6 * (actor1 - actor0) / n,
-        "wall_us": 1e6 * wall / n,
-    }
+    return _per_call(caller0, actor0, start, actor, rounds * calls)
 
 
 def main(argv: list[str] | None = None) -> None:
